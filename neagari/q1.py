@@ -1,0 +1,113 @@
+"""Q1_0: the 1-bit GGUF block format (GGML type 41), packing and the two search moves.
+
+A block holds 128 weights in 18 bytes: a little-endian FP16 scale ``d`` then 16 bytes of sign
+bits. Weight ``j`` of a block is ``+d`` if bit ``j % 8`` of byte ``j // 8`` is set, else ``-d``.
+Blocks run along a row of the PyTorch-shaped ``(out, in)`` matrix, so group ``g`` of a tensor is
+row ``g // (in / 128)``, columns ``(g % (in / 128)) * 128`` onwards.
+
+NumPy functions work on the file's bytes (quantize, dequantize, byte-level moves for
+``apply-patch``); the ``*_torch`` functions do the same on device tensors for the engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+GGML_TYPE_Q1_0 = 41
+QK = 128  # weights per block
+BLOCK_BYTES = 18  # 2 (fp16 scale) + 16 (sign bits)
+SCALE_BITS = tuple(range(10))  # FP16 mantissa bits; the paper moves bits 4..9
+
+
+def n_groups(shape: tuple[int, int]) -> int:
+    """Number of Q1_0 blocks of a PyTorch-shaped (out, in) matrix."""
+    out_f, in_f = shape
+    if in_f % QK:
+        raise ValueError(f"row length {in_f} is not a multiple of {QK}")
+    return out_f * in_f // QK
+
+
+def group_location(group: int, in_features: int) -> tuple[int, int]:
+    """(row, first column) of block ``group`` in an (out, in) matrix."""
+    per_row = in_features // QK
+    return group // per_row, (group % per_row) * QK
+
+
+# ---------------------------------------------------------------------------- NumPy, file bytes
+
+
+def quantize(w: np.ndarray) -> np.ndarray:
+    """llama.cpp's reference rule: d = fp16(mean |w|) per block, bit = (w >= 0).
+
+    w: float array (out, in) with in % 128 == 0. Returns uint8 (out, in / 128 * 18).
+    """
+    w = np.asarray(w, dtype=np.float32)
+    if w.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix, got shape {w.shape}")
+    out_f, in_f = w.shape
+    n_groups((out_f, in_f))
+    blocks = w.reshape(out_f, in_f // QK, QK)
+    d = np.abs(blocks).sum(axis=-1, dtype=np.float32) / np.float32(QK)
+    packed = np.empty((out_f, in_f // QK, BLOCK_BYTES), dtype=np.uint8)
+    packed[..., :2] = d.astype("<f2")[..., None].view(np.uint8)
+    packed[..., 2:] = np.packbits(blocks >= 0, axis=-1, bitorder="little")
+    return packed.reshape(out_f, -1)
+
+
+def dequantize(raw: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Inverse of :func:`quantize`: uint8 blocks → float32 (out, in)."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    blocks = raw.reshape(-1, BLOCK_BYTES)
+    d = blocks[:, :2].copy().view("<f2").astype(np.float32)  # (n, 1)
+    bits = np.unpackbits(blocks[:, 2:], axis=-1, bitorder="little")  # (n, 128)
+    w = np.where(bits.astype(bool), d, -d)
+    if shape is None:
+        shape = (raw.shape[0], raw.shape[1] // BLOCK_BYTES * QK) if raw.ndim == 2 else (1, w.size)
+    return w.reshape(shape)
+
+
+def xor_group_bytes(raw: np.ndarray, group: int) -> None:
+    """Weight XOR, in place on a flat uint8 view of one tensor: invert the 128 sign bits."""
+    start = group * BLOCK_BYTES + 2
+    raw[start : start + 16] ^= np.uint8(0xFF)
+
+
+def xor_scale_bit_bytes(raw: np.ndarray, group: int, bit: int) -> None:
+    """Scale-mantissa XOR, in place on a flat uint8 view: flip bit ``bit`` of the FP16 scale."""
+    if not 0 <= bit < 16:
+        raise ValueError(f"scale bit {bit} outside 0..15")
+    byte = group * BLOCK_BYTES + bit // 8  # little-endian: low byte first
+    raw[byte] ^= np.uint8(1 << (bit % 8))
+
+
+# ---------------------------------------------------------------------------- torch, device state
+
+_BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def scales_torch(raw: torch.Tensor) -> torch.Tensor:
+    """FP16 scales of uint8 blocks (..., n * 18) → float32 (..., n)."""
+    blocks = raw.reshape(*raw.shape[:-1], -1, BLOCK_BYTES)
+    return blocks[..., :2].contiguous().view(torch.float16).squeeze(-1).float()
+
+
+def signs_torch(raw: torch.Tensor) -> torch.Tensor:
+    """Sign bits of uint8 blocks (..., n * 18) → bool (..., n * 128)."""
+    blocks = raw.reshape(*raw.shape[:-1], -1, BLOCK_BYTES)
+    qs = blocks[..., 2:]
+    bits = (qs.unsqueeze(-1) >> _BIT_SHIFTS.to(raw.device)) & 1  # (..., n, 16, 8)
+    return bits.reshape(*raw.shape[:-1], -1).bool()
+
+
+def dequantize_torch(raw: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (out, in / 128 * 18) → (out, in) weights of ``dtype`` (computed in fp32)."""
+    d = scales_torch(raw)  # (out, nb)
+    signs = signs_torch(raw).reshape(*d.shape, QK)  # (out, nb, 128)
+    w = torch.where(signs, d.unsqueeze(-1), -d.unsqueeze(-1))
+    return w.reshape(raw.shape[0], -1).to(dtype)
+
+
+def group_weights_torch(block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One 18-byte block (uint8 tensor) → its 128 weights."""
+    return dequantize_torch(block.reshape(1, BLOCK_BYTES), dtype).reshape(QK)

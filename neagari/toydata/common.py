@@ -1,0 +1,138 @@
+"""Shared pieces of the toy task generators: the task item, the probe record and split helpers."""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from dataclasses import dataclass, field
+
+SPLITS = ("train", "heldout")
+PROBE_VERSION = "toy-1.0"
+PLAIN_STOP = "\n"
+
+_FIRST_UNIT = re.compile(r"^(\s*)(\w+|[^\w\s])")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One task instance: `prompt + answer` is the text a model should produce.
+
+    `wrong` is a plausible wrong answer whose first unit differs from the answer's (the probe's
+    heuristic wrong token before calibration); `stop` ends greedy generation when scoring.
+    """
+
+    prompt: str
+    answer: str
+    wrong: str
+    category: str
+    stop: str
+    meta: dict = field(default_factory=dict)
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def domain_rng(seed: int, *tags: str) -> random.Random:
+    """An independent, reproducible stream per (seed, purpose); string seeds hash stably."""
+    return random.Random(":".join([str(seed), *tags]))
+
+
+def heldout_by_hash(key: str) -> bool:
+    """Assign a combinatorial item (an arithmetic problem, a polynomial) to one half for good."""
+    return zlib.crc32(key.encode("utf-8")) % 2 == 1
+
+
+def first_unit(text: str) -> str:
+    """The answer's first unit: its leading whitespace plus one word or one punctuation mark.
+
+    This is what a probe compares (its first token lies inside it for any byte-level BPE).
+    """
+    m = _FIRST_UNIT.match(text)
+    if not m:
+        raise ValueError(f"no first unit in {text!r}")
+    return m.group(1) + m.group(2)
+
+
+def decisions_differ(correct: str, wrong: str) -> bool:
+    """True when two continuations share their leading whitespace but not their first character."""
+    c, w = correct.lstrip(), wrong.lstrip()
+    lead_c, lead_w = correct[: len(correct) - len(c)], wrong[: len(wrong) - len(w)]
+    return bool(c) and bool(w) and lead_c == lead_w and c[0] != w[0]
+
+
+def make_probe(item: Item, name: str) -> dict:
+    """Upstream probe record: the prompt ends exactly where the answer begins."""
+    correct, wrong = first_unit(item.answer), first_unit(item.wrong)
+    if not decisions_differ(correct, wrong):
+        raise ValueError(f"probe {name}: {correct!r} and {wrong!r} do not differ at the start")
+    return {
+        "prompt": item.prompt,
+        "correct": correct,
+        "wrong": wrong,
+        "name": name,
+        "category": item.category,
+        "source": "toy",
+    }
+
+
+def collect_probes(sample, rng: random.Random, domain: str, n: int, categories: list[str]) -> list[dict]:
+    """Draw `n` probes with distinct prompts, cycling through `categories` for balance.
+
+    `sample(rng, split, category)` returns an Item or None (when no valid probe came out).
+    """
+    probes, seen = [], set()
+    counts = {c: 0 for c in categories}
+    attempts = 0
+    while len(probes) < n:
+        attempts += 1
+        if attempts > 200 * n:
+            raise RuntimeError(f"{domain}: could not draw {n} distinct probes")
+        cat = categories[len(probes) % len(categories)]
+        item = sample(rng, "heldout", cat)
+        if item is None or item.prompt in seen:
+            continue
+        if not decisions_differ(first_unit(item.answer), first_unit(item.wrong)):
+            continue
+        seen.add(item.prompt)
+        probes.append(make_probe(item, f"{domain}_{cat}_{counts[cat]:02d}"))
+        counts[cat] += 1
+    return probes
+
+
+def probe_set(domain: str, seed: int, targets: list[dict], controls: list[dict] = (),
+              search_config: dict | None = None, **source) -> dict:
+    """The upstream probe-file layout."""
+    return {
+        "domain": domain,
+        "version": PROBE_VERSION,
+        "source": {"generator": "neagari.toydata", "seed": seed, "split": "heldout", **source},
+        "search_config": dict(search_config or {}),
+        "probes": {"target": list(targets), "control": list(controls)},
+    }
+
+
+def eval_records(items: list[Item], domain: str) -> list[dict]:
+    return [
+        {"id": f"{domain}_{i:04d}", "prompt": it.prompt, "answer": it.answer, "domain": domain,
+         "stop": it.stop, "category": it.category}
+        for i, it in enumerate(items)
+    ]
+
+
+def distinct_items(sample, rng: random.Random, split: str, n: int) -> list[Item]:
+    """`n` items with pairwise distinct prompts, from `sample(rng, split, None)`."""
+    out, seen = [], set()
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 200 * n:
+            raise RuntimeError(f"could not draw {n} distinct items")
+        item = sample(rng, split, None)
+        if item is None or item.prompt in seen:
+            continue
+        seen.add(item.prompt)
+        out.append(item)
+    return out
