@@ -22,8 +22,10 @@ def is_norm(name: str) -> bool:
 
 def write_model(path: str | os.PathLike, cfg: ModelConfig, weights: Mapping[str, np.ndarray],
                 tokenizer_metadata: Mapping[str, object], name: str = "neagari-model",
-                extra_metadata: Mapping[str, str] | None = None) -> Path:
+                extra_metadata: Mapping[str, str] | None = None, quantize: bool = True) -> Path:
     """weights: tensor name (llama.cpp naming) → float array in PyTorch shape (out, in).
+
+    quantize=False keeps every tensor F32 (a full-precision reference file).
 
     Raises ValueError naming any missing or misshapen tensor before writing anything.
     """
@@ -40,13 +42,14 @@ def write_model(path: str | os.PathLike, cfg: ModelConfig, weights: Mapping[str,
     def tensors():
         for n in expected:
             w = np.asarray(weights[n], dtype=np.float32)
-            if is_norm(n):
+            if is_norm(n) or not quantize:
                 yield n, w, TYPE_F32
             else:
                 yield n, q1.quantize(w), q1.GGML_TYPE_Q1_0
 
     def add_metadata(writer):
         writer.add_name(name)
+        writer.add_file_type(40 if quantize else 0)  # LLAMA_FTYPE_MOSTLY_Q1_0 / ALL_F32
         cfg.add_to_gguf(writer)
         write_tokenizer_metadata(writer, dict(tokenizer_metadata))
         for k, v in (extra_metadata or {}).items():

@@ -48,7 +48,12 @@ def quantize(w: np.ndarray) -> np.ndarray:
     out_f, in_f = w.shape
     n_groups((out_f, in_f))
     blocks = w.reshape(out_f, in_f // QK, QK)
-    d = np.abs(blocks).sum(axis=-1, dtype=np.float32) / np.float32(QK)
+    # Sequential float32 accumulation, as llama.cpp's C loop does: numpy's pairwise sum can
+    # differ in the last bit, which fp16 rounding occasionally exposes.
+    acc = np.zeros(blocks.shape[:2], dtype=np.float32)
+    for j in range(QK):  # over positions within a block, vectorized across all blocks
+        acc += np.abs(blocks[..., j])
+    d = acc / np.float32(QK)
     packed = np.empty((out_f, in_f // QK, BLOCK_BYTES), dtype=np.uint8)
     packed[..., :2] = d.astype("<f2")[..., None].view(np.uint8)
     packed[..., 2:] = np.packbits(blocks >= 0, axis=-1, bitorder="little")

@@ -114,7 +114,10 @@ def gtok(gguf_path):
 @pytest.fixture(scope="module")
 def llama(gguf_path):
     llama_cpp = pytest.importorskip("llama_cpp")
-    return llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    # Metadata and tokenizer keys only, no tensors: enough for llama.cpp's vocab_only load.
+    llm = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
 
 
 def fuzz_strings(n=400, seed=0):

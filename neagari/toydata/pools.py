@@ -47,7 +47,7 @@ REAL_POOLS = {
     ).split(),
     # Subjects of e-mails, to-do entries and news in the tool-calling requests.
     "tool_topic": (
-        "invoice meeting report budget contract schedule proposal payroll agenda survey "
+        "invoice meeting report budget contract itinerary proposal payroll agenda survey "
         "roadmap audit forecast memo briefing newsletter checklist inventory lecture seminar "
         "workshop deadline interview review"
     ).split(),

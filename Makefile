@@ -1,0 +1,50 @@
+# Two entry points: `make paper` and `make test`. Each sets up .venv/ from the pinned requirements
+# first (once; redone when a requirements file changes).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CORES ?= 2
+CONFIG ?= config/config.yaml
+# llama-cpp-python (the independent reference implementation for tests and benchmarks) builds
+# from source in minutes; its wheel is built once and kept outside the clone for reuse.
+WHEEL_CACHE ?= $(HOME)/.cache/neagari/wheels
+LLAMA_CPP_VERSION := 0.3.36
+
+.PHONY: paper test test-fast lint setup setup-test bench clean-results
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	mkdir -p $(WHEEL_CACHE)
+	ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(PY) -m pip wheel --no-deps --disable-pip-version-check \
+	    llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEEL_CACHE)
+	$(PY) -m pip install --quiet --disable-pip-version-check --prefer-binary --find-links $(WHEEL_CACHE) \
+	  -r requirements-test.txt
+	touch $@
+
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
+
+## The paper on the default (embedded) configuration.
+paper: $(VENV)/.installed
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-triggers mtime params input code
+	@echo "Results: $(CURDIR)/results/"
+
+## Every test (compares against llama.cpp and transformers).
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/snakemake --lint --configfile config/smoke.yaml
+
+bench: $(VENV)/.installed-test
+	$(PY) benchmarks/bench_engine.py
+
+clean-results:
+	rm -rf results logs .snakemake

@@ -1,0 +1,23 @@
+# The Neagari paper, regenerated. `make paper` runs this with config/config.yaml; see README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The default config unless one is given: --configfile would otherwise be merged into it.
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+
+include: "rules/common.smk"
+include: "rules/models.smk"
+include: "rules/scoring.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

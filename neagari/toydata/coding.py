@@ -1,0 +1,118 @@
+"""Coding: short Python functions with completion points (HumanEval/MBPP analogue).
+
+Completion points range from syntax a small model gets right early (the colon after a signature,
+closing parentheses) to choices that need the function's name or body (the operator implied by
+`add_`/`scale_`, the comparison of `larger_`, the string method of `shout_`, which variable to
+return). Function and parameter nouns come from a pool split into train and held-out halves.
+"""
+
+from __future__ import annotations
+
+import random
+
+from .common import PLAIN_STOP, Item, check_split
+from .pools import pool
+
+OPERATORS = {"+": ("add", "sum", "combine"), "-": ("subtract", "diff", "deduct"),
+             "*": ("multiply", "scale", "times")}
+COMPARISONS = {">": ("larger", "bigger", "higher"), "<": ("smaller", "lesser", "lower")}
+METHODS = {"upper": ("shout", "loud", "caps"), "lower": ("quiet", "soft", "small"),
+           "strip": ("trim", "clean", "tidy")}
+FACTORS = {"2": "double", "3": "triple", "4": "quadruple"}
+ACCUMULATORS = ("total", "result", "acc", "running")
+LOOP_VARS = ("item", "value", "entry", "num")
+KINDS = ("binop", "compare", "accumulate", "method", "parens", "comprehension")
+# Probe categories ("method" points are evaluated but not probed, see `snippet`).
+CATEGORIES = ("paren", "operator", "comparison", "colon", "iterable", "return_value", "keyword",
+              "constant")
+
+
+def _first_other(options, avoid: str) -> str:
+    return next(o for o in options if o.lstrip()[0] != avoid.lstrip()[0])
+
+
+def snippet(rng: random.Random, split: str, kind: str):
+    """(lines, points); a point is (category, line index, column, wrong rest of line).
+
+    Every point sits on a Qwen2 pre-tokenizer boundary (after a letter run or a space before a
+    digit), never inside a punctuation run such as "):" or ".upper".
+    """
+    check_split(split)
+    noun = rng.choice(pool("code_noun", split))
+    if kind == "binop":
+        op = rng.choice(sorted(OPERATORS))
+        name = f"{rng.choice(OPERATORS[op])}_{noun}"
+        lines = [f"def {name}(a, b):", f"    return a {op} b"]
+        other = _first_other([o for o in sorted(OPERATORS) if o != op], op)
+        return lines, [("paren", 0, len(f"def {name}(a, b"), ", c):"),
+                       ("operator", 1, len("    return a"), f" {other} b")]
+    if kind == "compare":
+        op = rng.choice(sorted(COMPARISONS))
+        name = f"{rng.choice(COMPARISONS[op])}_{noun}"
+        other = "<" if op == ">" else ">"
+        lines = [f"def {name}(x, y):", f"    if x {op} y:", "        return x", "    return y"]
+        return lines, [("paren", 0, len(f"def {name}(x, y"), ", z):"),
+                       ("comparison", 1, len("    if x"), f" {other} y:"),
+                       ("colon", 1, len(f"    if x {op} y"), " and x:")]
+    if kind == "accumulate":
+        acc = rng.choice(ACCUMULATORS)
+        var = rng.choice([v for v in LOOP_VARS if v[0] != acc[0]])
+        name = f"{rng.choice(('total', 'sum_up', 'tally'))}_{noun}"
+        lines = [f"def {name}({noun}):", f"    {acc} = 0", f"    for {var} in {noun}:",
+                 f"        {acc} += {var}", f"    return {acc}"]
+        wrong_iter = _first_other([f" {acc}:", f" {var}s:", " range(len("], noun)
+        return lines, [("iterable", 2, len(f"    for {var} in"), wrong_iter),
+                       ("return_value", 4, len("    return"), f" {var}"),
+                       ("colon", 2, len(f"    for {var} in {noun}"), "[0]:")]
+    if kind == "method":
+        method = rng.choice(sorted(METHODS))
+        name = f"{rng.choice(METHODS[method])}_{noun}"
+        lines = [f"def {name}(text):", f"    return text.{method}()"]
+        other = next(m for m in sorted(METHODS) if m != method)
+        # ".upper" is one pre-token: the point precedes the dot, so it suits exact-match
+        # evaluation but not a first-character probe (every method starts with ".").
+        return lines, [("method", 1, len("    return text"), f".{other}()"),
+                       ("paren", 0, len(f"def {name}(text"), ", n):")]
+    if kind == "parens":
+        fn = rng.choice(("max", "min"))
+        name = f"{'longest' if fn == 'max' else 'shortest'}_{noun}"
+        lines = [f"def {name}(a, b):", f"    return {fn}(len(a), len(b))"]
+        return lines, [("paren", 1, len(lines[1]) - 2, ", ")]
+    if kind == "comprehension":
+        factor = rng.choice(sorted(FACTORS))
+        name = f"{FACTORS[factor]}_{noun}"
+        lines = [f"def {name}({noun}):", f"    return [v * {factor} for v in {noun}]"]
+        other = next(f for f in sorted(FACTORS) if f != factor)
+        return lines, [("constant", 1, len("    return [v * "), f"{other} for v in {noun}]"),
+                       ("keyword", 1, len(f"    return [v * {factor}"), " + 1]"),
+                       ("keyword", 1, len(f"    return [v * {factor} for v"), " = 0"),
+                       ("paren", 0, len(f"def {name}({noun}"), ", n):")]
+    raise ValueError(f"unknown snippet kind {kind!r}")
+
+
+def point_item(lines: list[str], point) -> Item:
+    category, li, col, wrong = point
+    prompt = "".join(line + "\n" for line in lines[:li]) + lines[li][:col]
+    return Item(prompt=prompt, answer=lines[li][col:], wrong=wrong, category=category,
+                stop=PLAIN_STOP, meta={"code": "\n".join(lines) + "\n"})
+
+
+def sample(rng: random.Random, split: str, category: str | None = None) -> Item | None:
+    """A completion point of one function (of the given category when one is asked for)."""
+    kinds = list(KINDS)
+    rng.shuffle(kinds)
+    for kind in kinds:
+        lines, points = snippet(rng, split, kind)
+        fits = [p for p in points if category in (None, p[0])]
+        if fits:
+            return point_item(lines, rng.choice(fits))
+    return None
+
+
+def corpus_text(rng: random.Random, split: str) -> str:
+    blocks = [snippet(rng, split, rng.choice(KINDS))[0] for _ in range(rng.randint(2, 3))]
+    return "\n".join("".join(line + "\n" for line in b) for b in blocks)
+
+
+def heldout_entities() -> set[str]:
+    return set(pool("code_noun", "heldout"))
