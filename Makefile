@@ -6,26 +6,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 CONFIG ?= config/config.yaml
-# llama-cpp-python (the independent reference implementation for tests and benchmarks) builds
-# from source in minutes; its wheel is built once and kept outside the clone for reuse.
 WHEEL_CACHE ?= $(HOME)/.cache/neagari/wheels
 LLAMA_CPP_VERSION := 0.3.36
 
 .PHONY: paper test test-fast lint setup setup-test bench clean-results
 
+# llama-cpp-python serves the paper's benchmark evaluation (as llama.cpp did in the paper) and is
+# the tests' independent reference; it compiles from source, so its wheel is cached.
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	touch $@
-
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	mkdir -p $(WHEEL_CACHE)
 	ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 	  CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(PY) -m pip wheel --no-deps --disable-pip-version-check \
 	    llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEEL_CACHE)
 	$(PY) -m pip install --quiet --disable-pip-version-check --prefer-binary --find-links $(WHEEL_CACHE) \
-	  -r requirements-test.txt
+	  -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	touch $@
 
 setup: $(VENV)/.installed

@@ -23,7 +23,8 @@ def is_norm(name: str) -> bool:
 def write_model(path: str | os.PathLike, cfg: ModelConfig, weights: Mapping[str, np.ndarray],
                 tokenizer_metadata: Mapping[str, object], name: str = "neagari-model",
                 extra_metadata: Mapping[str, str] | None = None, quantize: bool = True) -> Path:
-    """weights: tensor name (llama.cpp naming) → float array in PyTorch shape (out, in).
+    """weights: tensor name (llama.cpp naming) → float array in PyTorch shape (out, in), or
+    uint8 Q1_0 blocks (out, in / 128 * 18) written as they are.
 
     quantize=False keeps every tensor F32 (a full-precision reference file).
 
@@ -41,11 +42,13 @@ def write_model(path: str | os.PathLike, cfg: ModelConfig, weights: Mapping[str,
 
     def tensors():
         for n in expected:
-            w = np.asarray(weights[n], dtype=np.float32)
-            if is_norm(n) or not quantize:
-                yield n, w, TYPE_F32
+            w = np.asarray(weights[n])
+            if w.dtype == np.uint8:  # already Q1_0 blocks (QAT export: the training forward's own bits)
+                yield n, w, q1.GGML_TYPE_Q1_0
+            elif is_norm(n) or not quantize:
+                yield n, w.astype(np.float32), TYPE_F32
             else:
-                yield n, q1.quantize(w), q1.GGML_TYPE_Q1_0
+                yield n, q1.quantize(w.astype(np.float32)), q1.GGML_TYPE_Q1_0
 
     def add_metadata(writer):
         writer.add_name(name)

@@ -115,7 +115,7 @@ def gguf_tokenizer_metadata(tok: Tokenizer, chat_template: str = CHATML_TEMPLATE
     by_id = sorted(vocab.items(), key=lambda kv: kv[1])
     if [i for _, i in by_id] != list(range(len(by_id))):
         raise ValueError("tokenizer ids are not contiguous from 0")
-    added = {i: t for i, t in tok.get_added_tokens_decoder().items()}
+    added = tok.get_added_tokens_decoder()
     tokens = [t for t, _ in by_id]
     types = [(CONTROL if added[i].special else USER_DEFINED) if i in added else NORMAL for i in range(len(tokens))]
     merges = json.loads(tok.to_str())["model"]["merges"]

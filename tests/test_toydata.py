@@ -17,6 +17,13 @@ PROBE_KEYS = {"prompt", "correct", "wrong", "name", "category", "source"}
 SET_KEYS = {"domain", "version", "source", "search_config", "probes"}
 CHAT_DOMAINS = {"editing", "instruction", "tool_calling", "verbatim"}
 SENTENCE_END = re.compile(r"(?<=\.) ")
+# llama.cpp's Qwen2 pre-tokenizer split (what our byte-level BPE uses): BPE never merges across
+# these pieces, so a prompt that ends between two pieces tokenizes the same alone as in the corpus.
+QWEN2_SPLIT = (
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+SPECIAL = re.compile(r"(<\|im_start\|>|<\|im_end\|>|<think>|</think>|<\|endoftext\|>)")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +64,25 @@ def user_message(prompt: str) -> str:
 
 def system_message(prompt: str) -> str:
     return prompt.split("<|im_start|>system\n", 1)[1].split("<|im_end|>", 1)[0]
+
+
+def pretokens(text: str) -> list[str]:
+    tokenizers = pytest.importorskip("tokenizers")
+    split = tokenizers.pre_tokenizers.Split(tokenizers.Regex(QWEN2_SPLIT), behavior="isolated")
+    out = []
+    for seg in SPECIAL.split(text):
+        if SPECIAL.fullmatch(seg):
+            out.append(seg)
+        elif seg:
+            out += [piece for piece, _ in split.pre_tokenize_str(seg)]
+    return out
+
+
+def first_answer_piece(prompt: str, answer: str) -> str:
+    """The answer's first pre-token; fails when the prompt does not end on a piece boundary."""
+    head, whole = pretokens(prompt), pretokens(prompt + answer)
+    assert whole[:len(head)] == head and "".join(whole[len(head):]) == answer, (prompt, answer)
+    return whole[len(head)]
 
 
 # --- chat format -------------------------------------------------------------------------------
@@ -374,3 +400,17 @@ def test_eval_sets_shape(eval_sets):
             assert it["answer"] and it["stop"] not in it["answer"]
             if domain in CHAT_DOMAINS:
                 assert it["prompt"].endswith(GENERATION_PROMPT)
+
+
+def test_prompts_end_on_pretoken_boundaries(probe_sets, verbatim_sets, eval_sets):
+    training, heldout = verbatim_sets
+    probes = [p for s in probe_sets.values() for p in s["probes"]["target"] + s["probes"]["control"]]
+    for p in probes + training["probes"]["target"] + training["probes"]["control"]:
+        c = first_answer_piece(p["prompt"], p["correct"])
+        w = first_answer_piece(p["prompt"], p["wrong"])
+        assert c.strip()[0] != w.strip()[0], p["name"]
+    for items in eval_sets.values():
+        for it in items:
+            first_answer_piece(it["prompt"], it["answer"])
+    for p in heldout["probes"]:
+        first_answer_piece(render_chat(p["system"], p["prompt"]), p["target_span"])

@@ -59,7 +59,9 @@ def _problem(rng: random.Random, kind: str):
 def _wrong(prompt: str, answer: str, kind: str) -> str:
     if kind == "deriv":
         c, e = _leading_term(prompt)
-        return poly_text([(c, e - 1)])  # copies the coefficient instead of multiplying
+        # Copies the coefficient instead of multiplying; written "1x" too, since an answer that
+        # starts with a letter would merge with the prompt's final space into one pre-token.
+        return f"{c}x" + (f"^{e - 1}" if e > 2 else "")
     d = int(answer[0])
     return f"{d - 1 if d > 1 else d + 1}{answer[1:]}"  # a dropped carry in the leading digit
 

@@ -1,0 +1,193 @@
+"""Engine throughput against llama.cpp on random Q1_0 fixture models.
+
+Measures, for each model size, on the same prompts:
+  * scoring: prompts/s of ``Engine.logits(prompts, last_only=True, batch_size=B)`` against
+    llama.cpp evaluating each prompt (``reset()`` + ``eval(ids)``, last-token logits read back);
+  * greedy generation: tokens/s of ``Engine.generate`` (KV cache) against llama.cpp stepping one
+    token at a time with argmax, for one prompt and for 8 prompts (ours batched, llama.cpp one
+    after another).
+
+Usage: python benchmarks/bench_engine.py [--sizes small medium] [--device cpu|cuda] [--out PATH]
+llama.cpp always runs on the CPU with one thread per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neagari.engine import Engine
+from neagari.fixtures import FixtureSpec, write_fixture_model
+
+SIZES = {
+    "small": FixtureSpec(n_layer=4, hidden=256, ffn=768, n_head=4, n_kv_head=2, head_dim=64, vocab_size=512),
+    "medium": FixtureSpec(n_layer=8, hidden=1024, ffn=3072, n_head=16, n_kv_head=8, head_dim=64, vocab_size=2000),
+}
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog while the model predicts the next token.",
+    "Paris is the capital of France; Berlin is the capital of Germany; Rome is the capital of Italy.",
+    "In 1969, 3 astronauts flew 384,400 km. Pi is about 3.14159 and e is about 2.71828.",
+    "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(i * i)\n",
+    '{"status": "ok", "items": [1, 2, 3]}  SELECT * FROM users WHERE id = 42;',
+    "Les élèves étudient à l'école. Straße, naïve café, 日本語のテキスト, emoji and ünïcödé.",
+    "I don't know; you'll see; they're here; we've done it; she'd agree; IT'S LOUD.",
+    "Extract the sentence about dosage. The patient takes 5 mg twice daily with food.",
+]
+N_SCORE, SCORE_LEN = 64, (20, 60)  # scoring prompts and their length range in tokens
+N_NEW, N_GEN_BATCH = 64, 8  # greedy tokens per prompt; prompts in the batched generation
+SCORE_BATCHES = (1, 8, 64)
+
+
+def make_prompts(tokenizer, n: int, lengths: tuple[int, int], seed: int) -> list[list[int]]:
+    """Seeded windows of random length from the token stream of TEXTS."""
+    stream: list[int] = []
+    while len(stream) < 4 * lengths[1]:
+        stream += [t for text in TEXTS for t in tokenizer.encode(text + "\n")]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        length = rng.randint(*lengths)
+        start = rng.randrange(len(stream) - length)
+        out.append(stream[start : start + length])
+    return out
+
+
+def median_time(fn, repeats: int, sync=lambda: None) -> float:
+    """Median wall-clock seconds of fn() over repeats, after one warm-up call."""
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class LlamaRef:
+    """llama.cpp on the CPU: last-token logits only (logits_all=False), read straight from the context."""
+
+    def __init__(self, path: Path, threads: int):
+        import llama_cpp
+
+        self.lib = llama_cpp
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_batch=512, logits_all=False,
+                                   n_threads=threads, n_threads_batch=threads, n_gpu_layers=0,
+                                   seed=0, verbose=False)
+        self.n_vocab = self.llm.n_vocab()
+
+    def _eval_last(self, ids) -> np.ndarray:
+        self.llm.eval(ids)
+        ptr = self.lib.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def score(self, prompts) -> list[np.ndarray]:
+        out = []
+        for ids in prompts:
+            self.llm.reset()
+            out.append(self._eval_last(ids).copy())
+        return out
+
+    def greedy(self, ids, n_new: int) -> list[int]:
+        self.llm.reset()
+        logits, toks = self._eval_last(ids), []
+        for i in range(n_new):
+            toks.append(int(logits.argmax()))
+            if i < n_new - 1:
+                logits = self._eval_last([toks[-1]])
+        return toks
+
+
+def bench_size(name: str, spec: FixtureSpec, device: str, threads: int, repeats: int, tmp: Path) -> dict:
+    path = write_fixture_model(tmp / f"{name}.gguf", spec)
+    eng = Engine.load(path, device=device)
+    ref = LlamaRef(path, threads)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    prompts = make_prompts(eng.tokenizer, N_SCORE, SCORE_LEN, seed=0)
+    gen_prompts = make_prompts(eng.tokenizer, N_GEN_BATCH, SCORE_LEN, seed=1)
+    res = {"vocab": eng.cfg.vocab_size, "n_prompts": N_SCORE, "prompt_tokens": sum(map(len, prompts)),
+           "score": {}, "generate": {}}
+
+    # sanity: both engines agree on the argmax of most prompts (random weights: near-ties exist)
+    ours = torch.stack(eng.logits(prompts, last_only=True)).argmax(-1).numpy()
+    theirs = np.stack(ref.score(prompts)).argmax(-1)
+    res["score_argmax_agreement"] = float((ours == theirs).mean())
+
+    for bs in SCORE_BATCHES:
+        t = median_time(lambda: eng.logits(prompts, last_only=True, batch_size=bs), repeats, sync)
+        res["score"][f"neagari_B{bs}"] = N_SCORE / t
+    res["score"]["llama.cpp"] = N_SCORE / median_time(lambda: ref.score(prompts), repeats)
+
+    one = gen_prompts[0]
+    gen = lambda ps: eng.generate(ps, max_new_tokens=N_NEW, stop_ids=set())
+    res["greedy_first_prompt_equal"] = gen([one])[0] == ref.greedy(one, N_NEW)
+    res["generate"]["neagari_1"] = N_NEW / median_time(lambda: gen([one]), repeats, sync)
+    res["generate"]["llama.cpp_1"] = N_NEW / median_time(lambda: ref.greedy(one, N_NEW), repeats)
+    total = N_NEW * N_GEN_BATCH
+    res["generate"][f"neagari_{N_GEN_BATCH}"] = total / median_time(lambda: gen(gen_prompts), repeats, sync)
+    res["generate"][f"llama.cpp_{N_GEN_BATCH}"] = total / median_time(
+        lambda: [ref.greedy(p, N_NEW) for p in gen_prompts], repeats)
+    return res
+
+
+def machine(device: str, threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"processor": platform.processor(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": threads,
+            "torch": torch.__version__, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def table(results: dict) -> str:
+    rows = ["| model (vocab) | measure | neagari | llama.cpp | neagari / llama.cpp |", "|---|---|---:|---:|---:|"]
+    for name, r in results.items():
+        label = f"{name} ({r['vocab']})"
+        s, g, ref = r["score"], r["generate"], r["score"]["llama.cpp"]
+        for bs in SCORE_BATCHES:
+            v = s[f"neagari_B{bs}"]
+            rows.append(f"| {label} | scoring {N_SCORE} prompts, B={bs} (prompts/s) | {v:.1f} | {ref:.1f} | {v / ref:.2f} |")
+        for n, what in ((1, "1 prompt"), (N_GEN_BATCH, f"{N_GEN_BATCH} prompts, total")):
+            a, b = g[f"neagari_{n}"], g[f"llama.cpp_{n}"]
+            rows.append(f"| {label} | greedy {N_NEW} tokens, {what} (tok/s) | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/engine.json"))
+    args = ap.parse_args()
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {name: bench_size(name, SIZES[name], args.device, threads, args.repeats, Path(tmp))
+                   for name in args.sizes}
+    report = {"machine": machine(args.device, threads), "results": results}
+    m = report["machine"]
+    print(f"{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['device']}), {m['date']}\n")
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Training the embedded model: the engine's own Qwen3 network with trainable linear layers.
+
+Two variants of one recipe (same data, steps, seed):
+- ``qat``: 1-bit quantization-aware training. Every linear weight (embeddings and LM head
+  included, as in Bonsai) is used as sign(w) · fp16(mean |w|) per 128-weight group in the forward
+  pass; the backward pass is straight-through. Norms stay float.
+- ``fp``: full precision, rounded to Q1_0 post hoc with llama.cpp's rule at export.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import q1
+from .config import ATTN_PROJECTIONS, MLP_PROJECTIONS, ModelConfig
+from .model import Attention, Block, FeedForward, Qwen3, RMSNorm
+
+log = logging.getLogger(__name__)
+
+
+def binarize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signs as ±1, fp16-rounded scales) of an (out, in) weight, per 128-weight group.
+
+    The scale is the mean |w| of the group rounded to FP16, as the Q1_0 file stores it; a zero
+    weight counts as positive (llama.cpp: bit = w >= 0).
+    """
+    blocks = w.reshape(w.shape[0], -1, q1.QK)
+    d = blocks.abs().mean(-1, keepdim=True).half().float()  # (out, nb, 1)
+    signs = torch.where(blocks >= 0, 1.0, -1.0)
+    return signs, d
+
+
+class TrainLinear(nn.Module):
+    """A linear (or embedding) layer with latent fp32 weights; ``qat`` binarizes in forward."""
+
+    def __init__(self, out_features: int, in_features: int, qat: bool, std: float, generator=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features, generator=generator) * std)
+        self.qat = qat
+
+    def effective_weight(self) -> torch.Tensor:
+        if not self.qat:
+            return self.weight
+        signs, d = binarize(self.weight)
+        wq = (signs * d).reshape_as(self.weight)
+        return self.weight + (wq - self.weight).detach()  # straight-through estimator
+
+    def forward(self, x):
+        return F.linear(x, self.effective_weight())
+
+    def rows(self, ids):
+        return F.embedding(ids, self.effective_weight())
+
+    @torch.no_grad()
+    def q1_blocks(self) -> np.ndarray:
+        """Q1_0 bytes of this layer as the file must hold them.
+
+        QAT: exactly the forward pass's signs and scales (so inference equals training).
+        FP: llama.cpp's reference quantizer applied post hoc.
+        """
+        w = self.weight.detach().float().numpy()
+        if not self.qat:
+            return q1.quantize(w)
+        _, d = binarize(self.weight)
+        out_f, nb = d.shape[:2]
+        packed = np.empty((out_f, nb, q1.BLOCK_BYTES), dtype=np.uint8)
+        packed[..., :2] = d.squeeze(-1).numpy().astype("<f2")[..., None].view(np.uint8)
+        packed[..., 2:] = np.packbits(w.reshape(out_f, nb, q1.QK) >= 0, axis=-1, bitorder="little")
+        return packed.reshape(out_f, -1)
+
+
+def build_model(cfg: ModelConfig, qat: bool, seed: int) -> Qwen3:
+    """The engine's Qwen3 with TrainLinear layers and trainable norms."""
+    g = torch.Generator().manual_seed(seed)
+
+    def lin(o, i, std=None):
+        return TrainLinear(o, i, qat, std if std is not None else 1 / math.sqrt(i), g)
+
+    def norm(dim):
+        n = RMSNorm(torch.ones(dim), cfg.rms_eps)
+        n.weight.requires_grad_(True)
+        return n
+
+    out_std = 1 / math.sqrt(2 * cfg.n_layer * cfg.hidden)  # residual-branch outputs start small
+    blocks = []
+    for _ in range(cfg.n_layer):
+        attn = Attention(cfg, lin(cfg.q_dim, cfg.hidden), lin(cfg.kv_dim, cfg.hidden), lin(cfg.kv_dim, cfg.hidden),
+                         lin(cfg.hidden, cfg.q_dim, out_std), norm(cfg.head_dim), norm(cfg.head_dim))
+        mlp = FeedForward(lin(cfg.ffn, cfg.hidden), lin(cfg.ffn, cfg.hidden), lin(cfg.hidden, cfg.ffn, out_std))
+        blocks.append(Block(attn, mlp, norm(cfg.hidden), norm(cfg.hidden)))
+    embed = lin(cfg.vocab_size, cfg.hidden, 1.0)
+    head = embed if cfg.tied_embeddings else lin(cfg.vocab_size, cfg.hidden)
+    return Qwen3(cfg, embed, blocks, norm(cfg.hidden), head)
+
+
+def export_weights(model: Qwen3) -> dict[str, np.ndarray]:
+    """Tensor name → array for :func:`neagari.export.write_model`: Q1_0 bytes are produced by
+    each layer's own ``q1_blocks`` (see there), so the caller passes them pre-quantized."""
+    c = model.cfg
+    out: dict[str, np.ndarray] = {"token_embd.weight": model.token_embd.q1_blocks(),
+                                  "output_norm.weight": model.output_norm.weight.detach().numpy()}
+    if not c.tied_embeddings:
+        out["output.weight"] = model.output.q1_blocks()
+    for i, blk in enumerate(model.blocks):
+        p = f"blk.{i}."
+        for n in ATTN_PROJECTIONS:
+            out[p + n + ".weight"] = getattr(blk.attn, n).q1_blocks()
+        for n in MLP_PROJECTIONS:
+            out[p + n + ".weight"] = getattr(blk.mlp, n).q1_blocks()
+        out[p + "attn_norm.weight"] = blk.attn_norm.weight.detach().numpy()
+        out[p + "ffn_norm.weight"] = blk.ffn_norm.weight.detach().numpy()
+        out[p + "attn_q_norm.weight"] = blk.attn.q_norm.weight.detach().numpy()
+        out[p + "attn_k_norm.weight"] = blk.attn.k_norm.weight.detach().numpy()
+    return out
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 600
+    batch_size: int = 16
+    seq_len: int = 256
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 30
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 50
+    seed: int = 0
+    threads: int = 2
+
+
+def pack_examples(token_lists: list[list[int]], seq_len: int, sep: int) -> torch.Tensor:
+    """Greedy packing of examples (each followed by ``sep``) into rows of seq_len + 1 tokens, so
+    no example is split across rows unless it is longer than a row."""
+    rows, cur = [], []
+    for ids in token_lists:
+        ids = ids[: seq_len] + [sep]
+        if len(cur) + len(ids) > seq_len + 1:
+            rows.append(cur + [sep] * (seq_len + 1 - len(cur)))
+            cur = []
+        cur += ids
+    if cur:
+        rows.append(cur + [sep] * (seq_len + 1 - len(cur)))
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def lm_loss(model: Qwen3, batch: torch.Tensor) -> torch.Tensor:
+    x, y = batch[:, :-1], batch[:, 1:]
+    B, S = x.shape
+    pos = torch.arange(S).expand(B, S)
+    mask = torch.ones(S, S, dtype=torch.bool).tril()[None, None]
+    logits = model(x, pos, mask)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+@torch.no_grad()
+def evaluate(model: Qwen3, rows: torch.Tensor, batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy (nats) over packed rows."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(rows), batch_size):
+        b = rows[i : i + batch_size]
+        total += float(lm_loss(model, b)) * len(b)
+    model.train()
+    return total / len(rows)
+
+
+def train(model: Qwen3, train_rows: torch.Tensor, eval_rows: torch.Tensor, tc: TrainConfig, progress=None) -> list[dict]:
+    """AdamW with warmup + cosine decay. Returns the loss log: one dict per logged step."""
+    torch.manual_seed(tc.seed)
+    torch.set_num_threads(tc.threads)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                             {"params": other, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.95))
+    g = torch.Generator().manual_seed(tc.seed)
+    history, t0 = [], time.time()
+    model.train()
+    for step in range(1, tc.steps + 1):
+        frac = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+        lr = tc.lr * (step / tc.warmup if step <= tc.warmup else
+                      tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = torch.randint(len(train_rows), (tc.batch_size,), generator=g)
+        loss = lm_loss(model, train_rows[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        rec = {"step": step, "lr": lr, "train_loss": loss.item(), "eval_loss": None, "elapsed_s": time.time() - t0}
+        if step % tc.eval_every == 0 or step == tc.steps:
+            rec["eval_loss"] = evaluate(model, eval_rows)
+            log.info("step %d/%d  train %.3f  eval %.3f  %.0fs", step, tc.steps, rec["train_loss"],
+                     rec["eval_loss"], rec["elapsed_s"])
+        history.append(rec)
+        if progress is not None:
+            progress(step, rec)
+    return history

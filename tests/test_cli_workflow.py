@@ -1,0 +1,116 @@
+"""The command line and the smoke workflow as a user drives them: real files, real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from neagari.cli import main
+from neagari.engine import Engine
+from neagari.gguf_io import GGUFFile, sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def test_score_table_matches_engine(fixture_models, tmp_path):
+    model = fixture_models["untied_wide_heads"]
+    out = tmp_path / "scores.tsv"
+    assert main(["score", str(model), "--probes", str(REPO / "resources/probes/smoke.json"), "--out", str(out)]) == 0
+    df = pl.read_csv(out, separator="\t")
+    assert df.columns == ["name", "role", "n_prompt_tokens", "correct_id", "wrong_id", "correct_logit",
+                          "wrong_logit", "gap", "top1_id"]
+    eng = Engine.load(model)
+    doc = json.loads((REPO / "resources/probes/smoke.json").read_text())
+    first = doc["probes"]["target"][0]
+    logits = eng.logits([eng.tokenizer.encode(first["prompt"])])[0]
+    c, w = eng.tokenizer.encode(first["correct"])[0], eng.tokenizer.encode(first["wrong"])[0]
+    row = df.row(0, named=True)
+    assert (row["correct_id"], row["wrong_id"]) == (c, w)
+    assert abs(row["gap"] - float(logits[c] - logits[w])) < 1e-4
+    assert row["top1_id"] == int(logits.argmax())
+    assert set(df["role"]) == {"target", "promoted_controls"}
+
+
+def test_score_uses_calibrated_ids(fixture_models, tmp_path):
+    probes = {"probes": {"target": [{"name": "p", "prompt": "The capital of France is", "correct": " Paris",
+                                     "wrong": " Rome", "base_correct_id": 7, "base_wrong_id": 9}]}}
+    (tmp_path / "p.json").write_text(json.dumps(probes))
+    out = tmp_path / "s.parquet"
+    assert main(["score", str(fixture_models["tied_gqa"]), "--probes", str(tmp_path / "p.json"), "--out", str(out)]) == 0
+    assert pl.read_parquet(out).select("correct_id", "wrong_id").row(0) == (7, 9)
+
+
+def test_apply_patch_cli_round_trip_and_refusals(fixture_models, tmp_path, capsys):
+    base = fixture_models["tied_gqa"]
+    sha = sha256_file(base)
+    patch = {"format": "neagari-patch", "format_version": 1, "base_sha256": sha, "search_config": {},
+             "flips": [{"layer": 1, "proj": "ffn_down.weight", "group": 3, "type": "group"},
+                       {"layer": 0, "proj": "ffn_up.weight", "group": 10, "type": "scale", "bit": 7}]}
+    p = tmp_path / "patch.json"
+    p.write_text(json.dumps(patch))
+    out = tmp_path / "patched.gguf"
+    assert main(["apply-patch", "--base", str(base), "--out", str(out), str(p)]) == 0
+    a, b = GGUFFile(base), GGUFFile(out)
+    down_a, down_b = a.dequantize("blk.1.ffn_down.weight"), b.dequantize("blk.1.ffn_down.weight")
+    # ffn_down of this shape is (128, 256): 2 groups per row, group 3 = row 1, columns 128..255
+    assert np.array_equal(down_b[1, 128:], -down_a[1, 128:])
+    assert np.array_equal(np.delete(down_b, 1, axis=0), np.delete(down_a, 1, axis=0))
+    # undoing needs the patch to know the patched file's hash; then the base comes back exactly
+    assert main(["apply-patch", "--base", str(out), "--out", str(tmp_path / "back.gguf"), "--force", str(p)]) == 2
+    p.write_text(json.dumps(dict(patch, patched_sha256=sha256_file(out))))
+    assert main(["apply-patch", "--base", str(out), "--out", str(tmp_path / "back.gguf"), str(p)]) == 0
+    assert sha256_file(tmp_path / "back.gguf") == sha
+    # refusals: wrong base, bad group, not a patch
+    capsys.readouterr()
+    other = fixture_models["mha_untied"]
+    assert main(["apply-patch", "--base", str(other), "--out", str(tmp_path / "x.gguf"), str(p)]) == 2
+    assert "sha256" in capsys.readouterr().err
+    bad = dict(patch, flips=[{"layer": 0, "proj": "ffn_up.weight", "group": 10**9, "type": "group"}])
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert main(["apply-patch", "--base", str(base), "--out", str(tmp_path / "x.gguf"), str(tmp_path / "bad.json")]) == 2
+    assert "out of range" in capsys.readouterr().err
+    (tmp_path / "junk.json").write_text("{not json")
+    assert main(["apply-patch", "--base", str(base), "--out", str(tmp_path / "x.gguf"), str(tmp_path / "junk.json")]) == 2
+    assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.slow
+def test_smoke_workflow_with_provenance(tmp_path):
+    """`snakemake` on the smoke config in a copy of the repository, then provenance verify."""
+    work = tmp_path / "wf"
+    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", "results", "logs", ".snakemake", ".git",
+                                                               "__pycache__", ".pytest_cache"))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = subprocess.run([str(SNAKEMAKE), "--cores", "2", "--configfile", "config/smoke.yaml", "--quiet"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = pl.read_parquet(work / "results/scores/fixture-tiny/smoke.parquet")
+    assert len(table) == 8 and (work / "results/figures/gaps/fixture-tiny/smoke.png").stat().st_size > 1000
+    record = json.loads((work / "results/scores/fixture-tiny/smoke.parquet.prov.json").read_text())
+    assert record["rule"] == "score_probes" and record["script"]["path"].endswith("scripts/score_probes.py")
+    model_sha = sha256_file(work / "results/models/fixture-tiny.gguf")
+    assert {i["path"]: i["sha256"] for i in record["inputs"]}["results/models/fixture-tiny.gguf"] == model_sha
+
+    def verify():
+        return subprocess.run([sys.executable, "-m", "neagari.cli", "provenance", "verify", "results"],
+                              cwd=work, env=env, capture_output=True, text=True)
+
+    assert verify().returncode == 0
+    # a user edits a figure, drops a stray file, and swaps the probe set the scores came from
+    fig = work / "results/figures/gaps/fixture-tiny/smoke.pdf"
+    fig.write_bytes(fig.read_bytes() + b"%")
+    (work / "results/stray.txt").write_text("who made me?")
+    probes = work / "resources/probes/smoke.json"
+    probes.write_text(probes.read_text().replace("Paris", "Lyon"))
+    res = verify()
+    assert res.returncode == 1
+    assert "smoke.pdf" in res.stdout and "stray.txt" in res.stdout and "smoke.json" in res.stdout, res.stdout
