@@ -12,8 +12,11 @@ if not config:
 
 
 include: "rules/common.smk"
+include: "rules/data.smk"
 include: "rules/models.smk"
+include: "rules/probes.smk"
 include: "rules/scoring.smk"
+include: "rules/quality.smk"
 include: "rules/figures.smk"
 
 

@@ -32,7 +32,55 @@ class ProbeScores(pa.DataFrameModel):
         return lf.select(((pl.col("correct_logit") - pl.col("wrong_logit") - pl.col("gap")).abs() < 1e-4))
 
 
-SCHEMAS: dict[str, type[pa.DataFrameModel]] = {"probe_scores": ProbeScores}
+class TrainingLoss(pa.DataFrameModel):
+    """One row per training step of an embedded model."""
+
+    step: int = pa.Field(ge=1, unique=True)
+    lr: float = pa.Field(ge=0)
+    train_loss: float = pa.Field(ge=0)
+    eval_loss: float = pa.Field(ge=0, nullable=True)
+    elapsed_s: float = pa.Field(ge=0)
+    model: str
+    variant: str = pa.Field(isin=["qat", "fp"])
+
+
+class EvalItems(pa.DataFrameModel):
+    """One row per evaluation item: greedy output and exact-match verdict."""
+
+    id: str = pa.Field(unique=True)
+    domain: str
+    category: str
+    answer: str
+    output: str
+    correct: bool
+
+
+class VerbatimOutcomes(pa.DataFrameModel):
+    """One row per held-out verbatim probe (PAPER.md §6 item 8)."""
+
+    name: str = pa.Field(unique=True)
+    domain: str
+    output: str
+    outcome: str = pa.Field(isin=["PASS", "COPY", "PARTIAL", "OTHER"])
+
+
+class QualitySummary(pa.DataFrameModel):
+    """Per model and domain: exact match on the evaluation set and the share of wrong probes."""
+
+    model: str
+    domain: str
+    eval_n: int = pa.Field(ge=1, nullable=True)
+    eval_accuracy: float = pa.Field(ge=0, le=1, nullable=True)
+    probes_n: int = pa.Field(ge=1, nullable=True)
+    probes_wrong_share: float = pa.Field(ge=0, le=1, nullable=True)
+    heldout_nll: float = pa.Field(ge=0)
+    uniform_nll: float = pa.Field(gt=0)
+
+
+SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
+    "probe_scores": ProbeScores, "training_loss": TrainingLoss, "eval_items": EvalItems,
+    "verbatim_outcomes": VerbatimOutcomes, "quality_summary": QualitySummary,
+}
 
 
 def write_table(df: pl.DataFrame, path: str | os.PathLike, schema: str | type[pa.DataFrameModel]) -> Path:

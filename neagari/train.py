@@ -137,23 +137,29 @@ class TrainConfig:
     threads: int = 2
 
 
+PAD = -1  # filler in packed rows: fed as the separator, never a prediction target
+
+
 def pack_examples(token_lists: list[list[int]], seq_len: int, sep: int) -> torch.Tensor:
     """Greedy packing of examples (each followed by ``sep``) into rows of seq_len + 1 tokens, so
-    no example is split across rows unless it is longer than a row."""
+    no example is split across rows (longer ones are cut); the rest of a row is PAD."""
     rows, cur = [], []
     for ids in token_lists:
-        ids = ids[: seq_len] + [sep]
-        if len(cur) + len(ids) > seq_len + 1:
-            rows.append(cur + [sep] * (seq_len + 1 - len(cur)))
+        ids = list(ids[:seq_len]) + [sep]
+        if cur and len(cur) + len(ids) > seq_len + 1:
+            rows.append(cur + [PAD] * (seq_len + 1 - len(cur)))
             cur = []
         cur += ids
     if cur:
-        rows.append(cur + [sep] * (seq_len + 1 - len(cur)))
+        rows.append(cur + [PAD] * (seq_len + 1 - len(cur)))
     return torch.tensor(rows, dtype=torch.long)
 
 
-def lm_loss(model: Qwen3, batch: torch.Tensor) -> torch.Tensor:
-    x, y = batch[:, :-1], batch[:, 1:]
+def lm_loss(model: Qwen3, batch: torch.Tensor, sep: int = 0) -> torch.Tensor:
+    """Mean next-token cross-entropy over real (non-PAD) targets."""
+    x, y = batch[:, :-1].clone(), batch[:, 1:].clone()
+    x[x == PAD] = sep
+    y[y == PAD] = -100  # cross_entropy's ignore_index
     B, S = x.shape
     pos = torch.arange(S).expand(B, S)
     mask = torch.ones(S, S, dtype=torch.bool).tril()[None, None]
@@ -163,14 +169,16 @@ def lm_loss(model: Qwen3, batch: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: Qwen3, rows: torch.Tensor, batch_size: int = 32) -> float:
-    """Mean next-token cross-entropy (nats) over packed rows."""
+    """Mean next-token cross-entropy (nats per real token) over packed rows."""
     model.eval()
-    total = 0.0
+    total, count = 0.0, 0
     for i in range(0, len(rows), batch_size):
         b = rows[i : i + batch_size]
-        total += float(lm_loss(model, b)) * len(b)
+        n = int((b[:, 1:] != PAD).sum())
+        total += float(lm_loss(model, b)) * n
+        count += n
     model.train()
-    return total / len(rows)
+    return total / count
 
 
 def train(model: Qwen3, train_rows: torch.Tensor, eval_rows: torch.Tensor, tc: TrainConfig, progress=None) -> list[dict]:

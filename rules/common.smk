@@ -4,13 +4,24 @@ from snakemake.utils import validate
 
 validate(config, schema="../config/schema.yaml")
 
-MODELS = list(config["models"])
-PROBE_SETS = list(config["probe_sets"])
 ENV = "../envs/neagari.yaml"
+MODELS = list(config["models"])
+FIXTURE_MODELS = [m for m, s in config["models"].items() if s["source"] == "fixture"]
+EMBEDDED_MODELS = [m for m, s in config["models"].items() if s["source"] == "embedded"]
+PROBE_SETS = list(config["probe_sets"])
+# probe sets the embedded data stage generates (the paper's five domains + controls)
+TASK_PROBE_SETS = ["editing", "instruction", "tool_calling", "math", "coding", "controls"]
 
 
-def model_spec(wildcards):
-    return config["models"][wildcards.model]
+def wildcard_choice(names):
+    """A wildcard regex matching exactly these names (none: matches nothing)."""
+    return "|".join(regex_escape(n) for n in names) if names else "(?!x)x"
+
+
+def regex_escape(name):
+    import re
+
+    return re.escape(name)
 
 
 def probe_set_path(wildcards):
@@ -18,6 +29,10 @@ def probe_set_path(wildcards):
 
 
 def all_targets():
-    return expand(
+    targets = expand(
         "results/figures/gaps/{model}/{probeset}.png", model=MODELS, probeset=PROBE_SETS
     )
+    if EMBEDDED_MODELS:
+        targets.append("results/quality/report.md")
+        targets += expand("results/figures/training/{model}.loss.png", model=EMBEDDED_MODELS)
+    return targets

@@ -1,4 +1,6 @@
-# Stage 1: the models. A fixture model is a random Qwen3 Q1_0 GGUF with a real BPE tokenizer.
+# Stage 1: the models. Fixture models are random Qwen3 Q1_0 GGUFs (tests, smoke runs); embedded
+# models are trained here from the procedural corpus, once with 1-bit QAT and once in full
+# precision rounded post hoc (the paper's §8 cross-quantization comparison).
 
 
 rule build_fixture_model:
@@ -6,6 +8,8 @@ rule build_fixture_model:
         gguf="results/models/{model}.gguf",
     params:
         spec=lambda wc: config["models"][wc.model]["fixture"],
+    wildcard_constraints:
+        model=wildcard_choice(FIXTURE_MODELS),
     log:
         "logs/models/{model}.log",
     benchmark:
@@ -17,3 +21,52 @@ rule build_fixture_model:
         runtime=10,
     script:
         "../scripts/build_fixture_model.py"
+
+
+rule train_tokenizer:
+    input:
+        corpus="results/data/corpus.train.jsonl",
+    output:
+        tokenizer="results/models/embedded/tokenizer.json",
+    params:
+        vocab_size=config["embedded"]["tokenizer"]["vocab_size"],
+    log:
+        "logs/models/embedded/tokenizer.log",
+    benchmark:
+        "logs/models/embedded/tokenizer.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/train_tokenizer.py"
+
+
+rule train_embedded_model:
+    input:
+        corpus="results/data/corpus.train.jsonl",
+        heldout="results/data/corpus.heldout.jsonl",
+        tokenizer="results/models/embedded/tokenizer.json",
+    output:
+        gguf="results/models/{model}.gguf",
+        history="results/training/{model}.loss.parquet",
+    params:
+        variant=lambda wc: config["models"][wc.model]["variant"],
+        architecture=config["embedded"]["architecture"],
+        train=config["embedded"]["train"],
+        seed=config["embedded"]["seed"],
+    wildcard_constraints:
+        model=wildcard_choice(EMBEDDED_MODELS),
+    threads: config["embedded"]["train"]["threads"]
+    log:
+        "logs/models/{model}.train.log",
+    benchmark:
+        "logs/models/{model}.train.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    script:
+        "../scripts/train_embedded_model.py"

@@ -1,10 +1,11 @@
-# Stage 2: probe scoring. One table per (model, probe set): gap = logit(correct) - logit(wrong).
+# Probe scoring: one table per (model, probe set), gap = logit(correct) - logit(wrong), on the
+# calibrated probes.
 
 
 rule score_probes:
     input:
         model="results/models/{model}.gguf",
-        probes=probe_set_path,
+        probes="results/probes/{model}/{probeset}.json",
     output:
         table="results/scores/{model}/{probeset}.parquet",
     params:

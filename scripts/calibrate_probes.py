@@ -1,0 +1,14 @@
+"""Rule calibrate_probes: base-model calibration of one probe set (PAPER.md §3)."""
+import json
+from pathlib import Path
+
+from neagari.calibrate import calibrate_document
+from neagari.engine import Engine
+from neagari.smk import rule_context
+
+with rule_context(snakemake, config_keys=["probe_sets"], device=snakemake.params.device) as log:
+    engine = Engine.load(snakemake.input.model, device=snakemake.params.device)
+    doc = json.loads(Path(snakemake.input.probes).read_text())
+    out = calibrate_document(engine, doc, batch_size=snakemake.params.batch_size)
+    Path(snakemake.output.probes).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    log.info("%s", out["_calibration"])

@@ -1,0 +1,36 @@
+"""Rule quality_report: one table over all embedded models and a short Markdown report."""
+import math
+
+import polars as pl
+
+from neagari.smk import rule_context
+from neagari.tables import read_table, write_table
+
+lo, hi = snakemake.params.band
+with rule_context(snakemake, config_keys=["quality"]) as log:
+    table = pl.concat([read_table(p) for p in snakemake.input.summaries])
+    write_table(table, snakemake.output.table, "quality_summary")
+    lines = ["# Embedded model quality", ""]
+    for model, hist_path, verb_path in zip(table["model"].unique(maintain_order=True), snakemake.input.histories,
+                                           snakemake.input.verbatim):
+        t = table.filter(pl.col("model") == model)
+        hist = read_table(hist_path)
+        nll, uni = t["heldout_nll"][0], t["uniform_nll"][0]
+        lines += [f"## {model} ({hist['variant'][0]})", "",
+                  f"Held-out loss {nll:.3f} nats/token (perplexity {math.exp(nll):.1f}); a uniform model over "
+                  f"the vocabulary scores {uni:.3f} (perplexity {math.exp(uni):.0f}). Training: {len(hist)} steps, "
+                  f"{hist['elapsed_s'][-1] / 60:.1f} min, final held-out loss {hist['eval_loss'][-1]:.3f}.", "",
+                  "| domain | eval items | exact match | probes | wrong probes |", "|---|---|---|---|---|"]
+        for r in t.iter_rows(named=True):
+            acc = "" if r["eval_accuracy"] is None else f"{100 * r['eval_accuracy']:.1f}%"
+            share = "" if r["probes_wrong_share"] is None else f"{100 * r['probes_wrong_share']:.0f}%"
+            lines.append(f"| {r['domain']} | {r['eval_n'] or ''} | {acc} | {r['probes_n'] or ''} | {share} |")
+        counts = dict(read_table(verb_path)["outcome"].value_counts().iter_rows())
+        lines += ["", "Held-out verbatim outcomes at baseline: " +
+                  ", ".join(f"{k} {counts.get(k, 0)}" for k in ("PASS", "COPY", "PARTIAL", "OTHER")) + "."]
+        shares = t.filter(pl.col("domain").is_in(["editing", "instruction", "tool_calling", "math", "coding"]))
+        in_band = shares.filter(pl.col("probes_wrong_share").is_between(lo, hi))
+        lines += [f"Target-probe domains with a wrong share inside [{lo:.0%}, {hi:.0%}]: "
+                  f"{len(in_band)} of {len(shares)}.", ""]
+    open(snakemake.output.report, "w").write("\n".join(lines) + "\n")
+    log.info("\n".join(lines))

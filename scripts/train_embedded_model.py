@@ -1,0 +1,38 @@
+"""Rule train_embedded_model: train one variant (qat | fp), export the Q1_0 GGUF, log the loss."""
+import json
+
+import polars as pl
+import tokenizers
+import torch
+
+from neagari.config import ModelConfig
+from neagari.export import write_model
+from neagari.smk import rule_context
+from neagari.tables import write_table
+from neagari.tokenizer import gguf_tokenizer_metadata
+from neagari.train import TrainConfig, build_model, export_weights, pack_examples, train
+
+p = snakemake.params
+with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as log:
+    tok = tokenizers.Tokenizer.from_file(snakemake.input.tokenizer)
+    sep = tok.token_to_id("<|endoftext|>")
+    tc = TrainConfig(**p.train, seed=p.seed)
+    torch.set_num_threads(tc.threads)
+
+    def rows(path):
+        texts = [json.loads(line)["text"] for line in open(path)]
+        return pack_examples([e.ids for e in tok.encode_batch(texts)], tc.seq_len, sep)
+
+    train_rows, eval_rows = rows(snakemake.input.corpus), rows(snakemake.input.heldout)
+    log.info("%d training rows, %d held-out rows of %d tokens", len(train_rows), len(eval_rows), tc.seq_len + 1)
+    arch = {k: v for k, v in p.architecture.items() if k != "seed"}
+    cfg = ModelConfig(**arch, vocab_size=tok.get_vocab_size())
+    model = build_model(cfg, qat=p.variant == "qat", seed=p.seed)
+    history = train(model, train_rows, eval_rows, tc)
+    meta = gguf_tokenizer_metadata(tok)
+    write_model(snakemake.output.gguf, cfg, export_weights(model), meta, name=snakemake.wildcards.model,
+                extra_metadata={"neagari.training.variant": p.variant})
+    table = pl.DataFrame(history, schema_overrides={"eval_loss": pl.Float64}).with_columns(
+        pl.lit(snakemake.wildcards.model).alias("model"), pl.lit(p.variant).alias("variant"))
+    write_table(table, snakemake.output.history, "training_loss")
+    log.info("final train loss %.3f, eval loss %.3f", history[-1]["train_loss"], history[-1]["eval_loss"])
