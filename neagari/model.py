@@ -153,18 +153,24 @@ class Attention(nn.Module):
         self.attn_q, self.attn_k, self.attn_v, self.attn_output = wq, wk, wv, wo
         self.q_norm, self.k_norm = q_norm, k_norm
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None = None, slots=None):
+    def forward(self, x, cos, sin, mask, cache: KVCache | None = None, slots=None, q_last: bool = False):
+        """q_last: only the last position queries (keys and values still cover every position);
+        the search's top layer needs no more."""
         B, S, _ = x.shape
         c = self.cfg
-        q = self.q_norm(self.attn_q(x).view(B, S, c.n_head, c.head_dim))  # QK-norm per head, before RoPE
+        xq, cq, sq = (x[:, -1:], cos[:, -1:], sin[:, -1:]) if q_last else (x, cos, sin)
+        Sq = xq.shape[1]
+        q = self.q_norm(self.attn_q(xq).view(B, Sq, c.n_head, c.head_dim))  # QK-norm per head, before RoPE
         k = self.k_norm(self.attn_k(x).view(B, S, c.n_kv_head, c.head_dim))
         v = self.attn_v(x).view(B, S, c.n_kv_head, c.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, cq, sq), apply_rope(k, cos, sin)
+        if q_last:
+            mask = mask[:, :, -1:]
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, h, S, D)
         if cache is not None:
             k, v = cache.update(slots, k, v)  # (B, n_kv, T, D)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=c.n_head != c.n_kv_head)
-        return self.attn_output(y.transpose(1, 2).reshape(B, S, c.q_dim))
+        return self.attn_output(y.transpose(1, 2).reshape(B, Sq, c.q_dim))
 
 
 class FeedForward(nn.Module):

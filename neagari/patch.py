@@ -378,3 +378,6 @@ def apply_patch_files(base: str | os.PathLike, out: str | os.PathLike,
     finally:
         part.unlink(missing_ok=True)
     return digest
+
+# Public name: the sha256 a file would have after the moves, computed without writing it.
+sha256_after_moves = _sha256_after

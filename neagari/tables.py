@@ -77,7 +77,25 @@ class QualitySummary(pa.DataFrameModel):
     uniform_nll: float = pa.Field(gt=0)
 
 
+class SearchIterations(pa.DataFrameModel):
+    """One row per search iteration: the move, the verdict, and every probe's gap after it
+    (targets first, then controls, in the order of the search's ``probes`` list)."""
+
+    iteration: int = pa.Field(ge=0, unique=True)
+    layer: int = pa.Field(ge=0)
+    proj: str
+    group: int = pa.Field(ge=0)
+    move_type: str = pa.Field(isin=["group", "scale"])
+    bit: int = pa.Field(ge=0, le=15, nullable=True)
+    accepted: bool
+    fitness_before: float
+    fitness_after: float
+    focus: int = pa.Field(ge=0, nullable=True)
+    gaps: list[float] = pa.Field(nullable=False)
+
+
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
+    "search_iterations": SearchIterations,
     "probe_scores": ProbeScores, "training_loss": TrainingLoss, "eval_items": EvalItems,
     "verbatim_outcomes": VerbatimOutcomes, "quality_summary": QualitySummary,
 }

@@ -1,0 +1,180 @@
+"""Probe gaps under candidate moves, as cheaply as the mathematics allows.
+
+All probes run as one left-padded batch. For every search layer L the evaluator keeps the MLP's
+activations of the current (accepted) model: normed input ``n``, gate and up pre-activations,
+their product ``a`` and the block output ``out`` (the next layer's input). A move changes 128
+weights of one MLP matrix of layer L, so its effect on layer L is a rank-one update of ``out``:
+
+- ffn_down group (hidden row r, ffn columns C):  out[..., r] += a[..., C] · Δw
+- ffn_gate / ffn_up group (ffn unit u, hidden columns C): that unit's pre-activation moves by
+  n[..., C] · Δw, its activation by δ, and out += δ · W_down[:, u]
+
+Layers below L are untouched (their caches are reused); layers above L run in full, except the
+top layer, where only the last token queries and only its MLP runs; the head computes only the
+two logits a gap needs. Several proposals can be evaluated in one batch (speculation): none is
+applied to the weights, each only perturbs its own layer's cached output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import q1
+from ..config import MLP_PROJECTIONS
+from ..model import Qwen3
+from ..patch import Move
+
+
+@dataclass
+class LayerCache:
+    n: torch.Tensor  # (P, S_L, H) ffn_norm(h_mid)
+    gate: torch.Tensor  # (P, S_L, F)
+    up: torch.Tensor  # (P, S_L, F)
+    act: torch.Tensor  # (P, S_L, F) silu(gate) * up
+    out: torch.Tensor  # (P, S_L, H) block output; S_L = 1 for the top layer (last token only)
+
+
+class GapEvaluator:
+    """Gaps logit(correct) − logit(wrong) of fixed probes under moves of MLP groups."""
+
+    def __init__(self, engine, prompts: Sequence[Sequence[int]], correct: Sequence[int], wrong: Sequence[int],
+                 search_layers: Sequence[int]):
+        self.engine, self.model = engine, engine.model
+        self.n_layer = engine.cfg.n_layer
+        bad = [l for l in search_layers if not 0 <= l < self.n_layer]
+        if bad:
+            raise ValueError(f"search layers {bad} outside 0..{self.n_layer - 1}")
+        self.search_layers = sorted(set(search_layers))
+        self.tokens, valid, self.positions = engine._left_pad(prompts)
+        S = self.tokens.shape[1]
+        self.mask = Qwen3.attention_mask(valid, torch.arange(S, device=engine.device))
+        self.cos, self.sin = self.model.rope_cos[self.positions], self.model.rope_sin[self.positions]
+        head = self.model.output
+        with torch.no_grad():
+            ids = torch.tensor(list(correct) + list(wrong), device=engine.device)
+            rows = head.rows(ids).float()
+        P = len(prompts)
+        self.head_diff = rows[:P] - rows[P:]  # (P, H): gap = norm(x_last) · (W[c] − W[w])
+        self.cache: dict[int, LayerCache] = {}
+        self.gaps = self.rebuild()
+
+    @property
+    def n_probes(self) -> int:
+        return self.tokens.shape[0]
+
+    # ------------------------------------------------------------------ full passes
+    def _block(self, l: int, x: torch.Tensor, reps: int, store: bool) -> torch.Tensor:
+        """Block l on x (reps·P, S, H); the top block returns only the last position."""
+        blk = self.model.blocks[l]
+        top = l == self.n_layer - 1
+        mask, cos, sin = self.mask, self.cos, self.sin
+        if reps > 1:
+            mask, cos, sin = mask.repeat(reps, 1, 1, 1), cos.repeat(reps, 1, 1), sin.repeat(reps, 1, 1)
+        h = (x[:, -1:] if top else x) + blk.attn(blk.attn_norm(x), cos, sin, mask, q_last=top)
+        mlp = blk.mlp
+        n = blk.ffn_norm(h)
+        gate, up = mlp.ffn_gate(n), mlp.ffn_up(n)
+        act = F.silu(gate) * up
+        out = h + mlp.ffn_down(act)
+        if store and l in self.search_layers:
+            self.cache[l] = LayerCache(n, gate, up, act, out)
+        return out
+
+    def _gaps(self, x_last: torch.Tensor) -> torch.Tensor:
+        """x_last (reps·P, 1, H) → gaps (reps, P)."""
+        xn = self.model.output_norm(x_last[:, -1]).float()
+        return (xn.view(-1, self.n_probes, xn.shape[-1]) * self.head_diff).sum(-1)
+
+    def _from_layer(self, l0: int, x: torch.Tensor, reps: int, store: bool) -> torch.Tensor:
+        for l in range(l0, self.n_layer):
+            x = self._block(l, x, reps, store)
+        return self._gaps(x)
+
+    @torch.inference_mode()
+    def rebuild(self) -> torch.Tensor:
+        """Full forward of the current weights; refills every cache. Returns gaps (P,)."""
+        x = self.model.token_embd.rows(self.tokens).float()
+        self.gaps = self._from_layer(0, x, 1, store=True)[0]
+        return self.gaps
+
+    # ------------------------------------------------------------------ moves
+    def _delta(self, move: Move) -> tuple[torch.Tensor, int, int, torch.Tensor]:
+        """(Δw (128,), row, first column, the moved block bytes) of a move on current weights."""
+        if move.proj.split(".")[0] not in MLP_PROJECTIONS:
+            raise ValueError(f"the fast evaluator moves MLP groups only, not {move.proj}")
+        lin = self.engine.linear(move.tensor)
+        block, row, col = lin._block(move.group)
+        moved = block.clone()
+        if move.type == "group":
+            moved[2:] ^= 0xFF
+        else:
+            moved[move.bit // 8] ^= 1 << (move.bit % 8)
+        w_old = q1.group_weights_torch(block, torch.float32)
+        w_new = q1.group_weights_torch(moved, torch.float32)
+        return w_new - w_old, row, col, moved
+
+    def _layer_out(self, move: Move, dw: torch.Tensor, row: int, col: int) -> tuple[torch.Tensor, tuple | None]:
+        """Block output of the move's layer after the move; plus the changed (unit, gate, up, act)."""
+        c = self.cache[move.layer]
+        proj = move.proj.split(".")[0]
+        cols = slice(col, col + q1.QK)
+        if proj == "ffn_down":
+            out = c.out.clone()
+            out[..., row] += c.act[..., cols] @ dw
+            return out, None
+        u = row
+        dpre = c.n[..., cols] @ dw  # (P, S_L)
+        gate_u = c.gate[..., u] + dpre if proj == "ffn_gate" else c.gate[..., u]
+        up_u = c.up[..., u] + dpre if proj == "ffn_up" else c.up[..., u]
+        act_u = F.silu(gate_u) * up_u
+        w_down_u = self.engine.linear(f"blk.{move.layer}.ffn_down.weight").dense()[:, u].float()
+        out = c.out + (act_u - c.act[..., u]).unsqueeze(-1) * w_down_u
+        return out, (u, gate_u, up_u, act_u)
+
+    @torch.inference_mode()
+    def trial(self, moves: Sequence[Move]) -> torch.Tensor:
+        """Gaps (K, P) each move alone would give; the model and caches are left unchanged.
+
+        Proposals of the same layer share one batched pass through the layers above it.
+        """
+        result = torch.empty(len(moves), self.n_probes, device=self.tokens.device)
+        by_layer: dict[int, list[int]] = {}
+        for k, m in enumerate(moves):
+            by_layer.setdefault(m.layer, []).append(k)
+        for layer, ks in by_layer.items():
+            outs = [self._layer_out(moves[k], *self._delta(moves[k])[:3])[0] for k in ks]
+            x = torch.cat(outs, 0)
+            if layer == self.n_layer - 1:
+                result[ks] = self._gaps(x)
+            else:
+                result[ks] = self._from_layer(layer + 1, x, len(ks), store=False)
+        return result
+
+    @torch.inference_mode()
+    def commit(self, move: Move) -> torch.Tensor:
+        """Apply a move to the weights and bring every cache up to date. Returns the new gaps.
+
+        Always computed the same way (one move, batch of P), so replaying accepted moves from the
+        base model reproduces the exact state of an uninterrupted search.
+        """
+        dw, row, col, _ = self._delta(move)
+        out, unit = self._layer_out(move, dw, row, col)
+        c = self.cache[move.layer]
+        if unit is not None:
+            u, gate_u, up_u, act_u = unit
+            c.gate[..., u], c.up[..., u], c.act[..., u] = gate_u, up_u, act_u
+        c.out = out
+        lin = self.engine.linear(move.tensor)
+        if move.type == "group":
+            lin.xor_group(move.group)
+        else:
+            lin.xor_scale_bit(move.group, move.bit)
+        if move.layer == self.n_layer - 1:
+            self.gaps = self._gaps(out)[0]
+        else:
+            self.gaps = self._from_layer(move.layer + 1, out, 1, store=True)[0]
+        return self.gaps
