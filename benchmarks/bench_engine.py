@@ -132,7 +132,8 @@ def bench_size(name: str, spec: FixtureSpec, device: str, threads: int, repeats:
 
     one = gen_prompts[0]
     gen = lambda ps: eng.generate(ps, max_new_tokens=N_NEW, stop_ids=set())
-    res["greedy_first_prompt_equal"] = gen([one])[0] == ref.greedy(one, N_NEW)
+    a, b = gen([one])[0], ref.greedy(one, N_NEW)
+    res["greedy_common_prefix"] = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), N_NEW)
     res["generate"]["neagari_1"] = N_NEW / median_time(lambda: gen([one]), repeats, sync)
     res["generate"]["llama.cpp_1"] = N_NEW / median_time(lambda: ref.greedy(one, N_NEW), repeats)
     total = N_NEW * N_GEN_BATCH
@@ -143,27 +144,30 @@ def bench_size(name: str, spec: FixtureSpec, device: str, threads: int, repeats:
 
 
 def machine(device: str, threads: int) -> dict:
+    import llama_cpp
+
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"processor": platform.processor(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": threads,
-            "torch": torch.__version__, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {"processor": platform.processor(), "cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads,
+            "torch": torch.__version__, "llama_cpp_python": llama_cpp.__version__,
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "loadavg_1m_start": round(os.getloadavg()[0], 2)}  # other work on the machine skews timings
 
 
 def table(results: dict) -> str:
     rows = ["| model (vocab) | measure | neagari | llama.cpp | neagari / llama.cpp |", "|---|---|---:|---:|---:|"]
     for name, r in results.items():
-        label = f"{name} ({r['vocab']})"
-        s, g, ref = r["score"], r["generate"], r["score"]["llama.cpp"]
+        row = lambda what, a, b: rows.append(f"| {name} ({r['vocab']}) | {what} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+        s, g = r["score"], r["generate"]
         for bs in SCORE_BATCHES:
-            v = s[f"neagari_B{bs}"]
-            rows.append(f"| {label} | scoring {N_SCORE} prompts, B={bs} (prompts/s) | {v:.1f} | {ref:.1f} | {v / ref:.2f} |")
-        for n, what in ((1, "1 prompt"), (N_GEN_BATCH, f"{N_GEN_BATCH} prompts, total")):
-            a, b = g[f"neagari_{n}"], g[f"llama.cpp_{n}"]
-            rows.append(f"| {label} | greedy {N_NEW} tokens, {what} (tok/s) | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+            row(f"scoring {N_SCORE} prompts, B={bs} (prompts/s)", s[f"neagari_B{bs}"], s["llama.cpp"])
+        row(f"greedy {N_NEW} tokens, 1 prompt (tok/s)", g["neagari_1"], g["llama.cpp_1"])
+        row(f"greedy {N_NEW} tokens, {N_GEN_BATCH} prompts, total (tok/s)",
+            g[f"neagari_{N_GEN_BATCH}"], g[f"llama.cpp_{N_GEN_BATCH}"])
     return "\n".join(rows)
 
 
@@ -177,12 +181,14 @@ def main() -> None:
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    m = machine(args.device, threads)
     with tempfile.TemporaryDirectory() as tmp:
         results = {name: bench_size(name, SIZES[name], args.device, threads, args.repeats, Path(tmp))
                    for name in args.sizes}
-    report = {"machine": machine(args.device, threads), "results": results}
-    m = report["machine"]
-    print(f"{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['device']}), {m['date']}\n")
+    m["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
+    report = {"machine": m, "results": results}
+    print(f"{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['device']}), llama-cpp-python "
+          f"{m['llama_cpp_python']}, {m['date']}, load {m['loadavg_1m_start']} -> {m['loadavg_1m_end']}\n")
     print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -90,6 +90,45 @@ def _cmd_verify(a) -> int:
     return 0
 
 
+def search_config_from_args(a):
+    from .search.proposal import ProposalConfig
+    from .search.runner import SearchConfig
+
+    proposal = ProposalConfig(layers=tuple(a.layers), projections=tuple(a.projections),
+                              group_sampling=a.group_sampling, scale_prob=a.scale_prob,
+                              scale_bits=tuple(a.scale_bits))
+    return SearchConfig(iterations=a.iterations, proposal=proposal, fitness=a.fitness, lam=a.lam,
+                        epsilon=a.epsilon, slack_ratio=a.slack_ratio, seed=a.seed, window=a.window,
+                        min_rate=a.min_rate, speculate=a.speculate, checkpoint_every=a.checkpoint_every,
+                        accept_all=a.accept_all)
+
+
+def _cmd_search(a) -> int:
+    import logging
+
+    from .search import split_probes
+    from .search.runner import Search
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    eng = _engine(a)
+    if a.layers is None:
+        a.layers = list(range(eng.cfg.n_layer))
+    cfg = search_config_from_args(a)
+    targets, controls = split_probes(a.probes, a.controls or ())
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    search = Search(eng, a.model, targets, controls, cfg, out, label=a.label or out.name)
+    result = search.run(progress=not a.quiet)
+    search.finish(result, out / "patch.json", out / "iterations.parquet", out / "summary.json",
+                  out / "patch.upstream.json" if a.upstream else None)
+    print(f"{result.accepted}/{result.iterations_run} accepted ({result.stop_reason}) -> {out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_fixture(a) -> int:
     from .fixtures import FixtureSpec, write_fixture_model
 
@@ -143,6 +182,34 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("root", nargs="?", default="results")
     v.add_argument("--deep", action="store_true", help="re-hash large files too (default: size + mtime)")
     v.set_defaults(func=_cmd_verify)
+
+    s = sub.add_parser("search", help="XOR search over MLP groups; rerun on the same --out to resume")
+    engine_args(s)
+    s.add_argument("--probes", required=True, help="target probes (calibrated upstream JSON)")
+    s.add_argument("--controls", nargs="*", help="control probe files")
+    s.add_argument("--out", required=True, help="directory for patch.json, iterations.parquet, summary.json")
+    s.add_argument("--iterations", type=int, required=True)
+    s.add_argument("--fitness", default="average",
+                   choices=["average", "borderline", "focused", "focused_proportional"])
+    s.add_argument("--lambda", dest="lam", type=float, default=1.0, help="control penalty weight")
+    s.add_argument("--epsilon", type=float, default=0.5, help="focused: fixed control slack")
+    s.add_argument("--slack-ratio", type=float, default=0.5, help="focused_proportional: slack / |baseline|")
+    s.add_argument("--layers", type=int, nargs="+", default=None, help="search layers (default: all)")
+    s.add_argument("--projections", nargs="+", default=["ffn_gate", "ffn_up", "ffn_down"])
+    s.add_argument("--group-sampling", default="uniform", choices=["uniform", "scale"])
+    s.add_argument("--scale-prob", type=float, default=0.0, help="probability of a scale-mantissa move")
+    s.add_argument("--scale-bits", type=int, nargs="+", default=[4, 5, 6, 7, 8, 9])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--window", type=int, default=200)
+    s.add_argument("--min-rate", type=float, default=0.01)
+    s.add_argument("--speculate", type=int, default=1, help="proposals evaluated per batch")
+    s.add_argument("--checkpoint-every", type=int, default=50)
+    s.add_argument("--accept-all", action="store_true", help="random-flip null: keep every proposal")
+    s.add_argument("--upstream", action="store_true", help="also write patch.upstream.json")
+    s.add_argument("--threads", type=int, default=0)
+    s.add_argument("--label", default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_search)
 
     s = sub.add_parser("fixture", help="write a small random Qwen3 Q1_0 GGUF")
     s.add_argument("out")

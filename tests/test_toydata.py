@@ -220,6 +220,14 @@ def test_verbatim_training_probes(verbatim_sets):
         check_probe(p, chat=False)
 
 
+def test_verbatim_topics_name_one_sentence():
+    for sub, topics in verbatim.TEMPLATES.items():
+        for topic, templates in topics.items():
+            for other, other_templates in topics.items():
+                for t in other_templates:
+                    assert (topic in t.lower()) == (topic == other), (sub, topic, t)
+
+
 def test_verbatim_heldout(verbatim_sets):
     training, heldout = verbatim_sets
     probes = heldout["probes"]
@@ -233,7 +241,8 @@ def test_verbatim_heldout(verbatim_sets):
         sents = SENTENCE_END.split(p["passage"])
         assert len(sents) == 3 and p["target_span"] in sents[1:]
         assert p["passage"] in p["prompt"] and p["passage"] not in train_passages
-        assert p["topic"].lower() in p["target_span"].lower()
+        assert [p["topic"] in x.lower() for x in sents].count(True) == 1
+        assert p["topic"] in p["target_span"].lower()
         assert render_chat(p["system"], p["prompt"]).endswith(GENERATION_PROMPT)
 
 

@@ -128,7 +128,7 @@ def sample(rng: random.Random, split: str, category: str | None = None) -> Item:
 def corpus_text(rng: random.Random, split: str) -> str:
     check_split(split)
     parts = []
-    for _ in range(rng.randint(3, 5)):
+    for _ in range(rng.randint(4, 6)):
         item = _fact_item(rng, split, rng.choice(("capital", "color")), statement=True)
         parts.append(item.meta["statement"])
     if rng.random() < 0.5:

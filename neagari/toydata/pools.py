@@ -16,7 +16,7 @@ WORLD_SEED = "neagari-toydata-world-v1"
 
 # How many invented names each pool takes from the global name list, in this fixed order.
 INVENTED_SIZES = {
-    "country": 24, "capital": 24, "thing": 24,  # control facts: all learned, none held out
+    "country": 16, "capital": 16, "thing": 16,  # control facts: all learned, none held out
     "ctrl_person": 60, "tool_city": 80, "tool_person": 80, "instr_person": 80,
     "legal": 60, "medical": 60, "api": 60, "logs": 60, "code": 60,
 }

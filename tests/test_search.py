@@ -1,0 +1,189 @@
+"""The search: fitness functions by hand, the fast evaluator against brute force, determinism,
+speculation identity, kill-and-resume identity, and the null-model randomization."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neagari import q1
+from neagari.engine import Engine
+from neagari.gguf_io import GGUFFile
+from neagari.patch import Move, read_patch
+from neagari.search import split_probes
+from neagari.search.evaluator import GapEvaluator
+from neagari.search.fitness import Fitness
+from neagari.search.null import randomize_mlp_signs
+from neagari.search.proposal import ProposalConfig, Proposer
+from neagari.search.runner import Search, SearchConfig
+
+REPO = Path(__file__).resolve().parents[1]
+PROBES = REPO / "resources/probes/smoke.json"
+
+
+# ---------------------------------------------------------------------------- fitness by hand
+
+def test_average_fitness_hand_computed():
+    f = Fitness("average", base_t=[-1.0, 0.5], base_c=[2.0, 1.0], lam=1.5)
+    # targets move by +0.2 and +0.4 (mean +0.3); control 1 drops 0.5 below baseline, control 2 rises
+    assert f.value([-0.8, 0.9], [1.5, 1.2]) == pytest.approx(0.3 - 1.5 * (0.5 + 0.0) / 2)
+    v = f.judge([-1.0, 0.5], [2.0, 1.0], [-0.8, 0.9], [1.5, 1.2])
+    assert not v.accept and v.value == pytest.approx(-0.075)  # 0.3 − 0.375 < 0
+    assert f.judge([-1.0, 0.5], [2.0, 1.0], [-0.8, 0.9], [1.9, 1.2]).accept  # 0.3 − 0.075 > 0
+
+
+def test_borderline_fitness_hand_computed():
+    f = Fitness("borderline", base_t=[-0.5, 0.2, -2.0], base_c=[1.0, 0.3], lam=2.0)
+    t, c = np.array([0.4, -0.1, -2.0]), np.array([1.0, -0.2])
+    expected = 0.4 / 0.5 + (-0.1) / 0.2 + (-2.0) / 2.1 + 0.5 * (1 - 1) - 2.0 * 1
+    assert f.value(t, c) == pytest.approx(expected)
+
+
+def test_focused_fitness_is_lexicographic():
+    f = Fitness("focused", base_t=[-3.0, -0.2, 1.0], base_c=[0.1, 2.0], epsilon=0.5)
+    cur_t, cur_c = np.array([-3.0, -0.2, 1.0]), np.array([0.1, 2.0])
+    assert f.focus(cur_t) == 1  # the wrong target nearest zero
+    assert f.judge(cur_t, cur_c, [-2.0, -0.25, 1.0], cur_c).accept is False  # focus got worse
+    assert f.judge(cur_t, cur_c, [-3.5, -0.1, 0.0], [-0.39, 1.6]).accept  # controls within 0.5 slack
+    assert not f.judge(cur_t, cur_c, [-3.5, -0.1, 0.0], [-0.41, 1.6]).accept  # control 1 beyond slack
+    new_t = np.array([-3.0, 0.05, 1.0])
+    assert f.judge(cur_t, cur_c, new_t, cur_c).accept
+    assert f.accepted(cur_t, new_t) == [1] and f.focus(new_t) == 0
+    # a crossed target must stay positive
+    assert not f.judge(new_t, cur_c, [-2.9, -0.01, 1.0], cur_c).accept
+    assert f.judge(new_t, cur_c, [-2.9, 0.01, 1.0], cur_c).accept
+
+
+def test_focused_proportional_protects_small_margins():
+    fixed = Fitness("focused", base_t=[-1.0], base_c=[0.005, 3.0], epsilon=0.5)
+    prop = Fitness("focused_proportional", base_t=[-1.0], base_c=[0.005, 3.0], slack_ratio=0.5)
+    cur_t, cur_c, new_t = [-1.0], [0.005, 3.0], [-0.5]
+    broken = [-0.2, 3.0]  # the paper's failure: a +0.005 control pushed below zero
+    assert fixed.judge(cur_t, cur_c, new_t, broken).accept
+    assert not prop.judge(cur_t, cur_c, new_t, broken).accept
+    assert prop.judge(cur_t, cur_c, new_t, [0.003, 1.6]).accept  # within 50% of each baseline
+    assert not prop.judge(cur_t, cur_c, new_t, [0.003, 1.4]).accept
+
+
+# ---------------------------------------------------------------------------- evaluator
+
+def test_evaluator_equals_brute_force(fixture_models):
+    eng = Engine.load(fixture_models["untied_wide_heads"])
+    rng = np.random.default_rng(0)
+    prompts = [list(rng.integers(0, 400, size=int(n))) for n in rng.integers(2, 15, size=7)]
+    c, w = rng.integers(0, 400, size=7).tolist(), rng.integers(0, 400, size=7).tolist()
+    ev = GapEvaluator(eng, prompts, c, w, search_layers=[0, 1, 2])
+    proposer = Proposer(eng, ProposalConfig(layers=(0, 1, 2), scale_prob=0.5), seed=3)
+    moves = [proposer.propose(t) for t in range(12)]
+
+    def brute():
+        lg = torch.stack(eng.logits(prompts))
+        return (lg[range(7), c] - lg[range(7), w]).numpy()
+
+    trial = ev.trial(moves).numpy()
+    for k, m in enumerate(moves):
+        eng.flip_group(m.tensor, m.group) if m.type == "group" else eng.flip_scale_bit(m.tensor, m.group, m.bit)
+        assert np.abs(trial[k] - brute()).max() < 1e-4
+        eng.flip_group(m.tensor, m.group) if m.type == "group" else eng.flip_scale_bit(m.tensor, m.group, m.bit)
+    for m in moves[:6]:
+        ev.commit(m)
+    assert np.abs(ev.gaps.numpy() - brute()).max() < 1e-4
+
+
+# ---------------------------------------------------------------------------- the loop
+
+def _run(model, out, speculate=1, iterations=150, fitness="average", seed=0):
+    eng = Engine.load(model)
+    targets, controls = split_probes(PROBES)
+    cfg = SearchConfig(iterations=iterations, fitness=fitness, lam=1.0, seed=seed, speculate=speculate,
+                       proposal=ProposalConfig(layers=(0, 1), scale_prob=0.3), checkpoint_every=25)
+    s = Search(eng, model, targets, controls, cfg, out)
+    r = s.run(progress=False)
+    s.finish(r, out / "patch.json", out / "iterations.parquet", out / "summary.json")
+    return read_patch(out / "patch.json").moves, json.loads((out / "summary.json").read_text())
+
+
+def test_search_is_deterministic_and_speculation_exact(fixture_models, tmp_path):
+    model = fixture_models["tied_gqa"]
+    a, sa = _run(model, tmp_path / "a")
+    b, _ = _run(model, tmp_path / "b")
+    c, sc = _run(model, tmp_path / "c", speculate=6)
+    assert a == b and len(a) > 5
+    assert a == c
+    assert sa["accepted"] == sc["accepted"] and sa["iterations_run"] == sc["iterations_run"]
+    d, _ = _run(model, tmp_path / "d", seed=1)
+    assert d != a
+
+
+def test_patch_replays_to_the_search_gaps(fixture_models, tmp_path):
+    """The patched file, scored from scratch, shows the gaps the search recorded."""
+    from neagari.patch import apply_patch_files
+    from neagari.probes import score_probes
+
+    model = fixture_models["tied_gqa"]
+    moves, summary = _run(model, tmp_path / "a", fitness="focused")
+    apply_patch_files(model, tmp_path / "p.gguf", [tmp_path / "a/patch.json"])
+    targets, controls = split_probes(PROBES)
+    table = score_probes(Engine.load(tmp_path / "p.gguf"), targets + controls)
+    assert np.allclose(table["gap"].to_numpy(), summary["final_gaps"], atol=1e-4)
+
+
+def _cli(model, out, iterations, *extra):
+    return [sys.executable, "-m", "neagari.cli", "search", str(model), "--probes", str(PROBES), "--out", str(out),
+            "--iterations", str(iterations), "--layers", "0", "1", "--min-rate", "0", "--checkpoint-every", "40",
+            "--scale-prob", "0.3", "--quiet", "--label", "run", *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_search_resumes_to_the_same_patch(fixture_models, tmp_path, sig):
+    model = fixture_models["mha_untied"]
+    n = 1200
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(model, ref, n), check=True, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(model, out, n), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = out / ".checkpoint/checkpoint.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if ck.exists() and json.loads(ck.read_text())["next_iteration"] >= 200:
+            break
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=60)
+    assert rc != 0 and not (out / "patch.json").exists()
+    at = json.loads(ck.read_text())["next_iteration"]
+    assert 200 <= at < n
+    subprocess.run(_cli(model, out, n), check=True, capture_output=True)
+    assert (out / "patch.json").read_bytes() == (ref / "patch.json").read_bytes()
+    assert not (out / ".checkpoint").exists()
+
+
+# ---------------------------------------------------------------------------- nulls
+
+def test_randomized_mlp_signs(fixture_models, tmp_path):
+    base = fixture_models["tied_gqa"]
+    randomize_mlp_signs(base, tmp_path / "null.gguf", seed=0)
+    a, b = GGUFFile(base), GGUFFile(tmp_path / "null.gguf")
+    flipped = total = 0
+    for name, rec in a.tensors.items():
+        ra, rb = a.raw(name).reshape(-1, 18) if rec.ggml_type == q1.GGML_TYPE_Q1_0 else a.raw(name), \
+            b.raw(name).reshape(-1, 18) if rec.ggml_type == q1.GGML_TYPE_Q1_0 else b.raw(name)
+        if rec.ggml_type == q1.GGML_TYPE_Q1_0 and name.split(".")[-2] in ("ffn_gate", "ffn_up", "ffn_down"):
+            assert np.array_equal(ra[:, :2], rb[:, :2])  # scales kept
+            diff = np.unpackbits(ra[:, 2:] ^ rb[:, 2:])
+            flipped += int(diff.sum())
+            total += diff.size
+        else:
+            assert np.array_equal(ra, rb), name  # everything else byte-identical
+    # each bit flipped with probability 1/2: within 5 standard deviations
+    assert abs(flipped - total / 2) < 5 * np.sqrt(total / 4)
+    assert randomize_mlp_signs(base, tmp_path / "again.gguf", seed=0) == GGUFFile(tmp_path / "null.gguf").sha256()

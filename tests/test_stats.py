@@ -1,0 +1,141 @@
+"""neagari.stats against hand arithmetic and the paper's published figures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from neagari import stats
+
+
+# ---------------------------------------------------------------------------- Wilson
+
+
+@pytest.mark.parametrize("k, n, lo, hi", [
+    (234, 500, 0.425, 0.512),  # §7.1.1 trained 1.7B
+    (84, 500, 0.138, 0.203),   # §7.1.1 sign-randomized 1.7B
+    (6, 78, 0.036, 0.158),     # §6.8.1 COPY->PASS
+])
+def test_wilson_matches_paper(k, n, lo, hi):
+    got = stats.wilson_interval(k, n)
+    assert (round(got[0], 3), round(got[1], 3)) == (lo, hi)
+
+
+def test_wilson_by_hand():
+    # k=5, n=10, z=2: p=0.5, z^2/n=0.4, centre=(0.5+0.2)/1.4=0.5,
+    # half = 2*sqrt(0.5*0.5/10 + 0.4/40)/1.4 = 2*sqrt(0.035)/1.4
+    half = 2 * math.sqrt(0.035) / 1.4
+    assert stats.wilson_interval(5, 10, z=2) == pytest.approx((0.5 - half, 0.5 + half))
+
+
+def test_wilson_edges_stay_in_unit_interval():
+    lo, hi = stats.wilson_interval(0, 20)
+    assert lo == 0.0 and 0 < hi < 0.2
+    lo, hi = stats.wilson_interval(20, 20)
+    assert hi == 1.0 and 0.8 < lo < 1
+
+
+@pytest.mark.parametrize("k, n", [(-1, 10), (11, 10), (0, 0)])
+def test_wilson_rejects_bad_counts(k, n):
+    with pytest.raises(ValueError):
+        stats.wilson_interval(k, n)
+
+
+# ---------------------------------------------------------------------------- McNemar, paired CI
+
+
+def test_mcnemar_matches_paper_gsm8k():
+    assert round(stats.mcnemar_exact(21, 11), 3) == 0.110
+    assert stats.mcnemar_exact(11, 21) == stats.mcnemar_exact(21, 11)
+
+
+def test_mcnemar_by_hand():
+    # b=0, c=3: P[X<=0] = 1/8 for X~Bin(3, 1/2), two-sided 2/8
+    assert stats.mcnemar_exact(0, 3) == pytest.approx(0.25)
+    # b=1, c=4: P[X<=1] = (1+5)/32, two-sided 12/32
+    assert stats.mcnemar_exact(1, 4) == pytest.approx(12 / 32)
+    # b=c=2: 2*(1+4+6)/16 > 1, capped at 1; no discordant pairs: 1
+    assert stats.mcnemar_exact(2, 2) == 1.0
+    assert stats.mcnemar_exact(0, 0) == 1.0
+
+
+def test_mcnemar_large_counts_do_not_overflow():
+    p = stats.mcnemar_exact(600, 400)
+    assert 0 < p < 1e-9
+
+
+def test_paired_difference_matches_paper_gsm8k():
+    # b = base wrong & patched right (21), c = base right & patched wrong (11), n = 1319
+    diff, lo, hi = stats.paired_difference_ci(21, 11, 1319)
+    assert (round(100 * diff, 2), round(100 * lo, 2), round(100 * hi, 2)) == (0.76, -0.08, 1.60)
+    # the accuracies of §6.7: 1125 -> 1135 correct is the same +10 items
+    assert diff == pytest.approx((1135 - 1125) / 1319)
+
+
+def test_paired_difference_by_hand():
+    # b=3, c=1, n=10: diff=0.2, se = sqrt(4 - 2^2/10)/10 = sqrt(3.6)/10
+    se = math.sqrt(3.6) / 10
+    assert stats.paired_difference_ci(3, 1, 10) == pytest.approx((0.2, 0.2 - 1.96 * se, 0.2 + 1.96 * se))
+    # swapping b and c mirrors the interval
+    diff, lo, hi = stats.paired_difference_ci(1, 3, 10)
+    assert (diff, lo, hi) == pytest.approx((-0.2, -0.2 - 1.96 * se, -0.2 + 1.96 * se))
+
+
+def test_paired_difference_rejects_impossible_counts():
+    with pytest.raises(ValueError):
+        stats.paired_difference_ci(6, 5, 10)
+
+
+# ---------------------------------------------------------------------------- acceptance rates
+
+
+FLAGS = [True, False, True, True]
+
+
+def test_cumulative_rates_skip_checkpoints_past_the_run():
+    # first 1: 1/1; first 2: 1/2; first 4: 3/4; 5 is past the run
+    assert stats.cumulative_rates(FLAGS, (1, 2, 4, 5)) == {1: 1.0, 2: 0.5, 4: 0.75}
+
+
+def test_rolling_rate():
+    assert stats.rolling_rate(FLAGS, window=2) == 1.0      # last two: T, T
+    assert stats.rolling_rate(FLAGS, window=3) == pytest.approx(2 / 3)  # F, T, T
+    assert stats.rolling_rate(FLAGS, window=10) == 0.75    # shorter run: all of it
+    assert math.isnan(stats.rolling_rate([], window=10))
+
+
+def test_rolling_series():
+    # window 2: [T] -> 1, [T,F] -> .5, [F,T] -> .5, [T,T] -> 1
+    np.testing.assert_allclose(stats.rolling_series(FLAGS, 2), [1.0, 0.5, 0.5, 1.0])
+    # its last entry is the rolling rate
+    long = [i % 3 == 0 for i in range(500)]
+    assert stats.rolling_series(long, 200)[-1] == pytest.approx(stats.rolling_rate(long, 200))
+
+
+# ---------------------------------------------------------------------------- null baseline test
+
+
+def test_gap_test_on_paper_null_baseline():
+    t = stats.two_proportion_gap_test(234, 500, 84, 500)
+    assert t.gap_pp == pytest.approx(30.0)
+    assert t.gap_meets_threshold and t.intervals_disjoint and t.passed
+
+
+def test_gap_test_exact_threshold_passes():
+    # 30/100 - 20/100 is 9.999999999999998 pp in floating point; the threshold is meant inclusive
+    t = stats.two_proportion_gap_test(300, 1000, 200, 1000, threshold_pp=10)
+    assert t.gap_meets_threshold and t.passed
+
+
+def test_gap_test_large_gap_with_overlapping_intervals_fails():
+    # 6/10 vs 4/20: gap 40 pp, but n is tiny and the Wilson intervals overlap
+    t = stats.two_proportion_gap_test(6, 10, 4, 20)
+    assert t.gap_meets_threshold and not t.intervals_disjoint and not t.passed
+
+
+def test_gap_test_small_gap_or_wrong_direction_fails():
+    assert not stats.two_proportion_gap_test(60, 100, 55, 100).passed
+    reverse = stats.two_proportion_gap_test(84, 500, 234, 500)
+    assert reverse.gap_pp == pytest.approx(-30.0) and not reverse.intervals_disjoint and not reverse.passed
