@@ -17,6 +17,7 @@ include: "rules/models.smk"
 include: "rules/probes.smk"
 include: "rules/scoring.smk"
 include: "rules/quality.smk"
+include: "rules/search.smk"
 include: "rules/figures.smk"
 
 

@@ -46,7 +46,7 @@ def _probe(d: dict, role: str, where: str) -> Probe:
                  base_gap=d.get("base_gap"), extra={k: v for k, v in d.items() if k not in known})
 
 
-def load_probes(path: str | os.PathLike, roles: Sequence[str] | None = None) -> list[Probe]:
+def load_probes(path: str | os.PathLike, roles: Sequence[str] | None = None, allow_empty: bool = False) -> list[Probe]:
     """All probes of a file, in file order, each tagged with its group (``role``)."""
     path = Path(path)
     try:
@@ -67,7 +67,7 @@ def load_probes(path: str | os.PathLike, roles: Sequence[str] | None = None) -> 
         if not isinstance(items, list):
             raise ProbeError(f"{path}: probes.{role} is not a list")
         out += [_probe(d, role, f"{path.name}:probes.{role}[{i}]") for i, d in enumerate(items)]
-    if not out:
+    if not out and not allow_empty:
         raise ProbeError(f"{path}: no probes found")
     return out
 

@@ -32,7 +32,89 @@ def all_targets():
     targets = expand(
         "results/figures/gaps/{model}/{probeset}.png", model=MODELS, probeset=PROBE_SETS
     )
+    targets += search_targets()
     if EMBEDDED_MODELS:
         targets.append("results/quality/report.md")
         targets += expand("results/figures/training/{model}.loss.png", model=EMBEDDED_MODELS)
     return targets
+
+
+# ---------------------------------------------------------------------------- searches
+SEARCH = config.get("search", {})
+SEARCH_MODELS = SEARCH.get("models", []) if SEARCH else []
+ORDER = SEARCH["pipeline"]["order"] if SEARCH else []
+
+
+def _stage_chain(stage):
+    """(domain order, model file the first domain starts from) of a sequential stage."""
+    if stage == "pass1":
+        return ORDER, "results/models/{model}.gguf"
+    return ORDER, "results/patched/{model}/pass1/" + ORDER[-1] + ".gguf"
+
+
+def search_runs(model):
+    """Every (stage, run) searched on one model."""
+    runs = [("pass1", d) for d in ORDER]
+    if SEARCH["scale_pass"]["enabled"]:
+        runs += [("pass2", d) for d in ORDER]
+    runs += [("isolated", d) for d in SEARCH["isolation"]["domains"]]
+    lam = SEARCH["lambda_sweep"]
+    runs += [("lambda", f"{lam['domain']}-lam{l}") for l in lam["lambdas"]]
+    runs += [("targeted", f) for f in SEARCH["targeted"]["fitnesses"]]
+    nb = SEARCH["null_baseline"]
+    runs += [("nullbase", f"{kind}-s{s}") for kind in ("trained", "null") for s in nb["seeds"]]
+    runs += [("randomflip", d) for d in SEARCH["random_flip"]["domains"]]
+    return runs
+
+
+def search_spec(model, stage, run):
+    """Everything one search run needs: starting model, probes, controls, settings."""
+    base = f"results/models/{model}.gguf"
+    controls = [f"results/probes/{model}/{c}.json" for c in SEARCH["controls"]]
+    spec = dict(model=base, probes=None, controls=controls, promoted=[], fitness="average", lam=1.0,
+                iterations=None, scale_prob=0.0, seed=config["seed"], accept_all=False, iterations_from=[])
+    if stage in ("pass1", "pass2"):
+        order, first = _stage_chain(stage)
+        i = order.index(run)
+        spec["model"] = first.format(model=model) if i == 0 else f"results/patched/{model}/{stage}/{order[i - 1]}.gguf"
+        spec["probes"] = f"results/probes/{model}/{run}.json"
+        d = SEARCH["pipeline"]["domains"][run]
+        spec["lam"] = d["lambda"]
+        if stage == "pass1":
+            spec["iterations"] = d["iterations"]
+            if i > 0:
+                spec["promoted"] = [f"results/search/{model}/pass1/{order[i - 1]}/promoted.json"]
+        else:
+            spec["iterations"] = SEARCH["scale_pass"]["iterations"][run]
+            spec["scale_prob"] = SEARCH["scale_pass"]["scale_prob"]
+            spec["promoted"] = [f"results/search/{model}/pass1/{ORDER[-1]}/promoted.json"]
+    elif stage == "isolated":
+        d = SEARCH["pipeline"]["domains"][run]
+        spec.update(probes=f"results/probes/{model}/{run}.json", lam=d["lambda"], iterations=d["iterations"])
+    elif stage == "lambda":
+        lam = SEARCH["lambda_sweep"]
+        domain, value = run.split("-lam")
+        spec.update(probes=f"results/probes/{model}/{domain}.json", lam=float(value), iterations=lam["iterations"])
+    elif stage == "targeted":
+        t = SEARCH["targeted"]
+        spec.update(probes=f"results/probes/{model}/{t['probes']}.json", fitness=run, lam=t["lambda"],
+                    iterations=t["iterations"], controls=[f"results/probes/{model}/{c}.json" for c in t["controls"]])
+    elif stage == "nullbase":
+        nb = SEARCH["null_baseline"]
+        kind, seed = run.split("-s")
+        if kind == "null":
+            spec["model"] = f"results/models/null/{model}-s{seed}.gguf"
+        spec.update(probes=f"results/probes/{model}/{nb['domain']}.json", lam=nb["lambda"],
+                    iterations=nb["iterations"], seed=int(seed))
+    elif stage == "randomflip":
+        spec.update(probes=f"results/probes/{model}/{run}.json", accept_all=True,
+                    iterations_from=[f"results/search/{model}/pass1/{run}/summary.json"])
+    return spec
+
+
+def search_targets():
+    return [
+        f"results/patched/{m}/{stage}/{run}.gguf"
+        for m in SEARCH_MODELS
+        for stage, run in search_runs(m)
+    ]
