@@ -18,6 +18,7 @@ include: "rules/probes.smk"
 include: "rules/scoring.smk"
 include: "rules/quality.smk"
 include: "rules/search.smk"
+include: "rules/audits.smk"
 include: "rules/figures.smk"
 
 

@@ -94,7 +94,198 @@ class SearchIterations(pa.DataFrameModel):
     gaps: list[float] = pa.Field(nullable=False)
 
 
+from .audit_schemas import AUDIT_SCHEMAS, InterferenceByQuartile, LayerProjectionCounts  # noqa: E402
+
+
+class QuartilesByRun(InterferenceByQuartile):
+    """Per-flip interference by iteration quartile, for every pipeline run (stage, domain)."""
+
+    stage: str
+    domain: str
+
+    class Config:
+        strict = True
+        unique = ["stage", "domain", "quartile", "move_type"]
+
+
+class LayerProjectionByRun(LayerProjectionCounts):
+    """Accepted moves per layer and projection, for every pipeline run (stage, domain)."""
+
+    stage: str
+    domain: str
+
+    class Config:
+        strict = True
+        unique = ["stage", "domain", "layer", "proj"]
+
+
+class FitnessModes(pa.DataFrameModel):
+    """PAPER.md §6.8 table: one row per targeted run (fitness function)."""
+
+    model: str
+    fitness: str = pa.Field(unique=True)
+    iterations: int = pa.Field(ge=0)
+    accepted: int = pa.Field(ge=0)
+    rate: float = pa.Field(ge=0, le=1)
+    first_crossing: int = pa.Field(ge=0, nullable=True)
+    second_crossing: int = pa.Field(ge=0, nullable=True)
+    crossings: int = pa.Field(ge=0)
+    targets_wrong_at_start: int = pa.Field(ge=0)
+    controls: int = pa.Field(ge=0)
+    controls_broken: int = pa.Field(ge=0)
+    broken_control_baselines: str
+
+
+class RandomFlipNull(pa.DataFrameModel):
+    """A real pass-1 patch against the same number of random flips kept regardless of fitness."""
+
+    model: str
+    domain: str
+    kind: str = pa.Field(isin=["search", "random"])
+    flips: int = pa.Field(ge=0)
+    mean_target_delta: float
+    targets_fixed: int = pa.Field(ge=0)
+    targets_broken: int = pa.Field(ge=0)
+    mean_control_delta: float
+    controls_broken: int = pa.Field(ge=0)
+
+
+class StageScores(pa.DataFrameModel):
+    """Every probe set scored on the models along the five-domain pipeline (and the base)."""
+
+    model: str
+    stage_model: str
+    step: int = pa.Field(ge=0)
+    probe_set: str
+    name: str
+    gap: float
+    calibrated_wrong_id: int = pa.Field(ge=0)
+    top_wrong_id: int = pa.Field(ge=0)
+    gap_vs_top_wrong: float
+
+
+class Rank2Drift(pa.DataFrameModel):
+    """PAPER.md §5.2 (never audited there): does the calibrated wrong token stay the top rival?"""
+
+    model: str
+    stage_model: str
+    probe_set: str
+    probes: int = pa.Field(ge=1)
+    drifted: int = pa.Field(ge=0)
+    drift_share: float = pa.Field(ge=0, le=1)
+    mean_gap_calibrated: float
+    mean_gap_top_wrong: float
+    mean_gap_difference: float = pa.Field(ge=-1e-4)
+
+
+_OUTCOMES = ["PASS", "COPY", "PARTIAL", "OTHER"]
+
+
+class HeldoutVerbatim(pa.DataFrameModel):
+    """PAPER.md §6.8.1: one row per held-out verbatim probe, base and patched output and outcome."""
+
+    name: str = pa.Field(unique=True)
+    domain: str
+    base_output: str
+    patched_output: str
+    base_outcome: str = pa.Field(isin=_OUTCOMES)
+    patched_outcome: str = pa.Field(isin=_OUTCOMES)
+
+
+class HeldoutCrosstab(pa.DataFrameModel):
+    """Base outcome x patched outcome counts of the held-out verbatim probes (all 16 cells)."""
+
+    model: str
+    fitness: str
+    base_outcome: str = pa.Field(isin=_OUTCOMES)
+    patched_outcome: str = pa.Field(isin=_OUTCOMES)
+    count: int = pa.Field(ge=0)
+
+    @pa.dataframe_check
+    def one_row_per_cell(cls, data) -> pl.LazyFrame:
+        lf = data.lazyframe
+        return lf.select(pl.struct("model", "fitness", "base_outcome", "patched_outcome").is_unique())
+
+
+class HeldoutSummary(pa.DataFrameModel):
+    """COPY -> PASS conversion of the held-out verbatim probes, overall (domain "all", which
+    carries the pre-registered verdict: generalizes iff rate >= threshold) and per domain."""
+
+    model: str
+    fitness: str
+    domain: str = pa.Field(unique=True)
+    probes: int = pa.Field(ge=0)
+    base_copy: int = pa.Field(ge=0)
+    converted: int = pa.Field(ge=0)
+    rate: float = pa.Field(ge=0, le=1, nullable=True)
+    ci_lo: float = pa.Field(ge=0, le=1, nullable=True)
+    ci_hi: float = pa.Field(ge=0, le=1, nullable=True)
+    base_pass: int = pa.Field(ge=0)
+    patched_pass: int = pa.Field(ge=0)
+    pass_lost: int = pa.Field(ge=0)
+    threshold: float = pa.Field(ge=0, le=1)
+    generalizes: bool = pa.Field(nullable=True)
+
+    @pa.dataframe_check
+    def converted_within_copy(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("converted") <= pl.col("base_copy"))
+
+
+class HeldoutGenerations(pa.DataFrameModel):
+    """Before/after greedy generations on the optimized (training) verbatim prompts."""
+
+    name: str = pa.Field(unique=True)
+    domain: str
+    correct: str
+    base_output: str
+    patched_output: str
+    base_starts_correct: bool
+    patched_starts_correct: bool
+
+
+class BenchItems(pa.DataFrameModel):
+    """PAPER.md §6.7: one row per evaluation item, greedy llama.cpp output and exact-match verdict."""
+
+    id: str = pa.Field(unique=True)
+    domain: str
+    answer: str
+    output: str
+    correct: bool
+    n_new_tokens: int = pa.Field(ge=0)
+    finish: str = pa.Field(isin=["stop", "eog", "length"])
+
+
+class BenchComparison(pa.DataFrameModel):
+    """Base vs patched accuracy per domain and overall ("all"), paired: discordant counts b (base
+    wrong, patched right) and c, exact McNemar p, 95% CI of the difference; percentages."""
+
+    model: str
+    domain: str = pa.Field(unique=True)
+    n: int = pa.Field(ge=1)
+    base_correct: int = pa.Field(ge=0)
+    patched_correct: int = pa.Field(ge=0)
+    base_accuracy_pct: float = pa.Field(ge=0, le=100)
+    patched_accuracy_pct: float = pa.Field(ge=0, le=100)
+    diff_pp: float = pa.Field(ge=-100, le=100)
+    b: int = pa.Field(ge=0)
+    c: int = pa.Field(ge=0)
+    mcnemar_p: float = pa.Field(ge=0, le=1)
+    ci_lo_pp: float
+    ci_hi_pp: float
+
+    @pa.dataframe_check
+    def difference_is_discordance(cls, data) -> pl.LazyFrame:
+        lf = data.lazyframe
+        return lf.select(((pl.col("patched_correct") - pl.col("base_correct")) == (pl.col("b") - pl.col("c"))))
+
+
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
+    "heldout_verbatim": HeldoutVerbatim, "heldout_crosstab": HeldoutCrosstab,
+    "heldout_summary": HeldoutSummary, "heldout_generations": HeldoutGenerations,
+    "bench_items": BenchItems, "bench_comparison": BenchComparison,
+    **AUDIT_SCHEMAS, "quartiles_by_run": QuartilesByRun, "layer_projection_by_run": LayerProjectionByRun,
+    "fitness_modes": FitnessModes, "random_flip_null": RandomFlipNull, "stage_scores": StageScores,
+    "rank2_drift": Rank2Drift,
     "search_iterations": SearchIterations,
     "probe_scores": ProbeScores, "training_loss": TrainingLoss, "eval_items": EvalItems,
     "verbatim_outcomes": VerbatimOutcomes, "quality_summary": QualitySummary,

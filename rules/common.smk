@@ -113,8 +113,13 @@ def search_spec(model, stage, run):
 
 
 def search_targets():
-    return [
+    targets = [
         f"results/patched/{m}/{stage}/{run}.gguf"
         for m in SEARCH_MODELS
         for stage, run in search_runs(m)
     ]
+    for m in SEARCH_MODELS:
+        targets += [f"results/audits/{m}/acceptance.parquet", f"results/audits/{m}/rank2_drift.parquet"]
+    if config.get("published_patches"):
+        targets.append("results/audits/published/boundary_crossing.summary.parquet")
+    return targets

@@ -33,6 +33,7 @@ rule search:
         iterations_from=lambda wc: search_spec(wc.model, wc.stage, wc.run)["iterations_from"],
     output:
         patch="results/search/{model}/{stage}/{run}/patch.json",
+        upstream="results/search/{model}/{stage}/{run}/patch.upstream.json",
         iterations="results/search/{model}/{stage}/{run}/iterations.parquet",
         summary="results/search/{model}/{stage}/{run}/summary.json",
         promoted="results/search/{model}/{stage}/{run}/promoted.json",

@@ -31,7 +31,7 @@ with rule_context(snakemake, config_keys=["search"], seed=spec["seed"], device=s
     log.info("%s: %d targets, %d controls, %s", label, len(targets), len(controls), cfg.as_dict())
     search = Search(engine, snakemake.input.model, targets, controls, cfg, Path(out.patch).parent, label=label)
     result = search.run(progress=False)
-    search.finish(result, out.patch, out.iterations, out.summary,
+    search.finish(result, out.patch, out.iterations, out.summary, out.upstream,
                   metadata={"stage": snakemake.wildcards.stage, "run": snakemake.wildcards.run})
     # targets this run carried across zero become controls for later domains (capped, newest kept)
     newly = [p for p, b, f in zip(targets, result.base_gaps, result.final_gaps) if b <= 0 < f]

@@ -30,7 +30,10 @@ text: chat prompts end with the `</think>\n\n` generation prompt and answers hav
 space; plain-text word answers carry their leading space (" Menth", " B", " +", " total");
 numeric answers follow a prompt ending in a space ("347 + 589 = " -> "936"), because digits are
 split one per token and " 936" would start with a bare-space token shared by every number.
-Probe `correct` and `wrong` differ in their first non-space character.
+A probe's `correct` and `wrong` are the first pre-tokens of the right and of a plausible wrong
+answer as they stand in context (" Menth", "9", "):\n", "Payment"), so the first token of either
+string alone is the token the model would emit at the decision point; they differ in their first
+non-space character.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from __future__ import annotations
 from . import arithmetic, coding, controls, editing, instruction, tool_calling, verbatim
 from .chat import CHAT_STOP, render_chat
 from .common import (PROBE_VERSION, check_split, collect_probes, distinct_items, domain_rng,
-                     eval_records, first_unit, probe_set)
+                     eval_records, first_pretoken, probe_set)
 
 __all__ = ["DOMAINS", "ALL_DOMAINS", "CHAT_STOP", "render_chat", "build_corpus",
            "build_probe_sets", "build_verbatim_sets", "build_eval_sets"]
@@ -119,8 +122,8 @@ def build_verbatim_sets(seed: int) -> tuple[dict, dict]:
         item = verbatim.extract_item(rng, sub, "heldout", part="probe", first_allowed=False,
                                      system=verbatim.HELDOUT_SYSTEM,
                                      instruction=verbatim.EXTRACT_HELDOUT)
-        targets.append({"prompt": item.prompt, "correct": first_unit(item.answer),
-                        "wrong": first_unit(item.meta["passage"]), "name": f"verbatim_{sub}",
+        targets.append({"prompt": item.prompt, "correct": first_pretoken(item.answer),
+                        "wrong": first_pretoken(item.meta["passage"]), "name": f"verbatim_{sub}",
                         "category": sub, "source": "toy"})
     ctrl = collect_probes(controls.sample, domain_rng(seed, "verbatim-controls"), "knowledge",
                           5, ["capital"])

@@ -11,7 +11,13 @@ SPLITS = ("train", "heldout")
 PROBE_VERSION = "toy-1.0"
 PLAIN_STOP = "\n"
 
-_FIRST_UNIT = re.compile(r"^(\s*)(\w+|[^\w\s])")
+# llama.cpp's Qwen2 pre-tokenizer split (used by our byte-level BPE), for ASCII text: \p{L} and
+# \p{N} become [A-Za-z] and [0-9]; all generated text is ASCII (checked in tests). BPE never merges
+# across these pieces, so the first token of an answer lies inside its first piece.
+_QWEN2_ASCII = re.compile(
+    r"'(?:[sStTmMdD]|[rR][eE]|[vV][eE]|[lL][lL])|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]"
+    r"| ?[^\sA-Za-z0-9]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 @dataclass(frozen=True)
@@ -45,15 +51,17 @@ def heldout_by_hash(key: str) -> bool:
     return zlib.crc32(key.encode("utf-8")) % 2 == 1
 
 
-def first_unit(text: str) -> str:
-    """The answer's first unit: its leading whitespace plus one word or one punctuation mark.
+def first_pretoken(text: str) -> str:
+    """The first Qwen2 pre-token of `text` (" Menth", "9", "):\n", "get").
 
-    This is what a probe compares (its first token lies inside it for any byte-level BPE).
+    A probe's correct/wrong string is this piece of the answer as it stands in context, so that
+    tokenizing it alone gives the same first token as the full text does (":" alone would not:
+    in the corpus the colon ending a def line is part of the piece "):\n").
     """
-    m = _FIRST_UNIT.match(text)
+    m = _QWEN2_ASCII.match(text)
     if not m:
-        raise ValueError(f"no first unit in {text!r}")
-    return m.group(1) + m.group(2)
+        raise ValueError(f"no pre-token at the start of {text!r}")
+    return m.group(0)
 
 
 def decisions_differ(correct: str, wrong: str) -> bool:
@@ -63,9 +71,19 @@ def decisions_differ(correct: str, wrong: str) -> bool:
     return bool(c) and bool(w) and c[0] != w[0]
 
 
+def decision_pieces(item: Item) -> tuple[str, str]:
+    """(correct, wrong): the first pre-tokens of the answer and of the wrong answer in context.
+
+    In plain text the stop newline follows the answer and can join a final punctuation piece;
+    in chat text `<|im_end|>` follows, a special token that never joins.
+    """
+    tail = item.stop if item.stop == PLAIN_STOP else ""
+    return first_pretoken(item.answer + tail), first_pretoken(item.wrong + tail)
+
+
 def make_probe(item: Item, name: str) -> dict:
     """Upstream probe record: the prompt ends exactly where the answer begins."""
-    correct, wrong = first_unit(item.answer), first_unit(item.wrong)
+    correct, wrong = decision_pieces(item)
     if not decisions_differ(correct, wrong):
         raise ValueError(f"probe {name}: {correct!r} and {wrong!r} do not differ at the start")
     return {
@@ -94,7 +112,7 @@ def collect_probes(sample, rng: random.Random, domain: str, n: int, categories: 
         item = sample(rng, "heldout", cat)
         if item is None or item.prompt in seen:
             continue
-        if not decisions_differ(first_unit(item.answer), first_unit(item.wrong)):
+        if not decisions_differ(*decision_pieces(item)):
             continue
         seen.add(item.prompt)
         probes.append(make_probe(item, f"{domain}_{cat}_{counts[cat]:02d}"))

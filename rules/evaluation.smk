@@ -1,0 +1,134 @@
+# Stage 5: evaluation of the patched models. Held-out verbatim extraction of each targeted patch
+# with our engine (PAPER.md §6 item 8) and base-vs-patched benchmarks of the final five-domain
+# pipeline model through llama.cpp (§6 item 7).
+
+# The paper's settings; fixed here, not in the config.
+HELDOUT_MAX_NEW_TOKENS = 80  # generation budget of the held-out verbatim probes
+HELDOUT_THRESHOLD = 0.20  # pre-registered COPY -> PASS conversion rate for "generalizes"
+BENCH_N_CTX = 8192  # llama.cpp server context
+BENCH_SEED = 42  # llama.cpp server seed
+BENCH_MAX_NEW_TOKENS = None  # None: the longest answer plus 4 tokens, as the quality stage
+EVAL_FITNESSES = SEARCH["targeted"]["fitnesses"] if SEARCH else []
+
+
+def eval_final_model(model):
+    """The fully patched model of the five-domain pipeline (pass 2 unless it is switched off)."""
+    stage = "pass2" if SEARCH["scale_pass"]["enabled"] else "pass1"
+    return f"results/patched/{model}/{stage}/{ORDER[-1]}.gguf"
+
+
+def eval_bench_model(wildcards):
+    if wildcards.variant == "base":
+        return f"results/models/{wildcards.model}.gguf"
+    return eval_final_model(wildcards.model)
+
+
+def evaluation_targets():
+    targets = []
+    for m in SEARCH_MODELS:
+        for f in EVAL_FITNESSES:
+            targets += [f"results/eval/{m}/heldout/{f}.{kind}.parquet" for kind in ("crosstab", "summary", "generations")]
+        targets.append(f"results/eval/{m}/bench/comparison.parquet")
+    return targets
+
+
+rule eval_heldout_verbatim:
+    input:
+        base="results/models/{model}.gguf",
+        patched="results/patched/{model}/targeted/{fitness}.gguf",
+        heldout="results/data/heldout/verbatim_heldout.json",
+        probes=lambda wc: f"results/probes/{wc.model}/{SEARCH['targeted']['probes']}.json",
+    output:
+        table="results/eval/{model}/heldout/{fitness}.parquet",
+        generations="results/eval/{model}/heldout/{fitness}.generations.parquet",
+    params:
+        max_new_tokens=HELDOUT_MAX_NEW_TOKENS,
+        batch_size=config["quality"]["batch_size"],
+        device=config["device"],
+    wildcard_constraints:
+        model=wildcard_choice(SEARCH_MODELS),
+        fitness=wildcard_choice(EVAL_FITNESSES),
+    threads: 2
+    log:
+        "logs/eval/{model}/heldout/{fitness}.log",
+    benchmark:
+        "logs/eval/{model}/heldout/{fitness}.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/eval_heldout_verbatim.py"
+
+
+rule eval_heldout_summary:
+    input:
+        table="results/eval/{model}/heldout/{fitness}.parquet",
+    output:
+        crosstab="results/eval/{model}/heldout/{fitness}.crosstab.parquet",
+        summary="results/eval/{model}/heldout/{fitness}.summary.parquet",
+    params:
+        threshold=HELDOUT_THRESHOLD,
+    wildcard_constraints:
+        model=wildcard_choice(SEARCH_MODELS),
+        fitness=wildcard_choice(EVAL_FITNESSES),
+    log:
+        "logs/eval/{model}/heldout/{fitness}.summary.log",
+    benchmark:
+        "logs/eval/{model}/heldout/{fitness}.summary.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/eval_heldout_summary.py"
+
+
+rule eval_benchmark:
+    input:
+        model=eval_bench_model,
+        eval_sets="results/data/eval/eval_sets.jsonl",
+    output:
+        table="results/eval/{model}/bench/{variant}.parquet",
+    params:
+        n_ctx=BENCH_N_CTX,
+        seed=BENCH_SEED,
+        max_new_tokens=BENCH_MAX_NEW_TOKENS,
+    wildcard_constraints:
+        model=wildcard_choice(SEARCH_MODELS),
+        variant="base|patched",
+    threads: 4
+    log:
+        "logs/eval/{model}/bench/{variant}.log",
+    benchmark:
+        "logs/eval/{model}/bench/{variant}.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/eval_benchmark.py"
+
+
+rule eval_benchmark_compare:
+    input:
+        base="results/eval/{model}/bench/base.parquet",
+        patched="results/eval/{model}/bench/patched.parquet",
+    output:
+        table="results/eval/{model}/bench/comparison.parquet",
+    wildcard_constraints:
+        model=wildcard_choice(SEARCH_MODELS),
+    log:
+        "logs/eval/{model}/bench/comparison.log",
+    benchmark:
+        "logs/eval/{model}/bench/comparison.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/eval_benchmark_compare.py"

@@ -1,0 +1,20 @@
+"""Rule eval_benchmark: greedy exact-match evaluation of one model (base or patched) through
+llama.cpp over every evaluation set (PAPER.md §6 item 7)."""
+import json
+
+import polars as pl
+
+from neagari.llama_eval import LlamaGenerator, evaluate_items
+from neagari.smk import rule_context
+from neagari.tables import write_table
+
+p = snakemake.params
+with rule_context(snakemake, config_keys=[], seed=p.seed, device="llama.cpp (cpu)") as log:
+    items = [json.loads(line) for line in open(snakemake.input.eval_sets)]
+    gen = LlamaGenerator(snakemake.input.model, n_ctx=p.n_ctx, seed=p.seed, n_threads=snakemake.threads)
+    table = evaluate_items(gen, items, max_new_tokens=p.max_new_tokens, desc=snakemake.wildcards.variant)
+    gen.close()
+    write_table(table, snakemake.output.table, "bench_items")
+    log.info("%s %s: %d items\n%s", snakemake.wildcards.model, snakemake.wildcards.variant, table.height,
+             table.group_by("domain").agg(pl.len(), pl.col("correct").mean().alias("accuracy"),
+                                          (pl.col("finish") == "length").mean().alias("hit_budget")).sort("domain"))

@@ -1,0 +1,12 @@
+"""Rule eval_benchmark_compare: base vs patched accuracy per domain, paired (exact McNemar, 95% CI)."""
+import polars as pl
+
+from neagari.llama_eval import paired_comparison
+from neagari.smk import rule_context
+from neagari.tables import read_table, write_table
+
+with rule_context(snakemake, config_keys=[]) as log:
+    table = paired_comparison(read_table(snakemake.input.base), read_table(snakemake.input.patched))
+    table = table.select(pl.lit(snakemake.wildcards.model).alias("model"), pl.all())
+    write_table(table, snakemake.output.table, "bench_comparison")
+    log.info("\n%s", table)
