@@ -19,6 +19,7 @@ include: "rules/scoring.smk"
 include: "rules/quality.smk"
 include: "rules/search.smk"
 include: "rules/audits.smk"
+include: "rules/evaluation.smk"
 include: "rules/figures.smk"
 
 

@@ -107,6 +107,8 @@ def environment() -> dict:
     versions = {name: version_or_none(name) for name in PACKAGES}
     device: dict[str, Any] = {"cuda_available": None, "name": None}
     try:
+        if "torch" not in sys.modules:  # a rule that never touched torch ran on no device
+            raise ImportError
         import torch
 
         device["cuda_available"] = torch.cuda.is_available()

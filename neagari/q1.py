@@ -12,7 +12,6 @@ NumPy functions work on the file's bytes (quantize, dequantize, byte-level moves
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 GGML_TYPE_Q1_0 = 41
 QK = 128  # weights per block
@@ -88,31 +87,40 @@ def xor_scale_bit_bytes(raw: np.ndarray, group: int, bit: int) -> None:
 
 # ---------------------------------------------------------------------------- torch, device state
 
-_BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
+# torch is imported inside these functions: byte-level tools (apply-patch, audits) start ~2 s
+# faster without it.
 
 
-def scales_torch(raw: torch.Tensor) -> torch.Tensor:
+def scales_torch(raw: "torch.Tensor") -> "torch.Tensor":
     """FP16 scales of uint8 blocks (..., n * 18) → float32 (..., n)."""
+    import torch
+
     blocks = raw.reshape(*raw.shape[:-1], -1, BLOCK_BYTES)
     return blocks[..., :2].contiguous().view(torch.float16).squeeze(-1).float()
 
 
-def signs_torch(raw: torch.Tensor) -> torch.Tensor:
+def signs_torch(raw: "torch.Tensor") -> "torch.Tensor":
     """Sign bits of uint8 blocks (..., n * 18) → bool (..., n * 128)."""
+    import torch
+
     blocks = raw.reshape(*raw.shape[:-1], -1, BLOCK_BYTES)
     qs = blocks[..., 2:]
-    bits = (qs.unsqueeze(-1) >> _BIT_SHIFTS.to(raw.device)) & 1  # (..., n, 16, 8)
+    shifts = torch.arange(8, dtype=torch.uint8, device=raw.device)
+    bits = (qs.unsqueeze(-1) >> shifts) & 1  # (..., n, 16, 8)
     return bits.reshape(*raw.shape[:-1], -1).bool()
 
 
-def dequantize_torch(raw: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (out, in / 128 * 18) → (out, in) weights of ``dtype`` (computed in fp32)."""
+def dequantize_torch(raw: "torch.Tensor", dtype: "torch.dtype | None" = None) -> "torch.Tensor":
+    """uint8 (out, in / 128 * 18) → (out, in) weights of ``dtype`` (default fp32)."""
+    import torch
+
+    dtype = dtype or torch.float32
     d = scales_torch(raw)  # (out, nb)
     signs = signs_torch(raw).reshape(*d.shape, QK)  # (out, nb, 128)
     w = torch.where(signs, d.unsqueeze(-1), -d.unsqueeze(-1))
     return w.reshape(raw.shape[0], -1).to(dtype)
 
 
-def group_weights_torch(block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def group_weights_torch(block: "torch.Tensor", dtype: "torch.dtype") -> "torch.Tensor":
     """One 18-byte block (uint8 tensor) → its 128 weights."""
     return dequantize_torch(block.reshape(1, BLOCK_BYTES), dtype).reshape(QK)

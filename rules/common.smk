@@ -33,6 +33,7 @@ def all_targets():
         "results/figures/gaps/{model}/{probeset}.png", model=MODELS, probeset=PROBE_SETS
     )
     targets += search_targets()
+    targets += EVAL_TARGETS
     if EMBEDDED_MODELS:
         targets.append("results/quality/report.md")
         targets += expand("results/figures/training/{model}.loss.png", model=EMBEDDED_MODELS)

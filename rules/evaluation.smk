@@ -9,27 +9,15 @@ BENCH_N_CTX = 8192  # llama.cpp server context
 BENCH_SEED = 42  # llama.cpp server seed
 BENCH_MAX_NEW_TOKENS = None  # None: the longest answer plus 4 tokens, as the quality stage
 EVAL_FITNESSES = SEARCH["targeted"]["fitnesses"] if SEARCH else []
-
-
-def eval_final_model(model):
-    """The fully patched model of the five-domain pipeline (pass 2 unless it is switched off)."""
-    stage = "pass2" if SEARCH["scale_pass"]["enabled"] else "pass1"
-    return f"results/patched/{model}/{stage}/{ORDER[-1]}.gguf"
-
-
-def eval_bench_model(wildcards):
-    if wildcards.variant == "base":
-        return f"results/models/{wildcards.model}.gguf"
-    return eval_final_model(wildcards.model)
-
-
-def evaluation_targets():
-    targets = []
-    for m in SEARCH_MODELS:
-        for f in EVAL_FITNESSES:
-            targets += [f"results/eval/{m}/heldout/{f}.{kind}.parquet" for kind in ("crosstab", "summary", "generations")]
-        targets.append(f"results/eval/{m}/bench/comparison.parquet")
-    return targets
+# "patched" = the fully patched model of the five-domain pipeline (pass 2 unless it is off)
+EVAL_FINAL_STAGE = "pass2" if SEARCH and SEARCH["scale_pass"]["enabled"] else "pass1"
+# what `rule all` asks of this stage
+EVAL_TARGETS = [
+    f"results/eval/{m}/heldout/{f}.{kind}.parquet"
+    for m in SEARCH_MODELS
+    for f in EVAL_FITNESSES
+    for kind in ("crosstab", "summary", "generations")
+] + [f"results/eval/{m}/bench/comparison.parquet" for m in SEARCH_MODELS]
 
 
 rule eval_heldout_verbatim:
@@ -48,7 +36,7 @@ rule eval_heldout_verbatim:
     wildcard_constraints:
         model=wildcard_choice(SEARCH_MODELS),
         fitness=wildcard_choice(EVAL_FITNESSES),
-    threads: 2
+    threads: 1
     log:
         "logs/eval/{model}/heldout/{fitness}.log",
     benchmark:
@@ -88,7 +76,8 @@ rule eval_heldout_summary:
 
 rule eval_benchmark:
     input:
-        model=eval_bench_model,
+        model=lambda wc: (f"results/models/{wc.model}.gguf" if wc.variant == "base"
+                          else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"),
         eval_sets="results/data/eval/eval_sets.jsonl",
     output:
         table="results/eval/{model}/bench/{variant}.parquet",
@@ -99,7 +88,9 @@ rule eval_benchmark:
     wildcard_constraints:
         model=wildcard_choice(SEARCH_MODELS),
         variant="base|patched",
-    threads: 4
+    # llama.cpp threads spin while they wait: on a busy machine more threads than free cores
+    # make a small model 30x slower. One is right for the embedded models; raise it for 1.7B/8B.
+    threads: 1
     log:
         "logs/eval/{model}/bench/{variant}.log",
     benchmark:

@@ -93,12 +93,17 @@ def test_smoke_workflow_with_provenance(tmp_path):
     run = subprocess.run([str(SNAKEMAKE), "--cores", "2", "--configfile", "config/smoke.yaml", "--quiet"],
                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    table = pl.read_parquet(work / "results/scores/fixture-tiny/smoke.parquet")
-    assert len(table) == 8 and (work / "results/figures/gaps/fixture-tiny/smoke.png").stat().st_size > 1000
-    record = json.loads((work / "results/scores/fixture-tiny/smoke.parquet.prov.json").read_text())
+    table = pl.read_parquet(work / "results/scores/tiny-qat/smoke.parquet")
+    assert len(table) == 8 and (work / "results/figures/gaps/tiny-qat/smoke.png").stat().st_size > 1000
+    record = json.loads((work / "results/scores/tiny-qat/smoke.parquet.prov.json").read_text())
     assert record["rule"] == "score_probes" and record["script"]["path"].endswith("scripts/score_probes.py")
-    model_sha = sha256_file(work / "results/models/fixture-tiny.gguf")
-    assert {i["path"]: i["sha256"] for i in record["inputs"]}["results/models/fixture-tiny.gguf"] == model_sha
+    model_sha = sha256_file(work / "results/models/tiny-qat.gguf")
+    assert {i["path"]: i["sha256"] for i in record["inputs"]}["results/models/tiny-qat.gguf"] == model_sha
+    # the paper is built, and every search's patch reverses to its base
+    assert (work / "results/paper/index.html").stat().st_size > 10_000
+    for summary in (work / "results/search").glob("*/*/*/summary.json"):
+        s = json.loads(summary.read_text())
+        assert s["iterations_run"] >= 1 and s["base_sha256"] != s["patched_sha256"] or s["accepted"] == 0
 
     def verify():
         return subprocess.run([sys.executable, "-m", "neagari.cli", "provenance", "verify", "results"],
@@ -106,7 +111,7 @@ def test_smoke_workflow_with_provenance(tmp_path):
 
     assert verify().returncode == 0
     # a user edits a figure, drops a stray file, and swaps the probe set the scores came from
-    fig = work / "results/figures/gaps/fixture-tiny/smoke.pdf"
+    fig = work / "results/figures/gaps/tiny-qat/smoke.pdf"
     fig.write_bytes(fig.read_bytes() + b"%")
     (work / "results/stray.txt").write_text("who made me?")
     probes = work / "resources/probes/smoke.json"

@@ -210,3 +210,45 @@ def test_paired_comparison_refuses_different_items():
     base, patched = _runs({"math": (3, 2, 0, 5)})
     with pytest.raises(ValueError, match="different items"):
         paired_comparison(base, patched.head(9))
+
+
+# ---------------------------------------------------------------------------- held-out summary
+
+
+def test_heldout_summary_script_reproduces_paper(tmp_path):
+    """scripts/eval_heldout_summary.py on the paper's §6.8.1 cross-tab: COPY -> PASS 6/78 = 7.7%,
+    Wilson [3.6, 15.8], below the pre-registered 20%; per domain legal 3/15 ... logs 0/19."""
+    import runpy
+    import types
+    from pathlib import Path
+
+    from snakemake.iocontainers import Namedlist
+
+    rows = [("PASS", "PASS", "legal")] * 19 + [("PASS", "COPY", "api")] + [("PARTIAL", "PARTIAL", "code")] * 2
+    per_domain = {"legal": (3, 15), "medical": (3, 16), "api": (0, 14), "code": (0, 14), "logs": (0, 19)}
+    for domain, (k, n) in per_domain.items():
+        rows += [("COPY", "PASS", domain)] * k + [("COPY", "COPY", domain)] * (n - k)
+    table = pl.DataFrame(rows, schema=["base_outcome", "patched_outcome", "domain"], orient="row").with_columns(
+        name=pl.format("p{}", pl.int_range(pl.len())), base_output=pl.lit(""), patched_output=pl.lit(""))
+    table.write_parquet(tmp_path / "t.parquet")
+    out = {"crosstab": str(tmp_path / "c.parquet"), "summary": str(tmp_path / "s.parquet")}
+    smk = types.SimpleNamespace(
+        input=Namedlist(fromdict={"table": str(tmp_path / "t.parquet")}), output=Namedlist(fromdict=out),
+        log=Namedlist([str(tmp_path / "log")]), params=types.SimpleNamespace(threshold=0.2),
+        wildcards=types.SimpleNamespace(model="m", fitness="focused"), rule="eval_heldout_summary", config={})
+    script = Path(__file__).parents[1] / "scripts" / "eval_heldout_summary.py"
+    runpy.run_path(str(script), init_globals={"snakemake": smk})
+
+    crosstab = pl.read_parquet(out["crosstab"])
+    assert crosstab.height == 16 and crosstab["count"].sum() == 100
+    cells = {(r["base_outcome"], r["patched_outcome"]): r["count"] for r in crosstab.iter_rows(named=True)}
+    assert (cells["PASS", "PASS"], cells["PASS", "COPY"], cells["COPY", "PASS"], cells["COPY", "COPY"],
+            cells["PARTIAL", "PARTIAL"], cells["OTHER", "OTHER"]) == (19, 1, 6, 72, 2, 0)
+    summary = {r["domain"]: r for r in pl.read_parquet(out["summary"]).iter_rows(named=True)}
+    top = summary["all"]
+    assert (top["base_copy"], top["converted"], round(100 * top["rate"], 1)) == (78, 6, 7.7)
+    assert (round(100 * top["ci_lo"], 1), round(100 * top["ci_hi"], 1)) == (3.6, 15.8)
+    assert top["generalizes"] is False and (top["base_pass"], top["pass_lost"]) == (20, 1)
+    assert {d: (r["converted"], r["base_copy"]) for d, r in summary.items() if d != "all"} == per_domain
+    assert all(r["generalizes"] is None for d, r in summary.items() if d != "all")
+    assert Path(out["summary"] + ".prov.json").exists()

@@ -1,0 +1,134 @@
+"""Search iterations/s: `neagari search`'s loop against a plain loop that scores one probe at a
+time with a full forward pass (the upstream engine's design, dequantized weights cached).
+
+Both loops use the same model, probes, proposals (seeded) and fitness, and must accept the same
+moves; the plain loop is run for fewer iterations (it is the slow one) and its rate compared.
+
+    python benchmarks/bench_search.py --shape embedded --iterations 200
+    python benchmarks/bench_search.py --shape bonsai-1.7b --iterations 10 --plain-iterations 3
+    python benchmarks/bench_search.py --shape bonsai-1.7b --device cuda --iterations 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neagari.engine import Engine
+from neagari.fixtures import FixtureSpec, write_fixture_model
+from neagari.probes import Probe, token_ids
+from neagari.search.fitness import Fitness
+from neagari.search.proposal import ProposalConfig, Proposer
+from neagari.search.runner import Search, SearchConfig
+
+SHAPES = {
+    # the embedded model of config/config.yaml
+    "embedded": FixtureSpec(n_layer=4, hidden=256, ffn=768, n_head=4, n_kv_head=2, head_dim=64, vocab_size=2048,
+                            tied_embeddings=False, rope_theta=10000.0),
+    # Bonsai 1.7B = Qwen3-1.7B (PAPER.md §1); the vocabulary is the fixture tokenizer's (the
+    # search computes only two head rows per probe, so vocabulary size does not enter its cost)
+    "bonsai-1.7b": FixtureSpec(n_layer=28, hidden=2048, ffn=6144, n_head=16, n_kv_head=8, head_dim=128,
+                               vocab_size=2048, tied_embeddings=True, rope_theta=1_000_000.0),
+    "bonsai-8b": FixtureSpec(n_layer=36, hidden=4096, ffn=12288, n_head=32, n_kv_head=8, head_dim=128,
+                             vocab_size=2048, tied_embeddings=False, rope_theta=1_000_000.0),
+}
+TEXTS = ["Extract the sentence about dosage from this text: The patient takes 5 mg twice daily.",
+         "The capital of France is", "def add(a, b):\n    return", "Copy this exactly: \"Hello, world!\"",
+         "347 + 589 = ", "Replace \"red\" with \"blue\" in: red car", "Q: Which city is the capital of Italy?\nA:",
+         "Answer in uppercase letters. Where is the wallet?", "get_weather(city=", "The quick brown fox jumps over"]
+
+
+def probes(n: int) -> list[Probe]:
+    return [Probe(name=f"p{i}", prompt=TEXTS[i % len(TEXTS)] + " " * (i // len(TEXTS)), correct=" A", wrong=" B",
+                  correct_id=10 + i, wrong_id=20 + i) for i in range(n)]
+
+
+def plain_loop(engine, ps, n_targets, cfg: SearchConfig, iterations: int) -> tuple[list, float]:
+    """One full forward per probe per iteration; apply the move, score, keep or undo."""
+    enc = [token_ids(p, engine.tokenizer) for p in ps]
+
+    def gaps():
+        out = []
+        for ids, c, w in enc:
+            lg = engine.logits([ids])[0]
+            out.append(float(lg[c] - lg[w]))
+        return np.array(out)
+
+    cur = gaps()
+    fit = Fitness(cfg.fitness, cur[:n_targets], cur[n_targets:], cfg.lam)
+    proposer = Proposer(engine, cfg.proposal, cfg.seed)
+    accepted, t0 = [], time.perf_counter()
+    for t in range(iterations):
+        m = proposer.propose(t)
+        move = (lambda: engine.flip_group(m.tensor, m.group)) if m.type == "group" else \
+            (lambda: engine.flip_scale_bit(m.tensor, m.group, m.bit))
+        move()
+        new = gaps()
+        if fit.judge(cur[:n_targets], cur[n_targets:], new[:n_targets], new[n_targets:]).accept:
+            fit.accepted(cur[:n_targets], new[:n_targets])
+            cur = new
+            accepted.append(m)
+        else:
+            move()  # self-inverse
+    return accepted, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="embedded")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--probes", type=int, default=10)
+    ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--plain-iterations", type=int, default=None)
+    ap.add_argument("--speculate", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--out", default="benchmarks/out/search.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    spec = SHAPES[a.shape]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        path = write_fixture_model(Path(tmp) / "m.gguf", spec)
+        build_s = time.perf_counter() - t0
+        ps = probes(a.probes)
+        n_t = a.probes // 2
+        layers = tuple(range(spec.n_layer))  # the paper's 1.7B targeted runs: every block
+        cfg = SearchConfig(iterations=a.iterations, proposal=ProposalConfig(layers=layers), fitness="average",
+                           lam=1.0, speculate=a.speculate, min_rate=0.0, checkpoint_every=10**9)
+        eng = Engine.load(path, device=a.device)
+        t0 = time.perf_counter()
+        search = Search(eng, path, ps[:n_t], ps[n_t:], cfg, Path(tmp) / "s")
+        init_s = time.perf_counter() - t0
+        res = search.run(progress=False)
+        ours_rate = res.iterations_run / res.elapsed_s
+        n_plain = a.plain_iterations or a.iterations
+        plain_eng = Engine.load(path, device=a.device)
+        plain_moves, plain_s = plain_loop(plain_eng, ps, n_t, cfg, n_plain)
+        plain_rate = n_plain / plain_s
+        same = [(m.tensor, m.group, m.type, m.bit) for m in res.moves if True][: len(plain_moves)]
+        agree = same == [(m.tensor, m.group, m.type, m.bit) for m in plain_moves]
+    result = {"shape": a.shape, "spec": spec.__dict__, "device": a.device, "probes": a.probes, "threads": a.threads,
+              "iterations": res.iterations_run, "accepted": res.accepted, "ours_it_per_s": ours_rate,
+              "plain_iterations": n_plain, "plain_it_per_s": plain_rate, "ratio": ours_rate / plain_rate,
+              "same_accepted_moves_over_plain_prefix": agree, "model_build_s": build_s, "cache_build_s": init_s,
+              "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                          "torch": torch.__version__,
+                          "gpu": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else None},
+              "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print(f"| {a.shape} | {a.device} | {a.probes} | {ours_rate:.3g} it/s | {plain_rate:.3g} it/s | "
+          f"{ours_rate / plain_rate:.1f}x | {'yes' if agree else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Rule build_paper: read every result file named in the manifest into tables (each remembering
+its source files) and facts (the numbers the prose quotes), then render the template to
+results/paper/paper.md and the self-contained results/paper/index.html."""
+import json
+from pathlib import Path
+
+import polars as pl
+
+from neagari import paper
+from neagari.paper import TableItem, concat_tables
+from neagari.smk import rule_context
+from neagari.tables import read_table
+
+GROUP_BITS = 128  # sign bits one weight XOR inverts (one Q1_0 block); a scale move changes one bit
+man = snakemake.params.manifest
+inp, out = snakemake.input, snakemake.output
+
+
+def item(path, df=None) -> TableItem:
+    return TableItem(read_table(path) if df is None else df, [path])
+
+
+def run_table(summaries: dict) -> TableItem:
+    """One row per search run, from its summary.json."""
+    rows = []
+    for label, path in summaries.items():
+        s = json.loads(Path(path).read_text(encoding="utf-8"))
+        stage, run = label.split("/", 1)
+        cfg = s.get("config", {})
+        rows.append({"stage": stage, "run": run, "fitness_function": cfg.get("fitness"), "lambda": cfg.get("lam"),
+                     "iterations": s["iterations_run"], "targets": s["n_targets"], "controls": s["n_controls"],
+                     "accepted": s["accepted"], "fitness": s.get("fitness_final"), "rate": s["acceptance_rate"],
+                     "stop_reason": s.get("stop_reason"), "elapsed_s": s.get("elapsed_s")})
+    return TableItem(pl.DataFrame(rows, infer_schema_length=None), list(summaries.values()))
+
+
+def totals(runs: pl.DataFrame) -> dict:
+    it, acc = int(runs["iterations"].sum()), int(runs["accepted"].sum())
+    return {"iterations": it, "accepted": acc, "rate": acc / it if it else None,
+            "hours": float(runs["elapsed_s"].sum()) / 3600, "runs": runs.height}
+
+
+def rows_where(df: pl.DataFrame, **eq) -> list[dict]:
+    for k, v in eq.items():
+        df = df.filter(pl.col(k) == v)
+    return df.to_dicts()
+
+
+def searched_model(name: str, files: dict) -> tuple[dict, dict, dict]:
+    """(facts, tables, figures) of one searched model."""
+    a = {k: item(p) for k, p in files["audits"].items()}
+    runs = run_table(files["summaries"])
+    df = runs.df
+    sel = ["run", "iterations", "lambda", "controls", "accepted", "fitness", "rate"]
+    t = {"runs": runs,
+         "pass1": TableItem(df.filter(pl.col("stage") == "pass1").select(sel), runs.sources),
+         "pass2": TableItem(df.filter(pl.col("stage") == "pass2").select(sel), runs.sources),
+         "acceptance_pass1": TableItem(a["acceptance"].df.filter(pl.col("run").str.starts_with("pass1/")),
+                                       a["acceptance"].sources),
+         **{k: a[k] for k in ("acceptance", "lambda_sweep", "crossing", "scale_share", "overlap", "null_table",
+                              "fitness_modes", "random_flip", "rank2")}}
+    q = a["quartiles"].df
+    t["quartiles_pass1"] = TableItem(q.filter(pl.col("stage") == "pass1"), a["quartiles"].sources)
+    t["quartiles_pass2"] = TableItem(q.filter(pl.col("stage") == "pass2"), a["quartiles"].sources)
+    m = a["interference"].df
+    t["interference"] = TableItem(m.pivot("probe_domain", index="patch_domain", values="mean_delta"),
+                                  a["interference"].sources, {c: "float" for c in m["probe_domain"].unique()})
+    verdict = a["null_verdict"].df.row(0, named=True)
+    t["null_verdict"] = TableItem(a["null_verdict"].df.select(
+        "trained_model", "trained_seeds", "trained_rate", "trained_ci_lo", "trained_ci_hi", "null_model",
+        "null_rate", "null_ci_lo", "null_ci_hi", "gap_pp", "threshold_pp", "passed"), a["null_verdict"].sources)
+    flips = a["crossing_flips"].df
+    n_scale = int((flips["move_type"] == "scale").sum())
+    crossing = {r["patch"]: r for r in a["crossing"].rows()}
+    pass1, pass2 = df.filter(pl.col("stage") == "pass1"), df.filter(pl.col("stage") == "pass2")
+    facts = {
+        "name": name, "pass1": pass1.to_dicts(), "pass2": pass2.to_dicts(),
+        "pass1_total": totals(pass1), "pass2_total": totals(pass2) if pass2.height else None,
+        "bits": (flips.height - n_scale) * GROUP_BITS + n_scale, "pipeline_flips": flips.height,
+        "scale_flips": n_scale,
+        "checkpoints": [int(c.rsplit("_", 1)[1]) for c in a["acceptance"].df.columns if c.startswith("rate_at_")],
+        "acceptance": {r["run"]: r for r in a["acceptance"].rows()},
+        "lambda_runs": df.filter(pl.col("stage") == "lambda").sort("lambda").to_dicts(),
+        "isolated": [{"domain": r["run"], "alone": r["rate"],
+                      "pipeline": next((p["rate"] for p in pass1.to_dicts() if p["run"] == r["run"]), None),
+                      "position": man["order"].index(r["run"]) + 1 if r["run"] in man["order"] else None}
+                     for r in rows_where(df, stage="isolated")],
+        "null": verdict, "null_seeds": a["null_table"].rows(),
+        "interference": m.to_dicts(),
+        "own_domain": [r for r in m.to_dicts() if r["patch_domain"].split("/")[-1] == r["probe_domain"]],
+        "worst_off_domain": min((r for r in m.to_dicts() if r["patch_domain"].split("/")[-1] != r["probe_domain"]
+                                 and r["mean_delta"] is not None), key=lambda r: r["mean_delta"], default=None),
+        "overlap": a["overlap"].rows(),
+        "quartiles": q.filter((pl.col("stage") == "pass1") & pl.col("quartile").is_in([1, 4])).to_dicts(),
+        "scale_share": a["scale_share"].rows(), "crossing_all": crossing.get("all"),
+        "crossing": [r for p, r in crossing.items() if p != "all"],
+        "rank2": a["rank2"].rows(), "fitness_modes": a["fitness_modes"].rows(), "random_flip": a["random_flip"].rows(),
+        "heldout": {}, "bench": None,
+    }
+    facts["rank2_max"] = max(facts["rank2"], key=lambda r: r["drift_share"], default=None)
+    for fitness, kinds in files["heldout"].items():
+        summary, crosstab = read_table(kinds["summary"]), read_table(kinds["crosstab"])
+        t[f"heldout_{fitness}"] = item(kinds["summary"], summary)
+        if {"base_outcome", "patched_outcome", "count"} <= set(crosstab.columns):
+            wide = crosstab.pivot("patched_outcome", index="base_outcome", values="count", aggregate_function="sum")
+            t[f"heldout_crosstab_{fitness}"] = item(kinds["crosstab"], wide)
+        else:
+            t[f"heldout_crosstab_{fitness}"] = item(kinds["crosstab"], crosstab)
+        t[f"generations_{fitness}"] = item(kinds["generations"])
+        overall = rows_where(summary, domain="all") if "domain" in summary.columns else []
+        facts["heldout"][fitness] = {"all": overall[0] if overall else None,
+                                     "domains": [r for r in summary.to_dicts() if r.get("domain") != "all"]}
+    if files["bench"]:
+        t["bench"] = item(files["bench"])
+        facts["bench"] = t["bench"].rows()
+    figures = {k: p for k, p in files["figures"].items()}
+    return facts, t, figures
+
+
+def cross_model_table(facts: list[dict], quality: pl.DataFrame | None, sources: list[str]) -> TableItem:
+    """§8 cross-quantization: the headline numbers of every searched model side by side."""
+    rows = []
+    for f in facts:
+        spec = man["models"][f["name"]]
+        q = quality.filter(pl.col("model") == f["name"]).row(0, named=True) if quality is not None and \
+            f["name"] in quality["model"].to_list() else {}
+        rows.append({"model": f["name"], "variant": spec.get("variant") or spec["source"],
+                     "heldout_nll": q.get("heldout_nll"), "pass1_rate": f["pass1_total"]["rate"],
+                     "pass2_rate": (f["pass2_total"] or {}).get("rate"), "trained_rate": f["null"]["trained_rate"],
+                     "null_rate": f["null"]["null_rate"], "null_gap_pp": f["null"]["gap_pp"],
+                     "flips_changing_any_target_sign": (f["crossing_all"] or {}).get("flips_changing_any_target_sign"),
+                     "pipeline_flips": f["pipeline_flips"]})
+    return TableItem(pl.DataFrame(rows, infer_schema_length=None), sources)
+
+
+with rule_context(snakemake, config_keys=["run_name", "models", "search", "published_patches"]) as log:
+    tables, figures, models = {}, {}, []
+    per_model_tables = {}
+    for name, files in man["searched"].items():
+        facts, t, figs = searched_model(name, files)
+        models.append(facts)
+        per_model_tables[name] = t
+        for key, path in figs.items():
+            figures.setdefault(key, {})[name] = path
+    for key in dict.fromkeys(k for t in per_model_tables.values() for k in t):
+        tables[key] = concat_tables({m: t[key] for m, t in per_model_tables.items() if key in t})
+    quality = None
+    if man["quality"]:
+        quality = read_table(man["quality"]["table"])
+        tables["quality"] = item(man["quality"]["table"], quality)
+        figures["training"] = man["quality"]["training"]
+    if models:
+        sources = [p for t in ("runs", "null_verdict", "crossing") for p in tables[t].sources]
+        tables["cross_model"] = cross_model_table(models, quality, sources + ([man["quality"]["table"]] if quality
+                                                                                else []))
+    published = {}
+    if man["published"]:
+        for key, path in man["published"].items():
+            tables[f"published_{key}"] = item(path)
+        published = {"crossing": {r["patch"]: r for r in tables["published_crossing"].rows()}}
+    quality_facts = {}
+    if quality is not None:
+        for row in quality.unique("model", keep="first", maintain_order=True).to_dicts():
+            quality_facts[row["model"]] = row
+    context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"],
+               "models": models, "quality": quality_facts, "quality_report": (man["quality"] or {}).get("report"),
+               "published": published, "fitnesses": sorted({k for f in models for k in f["heldout"]})}
+    out_dir = Path(out.html).parent
+    markdown = paper.render_template(inp.template, context, paper.Renderer("md", out_dir, tables, figures))
+    Path(out.markdown).write_text(markdown, encoding="utf-8")
+    body = paper.render_template(inp.template, context, paper.Renderer("html", out_dir, tables, figures))
+    page = paper.render_page(body, inp.shell, inp.css, title=f"Neagari, regenerated ({man['run_name']})")
+    Path(out.html).write_text(page, encoding="utf-8")
+    log.info("paper: %d searched models, %d tables, %d figure sets", len(models), len(tables), len(figures))
