@@ -2,29 +2,6 @@
 # (interference matrix, rank-2 drift), which score every probe set on the pipeline's models.
 
 
-def audit_runs(model):
-    return [(s, r) for s, r in search_runs(model)]
-
-
-def audit_inputs(wildcards):
-    files = []
-    for s, r in audit_runs(wildcards.model):
-        d = f"results/search/{wildcards.model}/{s}/{r}"
-        files += [f"{d}/patch.json", f"{d}/summary.json", f"{d}/iterations.parquet"]
-    return files
-
-
-def stage_models(model):
-    """(labels, files): the base model, then the model after each domain of pass 1 (and pass 2)."""
-    labels, files = ["base"], [f"results/models/{model}.gguf"]
-    stages = ["pass1"] + (["pass2"] if SEARCH["scale_pass"]["enabled"] else [])
-    for s in stages:
-        for d in ORDER:
-            labels.append(f"{s}/{d}")
-            files.append(f"results/patched/{model}/{s}/{d}.gguf")
-    return labels, files
-
-
 rule audit_search:
     input:
         runs=audit_inputs,

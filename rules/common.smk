@@ -50,7 +50,7 @@ def _stage_chain(stage):
     """(domain order, model file the first domain starts from) of a sequential stage."""
     if stage == "pass1":
         return ORDER, "results/models/{model}.gguf"
-    return ORDER, "results/patched/{model}/pass1/" + ORDER[-1] + ".gguf"
+    return ORDER, f"results/patched/{{model}}/pass1/{ORDER[-1]}.gguf"
 
 
 def search_runs(model):
@@ -124,3 +124,27 @@ def search_targets():
     if config.get("published_patches"):
         targets.append("results/audits/published/boundary_crossing.summary.parquet")
     return targets
+
+
+# ---------------------------------------------------------------------------- audits
+def audit_runs(model):
+    return [(s, r) for s, r in search_runs(model)]
+
+
+def audit_inputs(wildcards):
+    files = []
+    for s, r in audit_runs(wildcards.model):
+        d = f"results/search/{wildcards.model}/{s}/{r}"
+        files += [f"{d}/patch.json", f"{d}/summary.json", f"{d}/iterations.parquet"]
+    return files
+
+
+def stage_models(model):
+    """(labels, files): the base model, then the model after each domain of pass 1 (and pass 2)."""
+    labels, files = ["base"], [f"results/models/{model}.gguf"]
+    stages = ["pass1"] + (["pass2"] if SEARCH["scale_pass"]["enabled"] else [])
+    for s in stages:
+        for d in ORDER:
+            labels.append(f"{s}/{d}")
+            files.append(f"results/patched/{model}/{s}/{d}.gguf")
+    return labels, files
