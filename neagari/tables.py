@@ -279,7 +279,22 @@ class BenchComparison(pa.DataFrameModel):
         return lf.select(((pl.col("patched_correct") - pl.col("base_correct")) == (pl.col("b") - pl.col("c"))))
 
 
+class LlamaCrosscheck(pa.DataFrameModel):
+    """Greedy answers of the engine and of llama.cpp on one exported model, prompt by prompt."""
+
+    id: str = pa.Field(unique=True)
+    domain: str
+    tokens_ours: int = pa.Field(ge=0)
+    tokens_llama: int = pa.Field(ge=0)
+    agree_prefix: int = pa.Field(ge=0)
+    first_near_tie: int = pa.Field(ge=0, nullable=True)
+    verdict: str = pa.Field(isin=["identical", "near-tie", "disagree"])
+    text_ours: str
+    text_llama: str
+
+
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
+    "llama_crosscheck": LlamaCrosscheck,
     "heldout_verbatim": HeldoutVerbatim, "heldout_crosstab": HeldoutCrosstab,
     "heldout_summary": HeldoutSummary, "heldout_generations": HeldoutGenerations,
     "bench_items": BenchItems, "bench_comparison": BenchComparison,

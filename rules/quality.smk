@@ -30,11 +30,36 @@ rule evaluate_quality:
         "../scripts/evaluate_quality.py"
 
 
+rule crosscheck_llama:
+    input:
+        model="results/models/{model}.gguf",
+        eval_sets="results/data/eval/eval_sets.jsonl",
+    output:
+        table="results/quality/{model}/llama_crosscheck.parquet",
+    params:
+        n_prompts=20,
+        max_new_tokens=30,
+        tie=0.01,
+    threads: 1
+    log:
+        "logs/quality/{model}.llama.log",
+    benchmark:
+        "logs/quality/{model}.llama.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/crosscheck_llama.py"
+
+
 rule quality_report:
     input:
         summaries=expand("results/quality/{model}/summary.parquet", model=EMBEDDED_MODELS),
         verbatim=expand("results/quality/{model}/verbatim_heldout.parquet", model=EMBEDDED_MODELS),
         histories=expand("results/training/{model}.loss.parquet", model=EMBEDDED_MODELS),
+        crosschecks=expand("results/quality/{model}/llama_crosscheck.parquet", model=EMBEDDED_MODELS),
     output:
         table="results/quality/quality.parquet",
         report=report("results/quality/report.md", caption="../report/quality.rst", category="Model quality"),

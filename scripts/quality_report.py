@@ -11,8 +11,9 @@ with rule_context(snakemake, config_keys=["quality"]) as log:
     table = pl.concat([read_table(p) for p in snakemake.input.summaries])
     write_table(table, snakemake.output.table, "quality_summary")
     lines = ["# Embedded model quality", ""]
-    for model, hist_path, verb_path in zip(table["model"].unique(maintain_order=True), snakemake.input.histories,
-                                           snakemake.input.verbatim):
+    for model, hist_path, verb_path, cc_path in zip(table["model"].unique(maintain_order=True),
+                                                    snakemake.input.histories, snakemake.input.verbatim,
+                                                    snakemake.input.crosschecks):
         t = table.filter(pl.col("model") == model)
         hist = read_table(hist_path)
         nll, uni = t["heldout_nll"][0], t["uniform_nll"][0]
@@ -28,6 +29,10 @@ with rule_context(snakemake, config_keys=["quality"]) as log:
         counts = dict(read_table(verb_path)["outcome"].value_counts().iter_rows())
         lines += ["", "Held-out verbatim outcomes at baseline: " +
                   ", ".join(f"{k} {counts.get(k, 0)}" for k in ("PASS", "COPY", "PARTIAL", "OTHER")) + "."]
+        cc = dict(read_table(cc_path)["verdict"].value_counts().iter_rows())
+        lines += [f"llama.cpp on the exported file, greedy, {sum(cc.values())} prompts: {cc.get('identical', 0)} "
+                  f"identical to our engine, {cc.get('near-tie', 0)} identical up to a near-tie (top-2 margin under "
+                  f"1% of the logit range), {cc.get('disagree', 0)} disagreeing."]
         shares = t.filter(pl.col("domain").is_in(["editing", "instruction", "tool_calling", "math", "coding"]))
         in_band = shares.filter(pl.col("probes_wrong_share").is_between(lo, hi))
         lines += [f"Target-probe domains with a wrong share inside [{lo:.0%}, {hi:.0%}]: "
