@@ -20,7 +20,9 @@ include: "rules/quality.smk"
 include: "rules/search.smk"
 include: "rules/audits.smk"
 include: "rules/evaluation.smk"
+include: "rules/common_report.smk"
 include: "rules/figures.smk"
+include: "rules/paper.smk"
 
 
 rule all:

@@ -2,7 +2,7 @@
 all come from result files, rendered twice: ``paper.md`` (figures linked) and one self-contained
 ``index.html`` (CSS inline, figures embedded as base64 PNG).
 
-The template calls ``table(name, caption)``, ``figure(name, caption)`` and ``cite(name)``; each
+The template calls ``table(name, caption)``, ``figure(name, caption)``, ``cite(path)`` and ``link(path)``; each
 renders in the current mode and carries the provenance of its source files (the
 ``<file>.prov.json`` records :mod:`neagari.provenance` writes): in HTML a collapsible block with
 the rule, inputs and their sha256, config subset and git commit, plus a relative link to the record.
@@ -64,10 +64,25 @@ def fixed(x, digits: int = 2) -> str:
     return f"{x:,.{digits}f}" if _finite(x) else MISSING
 
 
-FILTERS = {"pct": pct, "pp": pp, "num": num, "signed": signed, "fixed": fixed}
+def duration(seconds) -> str:
+    """Seconds → "42 s", "3.5 min" or "9.7 h"."""
+    if not _finite(seconds):
+        return MISSING
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def plural(n, word: str, many: str | None = None) -> str:
+    """1 → "1 flip", 3 → "3 flips"."""
+    return f"{num(n)} {word if n == 1 else many or word + 's'}"
+
+
+FILTERS = {"plural": plural, "pct": pct, "pp": pp, "num": num, "signed": signed, "fixed": fixed, "duration": duration}
 
 # Column name → how its cells read. Fractions become percent; *_pct and pct_* already are.
 _KINDS = (
+    (re.compile(r"^threshold_pp$"), "float"),  # a threshold is no difference: unsigned
     (re.compile(r"(^|_)pp$"), "pp"),
     (re.compile(r"(_pct$|^pct_)"), "percent_value"),
     (re.compile(r"^(rate|rolling_final|jaccard|threshold|eval_accuracy)$|^rate_at_\d+$|(_|^)rate$|"
@@ -90,6 +105,9 @@ def column_kind(name: str, dtype: pl.DataType) -> str:
     return "text"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def format_cell(value: Any, kind: str, max_chars: int = 120) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
@@ -107,7 +125,8 @@ def format_cell(value: Any, kind: str, max_chars: int = 120) -> str:
         return num(float(value), 4)
     if kind == "list":
         value = ", ".join(num(v) if isinstance(v, float) else str(v) for v in value)
-    text = " ".join(str(value).split())  # one line: table cells hold no newlines
+    # one line (cells hold no newlines); control characters of raw model output shown as U+FFFD
+    text = " ".join(_CONTROL.sub("\ufffd", str(value)).split())
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
@@ -159,7 +178,9 @@ def table_markdown(item: TableItem) -> str:
 
 def table_html(item: TableItem) -> str:
     headers, rows, numeric = table_cells(item)
-    cls = [' class="num"' if n else "" for n in numeric]
+    # numbers right-aligned; short text kept on one line, long text (model outputs) wraps
+    short = [max((len(r[i]) for r in rows), default=0) <= 32 for i in range(len(headers))]
+    cls = [' class="num"' if n else ' class="nw"' if s else "" for n, s in zip(numeric, short)]
     head = "".join(f"<th{c}>{html.escape(h)}</th>" for h, c in zip(headers, cls))
     body = "".join("<tr>" + "".join(f"<td{c}>{html.escape(v)}</td>" for v, c in zip(r, cls)) + "</tr>"
                    for r in rows)
@@ -204,7 +225,8 @@ def provenance_html(path: str, record: Mapping | None, href: str) -> str:
         ("rule", f"<code>{html.escape(str(record.get('rule')))}</code>"),
         ("wildcards", f"<code>{html.escape(json.dumps(record.get('wildcards') or {}))}</code>"),
         ("output sha256", f"<code>{html.escape(str(out.get('sha256')))}</code>"),
-        ("script", f"<code>{html.escape(str(script.get('path')))}</code> sha256 <code>{_short(script.get('sha256'))}</code>"),
+        ("script", f"<code>{html.escape(str(script.get('path')))}</code> "
+                   f"sha256 <code>{_short(script.get('sha256'))}</code>"),
         ("git", html.escape(_commit(record))),
         ("finished", html.escape(str(record.get("finished_at")))),
         ("config", f"<pre>{html.escape(json.dumps(record.get('config'), indent=1, sort_keys=True))}</pre>"),
@@ -299,6 +321,20 @@ def _list_html(lines: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------- rendering
 
 
+def png_width(path: str | os.PathLike) -> int:
+    """Pixel width from a PNG's IHDR chunk. Figures are saved at twice the style's screen dpi, so
+    half of it shows them at the size matplotlib laid them out for: panels that fit share a row,
+    wider ones get a row of their own."""
+    head = Path(path).read_bytes()[:24]
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path}: not a PNG file")
+    return int.from_bytes(head[16:20], "big")
+
+
+def _base64(path: str | os.PathLike) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 class Renderer:
     """The template's ``table``/``figure``/``cite`` in one mode ("md" or "html"), numbering tables
     and figures as it goes. Paths are relative to the working directory; links are made relative
@@ -321,41 +357,49 @@ class Renderer:
         blocks = [render(p, load_record(p), self.href(p + RECORD_SUFFIX)) for p in paths]
         if self.mode == "md":
             return "\n".join(f"- {b}" for b in blocks)
+        if len(blocks) > 3:  # many sources (one per search run): fold them once more
+            return (f'<div class="provs"><details class="prov-group"><summary>provenance of {len(blocks)} source '
+                    f'files</summary>{"".join(blocks)}</details></div>')
         return f'<div class="provs">{"".join(blocks)}</div>'
 
     def table(self, name: str, caption: str) -> str:
         item = self.tables.get(name)
         if item is None or item.df.is_empty():
-            return f"*({caption}: no rows in this run.)*"
+            return f"\n\n*(No rows in this run: {caption})*\n\n"
         self.n_tables += 1
         label = f"Table {self.n_tables}."
         if self.mode == "md":
-            return f"**{label}** {caption}\n\n{table_markdown(item)}\n\n{self.provenance(item.sources)}"
-        return (f'<figure class="table" id="table-{self.n_tables}"><figcaption><strong>{label}</strong> '
+            return f"\n\n**{label}** {caption}\n\n{table_markdown(item)}\n\n{self.provenance(item.sources)}\n\n"
+        return (f'\n\n<figure class="table" id="table-{self.n_tables}"><figcaption><strong>{label}</strong> '
                 f'{inline(caption)}</figcaption><div class="scroll">{table_html(item)}</div>'
-                f"{self.provenance(item.sources)}</figure>")
+                f"{self.provenance(item.sources)}</figure>\n\n")
 
     def figure(self, name: str, caption: str) -> str:
         panels = self.figures.get(name) or {}
         if not panels:
-            return f"*({caption}: not made in this run.)*"
+            return f"\n\n*(Not made in this run: {caption})*\n\n"
         self.n_figures += 1
         label = f"Figure {self.n_figures}."
         pdfs = {m: str(Path(p).with_suffix(".pdf")) for m, p in panels.items()}
         if self.mode == "md":
             images = "\n\n".join(f"![{name}: {m}]({self.href(p)})" for m, p in panels.items())
-            return f"{images}\n\n**{label}** {caption}\n\n{self.provenance(list(panels.values()))}"
+            return f"\n\n{images}\n\n**{label}** {caption}\n\n{self.provenance(list(panels.values()))}\n\n"
         imgs = "".join(
-            f'<div class="panel"><img alt="{html.escape(name)}: {html.escape(m)}" src="data:image/png;base64,'
-            f'{base64.b64encode(Path(p).read_bytes()).decode()}"><div class="panel-label">{html.escape(m)} '
-            f'(<a href="{html.escape(self.href(pdfs[m]))}">PDF</a>)</div></div>' for m, p in panels.items())
-        return (f'<figure class="fig" id="figure-{self.n_figures}"><div class="panels">{imgs}</div>'
+            f'<div class="panel" style="flex: 0 1 {png_width(p) // 2}px"><img alt="{html.escape(name)}: '
+            f'{html.escape(m)}" src="data:image/png;base64,{_base64(p)}">'
+            f'<div class="panel-label">{html.escape(m)} (<a href="{html.escape(self.href(pdfs[m]))}">PDF</a>)</div>'
+            f"</div>" for m, p in panels.items())
+        return (f'\n\n<figure class="fig" id="figure-{self.n_figures}"><div class="panels">{imgs}</div>'
                 f"<figcaption><strong>{label}</strong> {inline(caption)}</figcaption>"
-                f"{self.provenance(list(panels.values()))}</figure>")
+                f"{self.provenance(list(panels.values()))}</figure>\n\n")
+
+    def link(self, path: str) -> str:
+        """Relative link from the paper to a result file."""
+        return self.href(path)
 
     def cite(self, path: str) -> str:
-        """A Markdown link to the record of ``path``, for a number quoted in the prose."""
-        return f"[[src]]({self.href(path + RECORD_SUFFIX)})"
+        """A Markdown link to the record of ``path``, for the numbers a sentence quotes from it."""
+        return f"[source]({self.href(path + RECORD_SUFFIX)})"
 
 
 def render_template(template_path: str | os.PathLike, context: Mapping[str, Any], renderer: Renderer) -> str:
@@ -364,21 +408,34 @@ def render_template(template_path: str | os.PathLike, context: Mapping[str, Any]
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(template_path).parent)),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True, autoescape=False)
+                             keep_trailing_newline=True, autoescape=False,
+                             comment_start_string="{##", comment_end_string="##}")  # "{#id}" names headings
     env.filters.update(FILTERS)
     template = env.get_template(Path(template_path).name)
-    return template.render(**context, table=renderer.table, figure=renderer.figure, cite=renderer.cite)
+    text = template.render(**context, table=renderer.table, figure=renderer.figure, cite=renderer.cite,
+                           link=renderer.link)
+    # a heading is a block of its own whatever the template's loops left around it
+    text = re.sub(r"(?m)(?<=.)\n(#{1,6} )", r"\n\n\1", text)
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def build_summary(paths: Sequence[str]) -> dict:
+    """How many files the paper read, and the git commits recorded by the rules that made them."""
+    records = [load_record(p) for p in dict.fromkeys(paths)]
+    commits = sorted({_commit(r) for r in records if r is not None})
+    return {"files": len(records), "without_record": sum(r is None for r in records), "commits": commits}
 
 
 def render_page(markdown: str, shell_path: str | os.PathLike, css_path: str | os.PathLike, title: str,
                 footer: str = "") -> str:
     """The self-contained HTML page: the Markdown's body, a table of contents, the CSS inline."""
     import jinja2
+    from markupsafe import Markup
 
     body, toc = markdown_to_html(markdown)
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
     shell = env.from_string(Path(shell_path).read_text(encoding="utf-8"))
-    return shell.render(title=title, css=jinja2.utils.markupsafe.Markup(Path(css_path).read_text(encoding="utf-8")),
-                        body=jinja2.utils.markupsafe.Markup(body), footer=footer,
-                        toc=[(lvl, anchor, jinja2.utils.markupsafe.Markup(inline(t))) for lvl, anchor, t in toc
-                             if lvl in (2, 3)])
+    return shell.render(title=title, css=Markup(Path(css_path).read_text(encoding="utf-8")), body=Markup(body),
+                        footer=footer,
+                        toc=[(lvl, anchor, Markup(inline(t))) for lvl, anchor, t in toc if lvl in (2, 3)])

@@ -81,9 +81,11 @@ def read_summary(path: str | Path) -> dict:
 
 
 def heatmap(ax, values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], *, cmap: str,
-            center_zero: bool = False, fmt: str = "{:.3g}", colorbar_label: str = "") -> None:
+            center_zero: bool = False, fmt: str = "{:.3g}", colorbar_label: str = "",
+            vmin: float | None = None) -> None:
     """Annotated heatmap of ``values`` (rows, cols); NaN cells stay blank. A diverging map is
-    centred on zero when ``center_zero`` so the sign of each cell reads from its colour."""
+    centred on zero when ``center_zero`` so the sign of each cell reads from its colour; counts
+    pass ``vmin=0`` so that an empty cell is always the lightest."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
@@ -92,15 +94,14 @@ def heatmap(ax, values: np.ndarray, row_labels: Sequence[str], col_labels: Seque
     if center_zero and finite.size:
         bound = float(np.max(np.abs(finite))) or 1.0
         norm = TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto",
+                   vmin=None if norm else vmin)
     ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right")
     ax.set_yticks(range(len(row_labels)), row_labels)
     ax.grid(False)
-    if finite.size:
-        mid = (np.nanmax(values) + np.nanmin(values)) / 2 if norm is None else 0.0
-        for (i, j), v in np.ndenumerate(values):
-            if np.isfinite(v):
-                dark = abs(v - mid) > 0.5 * (np.nanmax(np.abs(values - mid)) or 1.0)
-                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            r, g, b, _ = im.cmap(im.norm(v))
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # perceived luminance of the cell
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if dark else "black")
     plt.colorbar(im, ax=ax, label=colorbar_label, shrink=0.8)

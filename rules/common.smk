@@ -34,6 +34,7 @@ def all_targets():
     )
     targets += search_targets()
     targets += EVAL_TARGETS
+    targets += paper_targets()
     if EMBEDDED_MODELS:
         targets.append("results/quality/report.md")
         targets += expand("results/figures/training/{model}.loss.png", model=EMBEDDED_MODELS)

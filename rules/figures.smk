@@ -52,14 +52,6 @@ rule plot_training_loss:
 
 # ---------------------------------------------------------------------------- search and audit figures
 # One per searched model: results/figures/<name>/{model}.png (+ .pdf), captions in report/<name>.rst.
-FIGURE_SEED = config["seed"]
-NEAREST_WRONG = 3  # wrong targets followed in the trajectory figure (the paper's §7.6 example)
-
-
-def search_run_files(model, kind, stages):
-    return [f"results/search/{model}/{s}/{r}/{kind}" for s, r in search_runs(model) if s in stages]
-
-
 rule fig_acceptance:
     input:
         iterations=lambda wc: search_run_files(wc.model, "iterations.parquet", ["pass1"]),
@@ -263,11 +255,7 @@ rule fig_interference:
 
 rule fig_heldout:
     input:
-        crosstabs=lambda wc: expand(
-            "results/eval/{model}/heldout/{fitness}.crosstab.parquet",
-            model=wc.model,
-            fitness=SEARCH["targeted"]["fitnesses"],
-        ),
+        crosstabs=lambda wc: [kinds["crosstab"] for kinds in evaluation_outputs(wc.model)[0].values()],
         style="resources/matplotlibrc",
     output:
         png=report(

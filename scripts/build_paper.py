@@ -37,7 +37,7 @@ def run_table(summaries: dict) -> TableItem:
 def totals(runs: pl.DataFrame) -> dict:
     it, acc = int(runs["iterations"].sum()), int(runs["accepted"].sum())
     return {"iterations": it, "accepted": acc, "rate": acc / it if it else None,
-            "hours": float(runs["elapsed_s"].sum()) / 3600, "runs": runs.height}
+            "seconds": float(runs["elapsed_s"].sum()), "runs": runs.height}
 
 
 def rows_where(df: pl.DataFrame, **eq) -> list[dict]:
@@ -46,75 +46,110 @@ def rows_where(df: pl.DataFrame, **eq) -> list[dict]:
     return df.to_dicts()
 
 
-def searched_model(name: str, files: dict) -> tuple[dict, dict, dict]:
-    """(facts, tables, figures) of one searched model."""
-    a = {k: item(p) for k, p in files["audits"].items()}
-    runs = run_table(files["summaries"])
+def search_tables(a: dict, runs: TableItem, summaries: dict) -> dict:
+    """The searched model's tables, each citing the files it was read from."""
     df = runs.df
     sel = ["run", "iterations", "lambda", "controls", "accepted", "fitness", "rate"]
-    t = {"runs": runs,
-         "pass1": TableItem(df.filter(pl.col("stage") == "pass1").select(sel), runs.sources),
-         "pass2": TableItem(df.filter(pl.col("stage") == "pass2").select(sel), runs.sources),
+
+    def stage(name):
+        """One pipeline stage as the paper's §6.5 table (with its total row)."""
+        rows = df.filter(pl.col("stage") == name)
+        total = totals(rows)
+        table = pl.concat([rows.select(sel), pl.DataFrame([{"run": "total", "iterations": total["iterations"],
+                                                            "accepted": total["accepted"], "rate": total["rate"]}])],
+                          how="diagonal_relaxed") if rows.height else rows.select(sel)
+        return TableItem(table.rename({"accepted": "flips"}),
+                         [p for k, p in summaries.items() if k.startswith(name + "/")])
+
+    t = {"runs": runs, "pass1": stage("pass1"), "pass2": stage("pass2"),
          "acceptance_pass1": TableItem(a["acceptance"].df.filter(pl.col("run").str.starts_with("pass1/")),
                                        a["acceptance"].sources),
          **{k: a[k] for k in ("acceptance", "lambda_sweep", "crossing", "scale_share", "overlap", "null_table",
                               "fitness_modes", "random_flip", "rank2")}}
     q = a["quartiles"].df
-    t["quartiles_pass1"] = TableItem(q.filter(pl.col("stage") == "pass1"), a["quartiles"].sources)
-    t["quartiles_pass2"] = TableItem(q.filter(pl.col("stage") == "pass2"), a["quartiles"].sources)
+    for s in ("pass1", "pass2"):
+        t[f"quartiles_{s}"] = TableItem(q.filter(pl.col("stage") == s).select("domain", pl.exclude("stage", "domain")),
+                                        a["quartiles"].sources)
     m = a["interference"].df
     t["interference"] = TableItem(m.pivot("probe_domain", index="patch_domain", values="mean_delta"),
                                   a["interference"].sources, {c: "float" for c in m["probe_domain"].unique()})
-    verdict = a["null_verdict"].df.row(0, named=True)
     t["null_verdict"] = TableItem(a["null_verdict"].df.select(
         "trained_model", "trained_seeds", "trained_rate", "trained_ci_lo", "trained_ci_hi", "null_model",
         "null_rate", "null_ci_lo", "null_ci_hi", "gap_pp", "threshold_pp", "passed"), a["null_verdict"].sources)
+    return t
+
+
+def search_facts(name: str, a: dict, runs: pl.DataFrame) -> dict:
+    """The numbers the prose quotes about one searched model (rows as dicts)."""
     flips = a["crossing_flips"].df
     n_scale = int((flips["move_type"] == "scale").sum())
     crossing = {r["patch"]: r for r in a["crossing"].rows()}
-    pass1, pass2 = df.filter(pl.col("stage") == "pass1"), df.filter(pl.col("stage") == "pass2")
+    matrix = a["interference"].rows()
+    own = [r for r in matrix if r["patch_domain"].split("/")[-1] == r["probe_domain"]]
+    other = [r for r in matrix if r not in own and r["mean_delta"] is not None]
+    pass1, pass2 = runs.filter(pl.col("stage") == "pass1"), runs.filter(pl.col("stage") == "pass2")
+    pipeline_rate = {r["run"]: r["rate"] for r in pass1.to_dicts()}
     facts = {
-        "name": name, "pass1": pass1.to_dicts(), "pass2": pass2.to_dicts(),
-        "pass1_total": totals(pass1), "pass2_total": totals(pass2) if pass2.height else None,
-        "bits": (flips.height - n_scale) * GROUP_BITS + n_scale, "pipeline_flips": flips.height,
-        "scale_flips": n_scale,
+        "name": name, "pass1": pass1.to_dicts(), "pass1_total": totals(pass1),
+        "pass2_total": totals(pass2) if pass2.height else None,
+        "bits": (flips.height - n_scale) * GROUP_BITS + n_scale, "pipeline_flips": flips.height, "scale_flips": n_scale,
         "checkpoints": [int(c.rsplit("_", 1)[1]) for c in a["acceptance"].df.columns if c.startswith("rate_at_")],
         "acceptance": {r["run"]: r for r in a["acceptance"].rows()},
-        "lambda_runs": df.filter(pl.col("stage") == "lambda").sort("lambda").to_dicts(),
-        "isolated": [{"domain": r["run"], "alone": r["rate"],
-                      "pipeline": next((p["rate"] for p in pass1.to_dicts() if p["run"] == r["run"]), None),
+        "lambda_runs": runs.filter(pl.col("stage") == "lambda").sort("lambda").to_dicts(),
+        "lambda_domain": None, "lambda_reference": None,
+        "isolated": [{"domain": r["run"], "alone": r["rate"], "pipeline": pipeline_rate.get(r["run"]),
                       "position": man["order"].index(r["run"]) + 1 if r["run"] in man["order"] else None}
-                     for r in rows_where(df, stage="isolated")],
-        "null": verdict, "null_seeds": a["null_table"].rows(),
-        "interference": m.to_dicts(),
-        "own_domain": [r for r in m.to_dicts() if r["patch_domain"].split("/")[-1] == r["probe_domain"]],
-        "worst_off_domain": min((r for r in m.to_dicts() if r["patch_domain"].split("/")[-1] != r["probe_domain"]
-                                 and r["mean_delta"] is not None), key=lambda r: r["mean_delta"], default=None),
+                     for r in rows_where(runs, stage="isolated")],
+        "null": a["null_verdict"].df.row(0, named=True), "own_domain": own,
+        "worst_off_domain": min(other, key=lambda r: r["mean_delta"], default=None),
         "overlap": a["overlap"].rows(),
-        "quartiles": q.filter((pl.col("stage") == "pass1") & pl.col("quartile").is_in([1, 4])).to_dicts(),
+        "quartiles": rows_where(a["quartiles"].df.filter(pl.col("quartile").is_in([1, 4])), stage="pass1"),
         "scale_share": a["scale_share"].rows(), "crossing_all": crossing.get("all"),
-        "crossing": [r for p, r in crossing.items() if p != "all"],
-        "rank2": a["rank2"].rows(), "fitness_modes": a["fitness_modes"].rows(), "random_flip": a["random_flip"].rows(),
-        "heldout": {}, "bench": None,
+        "crossing": [r for p, r in crossing.items() if p != "all"], "rank2": a["rank2"].rows(),
+        "fitness_modes": a["fitness_modes"].rows(), "random_flip": a["random_flip"].rows(),
+        "files": {k: item.sources[0] for k, item in a.items()}, "heldout": {}, "bench": None,
     }
+    if facts["lambda_runs"]:
+        # the sweep starts from the base model, as does the first pipeline domain: that run is one more point
+        domain = facts["lambda_runs"][0]["run"].rsplit("-lam", 1)[0]
+        facts["lambda_domain"] = domain
+        if man["order"] and man["order"][0] == domain:
+            facts["lambda_reference"] = next(r for r in facts["pass1"] if r["run"] == domain)
     facts["rank2_max"] = max(facts["rank2"], key=lambda r: r["drift_share"], default=None)
+    return facts
+
+
+HELDOUT_PROSE = {"probes", "base_copy", "converted", "rate", "ci_lo", "ci_hi", "threshold", "generalizes",
+                 "base_pass", "patched_pass"}  # the summary columns the held-out prose quotes
+
+
+def evaluation(files: dict, facts: dict, t: dict) -> None:
+    """Held-out and benchmark tables (rendered whatever their columns) and, where the columns the
+    prose quotes are there, their facts."""
     for fitness, kinds in files["heldout"].items():
         summary, crosstab = read_table(kinds["summary"]), read_table(kinds["crosstab"])
         t[f"heldout_{fitness}"] = item(kinds["summary"], summary)
         if {"base_outcome", "patched_outcome", "count"} <= set(crosstab.columns):
-            wide = crosstab.pivot("patched_outcome", index="base_outcome", values="count", aggregate_function="sum")
-            t[f"heldout_crosstab_{fitness}"] = item(kinds["crosstab"], wide)
-        else:
-            t[f"heldout_crosstab_{fitness}"] = item(kinds["crosstab"], crosstab)
+            crosstab = crosstab.pivot("patched_outcome", index="base_outcome", values="count", aggregate_function="sum")
+        t[f"heldout_crosstab_{fitness}"] = item(kinds["crosstab"], crosstab)
         t[f"generations_{fitness}"] = item(kinds["generations"])
         overall = rows_where(summary, domain="all") if "domain" in summary.columns else []
-        facts["heldout"][fitness] = {"all": overall[0] if overall else None,
-                                     "domains": [r for r in summary.to_dicts() if r.get("domain") != "all"]}
+        facts["heldout"][fitness] = {
+            "all": overall[0] if overall and HELDOUT_PROSE <= set(summary.columns) else None,
+            "domains": [r for r in summary.to_dicts() if r.get("domain") != "all"], "file": kinds["summary"]}
     if files["bench"]:
         t["bench"] = item(files["bench"])
         facts["bench"] = t["bench"].rows()
-    figures = {k: p for k, p in files["figures"].items()}
-    return facts, t, figures
+
+
+def searched_model(name: str, files: dict) -> tuple[dict, dict]:
+    """(facts, tables) of one searched model."""
+    audits = {k: item(p) for k, p in files["audits"].items()}
+    runs = run_table(files["summaries"])
+    tables = search_tables(audits, runs, files["summaries"])
+    facts = search_facts(name, audits, runs.df)
+    evaluation(files, facts, tables)
+    return facts, tables
 
 
 def cross_model_table(facts: list[dict], quality: pl.DataFrame | None, sources: list[str]) -> TableItem:
@@ -137,10 +172,9 @@ with rule_context(snakemake, config_keys=["run_name", "models", "search", "publi
     tables, figures, models = {}, {}, []
     per_model_tables = {}
     for name, files in man["searched"].items():
-        facts, t, figs = searched_model(name, files)
+        facts, per_model_tables[name] = searched_model(name, files)
         models.append(facts)
-        per_model_tables[name] = t
-        for key, path in figs.items():
+        for key, path in files["figures"].items():
             figures.setdefault(key, {})[name] = path
     for key in dict.fromkeys(k for t in per_model_tables.values() for k in t):
         tables[key] = concat_tables({m: t[key] for m, t in per_model_tables.items() if key in t})
@@ -150,9 +184,8 @@ with rule_context(snakemake, config_keys=["run_name", "models", "search", "publi
         tables["quality"] = item(man["quality"]["table"], quality)
         figures["training"] = man["quality"]["training"]
     if models:
-        sources = [p for t in ("runs", "null_verdict", "crossing") for p in tables[t].sources]
-        tables["cross_model"] = cross_model_table(models, quality, sources + ([man["quality"]["table"]] if quality
-                                                                                else []))
+        sources = [p for t in ("runs", "null_verdict", "crossing", "quality") if t in tables for p in tables[t].sources]
+        tables["cross_model"] = cross_model_table(models, quality, sources)
     published = {}
     if man["published"]:
         for key, path in man["published"].items():
@@ -164,7 +197,7 @@ with rule_context(snakemake, config_keys=["run_name", "models", "search", "publi
             quality_facts[row["model"]] = row
     context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"],
                "models": models, "quality": quality_facts, "quality_report": (man["quality"] or {}).get("report"),
-               "published": published, "fitnesses": sorted({k for f in models for k in f["heldout"]})}
+               "published": published, "build": paper.build_summary(inp.results)}
     out_dir = Path(out.html).parent
     markdown = paper.render_template(inp.template, context, paper.Renderer("md", out_dir, tables, figures))
     Path(out.markdown).write_text(markdown, encoding="utf-8")

@@ -11,7 +11,7 @@ import polars as pl  # noqa: E402
 from neagari.stats import rolling_series  # noqa: E402
 
 window = snakemake.params.window
-with rule_context(snakemake, config_keys=["search", "audits"], seed=snakemake.params.seed) as log:
+with rule_context(snakemake, config_keys=["audits"], seed=snakemake.params.seed) as log:
     runs = {run_name(p)[1]: pl.read_parquet(p, columns=["iteration", "accepted"]).sort("iteration")
             for p in snakemake.input.iterations}
     colors = domain_colors(list(runs))

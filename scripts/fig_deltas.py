@@ -7,6 +7,7 @@ from neagari.smk import rule_context
 use_style(snakemake.input.style, snakemake.params.seed)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from neagari.tables import read_table  # noqa: E402
 
@@ -32,6 +33,7 @@ with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
                 ax.axvline(np.median(data), color="black", lw=1, ls="--")
                 ax.text(np.median(data), ax.get_ylim()[1] * 0.9, f" median {np.median(data):.3g}", fontsize=8)
             ax.set_ylabel(what)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax_eff.set_xscale("log")
     ax_eff.set_title("|mean target-gap change| of one accepted flip (logits)")
     ax_dist.set_title("distance of a wrong target to the boundary, |gap| at the start (logits)")

@@ -5,8 +5,9 @@ from neagari.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import polars as pl  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-with rule_context(snakemake, config_keys=["search"], seed=snakemake.params.seed) as log:
+with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
     runs = {}
     for path in snakemake.input.iterations:
         stage, domain = run_name(path)
@@ -23,6 +24,7 @@ with rule_context(snakemake, config_keys=["search"], seed=snakemake.params.seed)
             y = [start] + kept["fitness_after"].to_list()
             y.append(y[-1])
             ax.step(x, y, where="post", color=colors[stage], label=f"{stage} ({kept.height} kept)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(domain)
         ax.set_xlabel("iteration")
         ax.set_ylabel("best fitness")

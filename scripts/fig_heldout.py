@@ -5,7 +5,6 @@ from neagari.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 
 from neagari.tables import read_table  # noqa: E402
 
@@ -18,7 +17,7 @@ with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
         grid = np.zeros((len(classes), len(classes)))
         for b, p, n in df.select("base_outcome", "patched_outcome", "count").iter_rows():
             grid[classes.index(b), classes.index(p)] += n
-        heatmap(ax, grid, classes, classes, cmap="Blues", fmt="{:.0f}", colorbar_label="probes")
+        heatmap(ax, grid, classes, classes, cmap="Blues", fmt="{:.0f}", colorbar_label="probes", vmin=0)
         ax.set_xlabel("patched outcome")
         ax.set_ylabel("base outcome")
         ax.set_title(df["fitness"][0] if "fitness" in df.columns and df.height else "")

@@ -1,13 +1,12 @@
 """Rule fig_layers: accepted moves per layer and MLP projection, summed over the domains of each
 pipeline stage (pass 1 weight XORs, pass 2 mostly scale flips)."""
-from neagari.plotting import heatmap, panel_grid, save, use_style
+from neagari.plotting import empty_figure, heatmap, panel_grid, save, use_style
 from neagari.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from neagari.plotting import empty_figure  # noqa: E402
 from neagari.tables import read_table  # noqa: E402
 
 PROJ_ORDER = ("ffn_gate", "ffn_up", "ffn_down")
@@ -26,7 +25,7 @@ with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
             for layer, proj, flips in cells.iter_rows():
                 grid[layers.index(layer), projs.index(proj)] = flips
             heatmap(ax, grid, [str(l) for l in layers], projs, cmap="viridis", fmt="{:.0f}",
-                    colorbar_label="accepted moves")
+                    colorbar_label="accepted moves", vmin=0)
             ax.set_title(stage)
             ax.set_ylabel("layer")
     fig.suptitle(f"{snakemake.wildcards.model}: where the accepted moves land")

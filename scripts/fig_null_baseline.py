@@ -10,7 +10,7 @@ import polars as pl  # noqa: E402
 
 from neagari.tables import read_table  # noqa: E402
 
-with rule_context(snakemake, config_keys=["audits"], seed=snakemake.params.seed) as log:
+with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
     per_seed = read_table(snakemake.input.table).sort("seed")
     verdict = read_table(snakemake.input.verdict).row(0, named=True)
     sides = {"trained": (verdict["trained_model"], CONTROL_COLOR),

@@ -6,9 +6,10 @@ from neagari.smk import rule_context
 use_style(snakemake.input.style, snakemake.params.seed)
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 n_nearest = snakemake.params.n_nearest
-with rule_context(snakemake, config_keys=["search"], seed=snakemake.params.seed) as log:
+with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
     fig, axes = panel_grid(len(snakemake.input.iterations), ncols=3)
     for ax, it_path, summary_path in zip(axes, snakemake.input.iterations, snakemake.input.summaries):
         s = read_summary(summary_path)
@@ -27,8 +28,9 @@ with rule_context(snakemake, config_keys=["search"], seed=snakemake.params.seed)
         ax.set_title(f"{stage}/{run} ({kept.height} kept)")
         ax.set_xlabel("iteration")
         ax.set_ylabel("gap (logits)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(nearest):
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="best")
         else:
             ax.text(0.5, 0.5, "no wrong target", transform=ax.transAxes, ha="center")
     fig.suptitle(f"{snakemake.wildcards.model}: the {n_nearest} wrong targets nearest the boundary")

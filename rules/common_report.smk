@@ -1,0 +1,105 @@
+# Helpers of the figure and paper rules (kept apart from rules, as Snakemake's linter asks).
+
+
+FIGURE_SEED = config["seed"]
+NEAREST_WRONG = 3  # wrong targets followed in the trajectory figure (the paper's §7.6 example)
+
+
+def search_run_files(model, kind, stages):
+    return [f"results/search/{model}/{s}/{r}/{kind}" for s, r in search_runs(model) if s in stages]
+
+
+def evaluation_included():
+    """Whether the evaluation stage's rules are part of this workflow (checked when the DAG is
+    built, after every include, so the include order does not matter)."""
+    return rules.has("eval_heldout_summary") and rules.has("eval_benchmark_compare")
+
+
+def evaluation_outputs(model):
+    """(held-out files per fitness, benchmark comparison or None): what the evaluation stage makes
+    for this model, as its own target list (EVAL_TARGETS) says; nothing without that stage."""
+    if not evaluation_included():
+        return {}, None
+    listed = globals().get("EVAL_TARGETS")
+
+    def made(path):
+        return listed is None or path in listed
+
+    heldout = {}
+    for f in SEARCH["targeted"]["fitnesses"]:
+        kinds = {k: f"results/eval/{model}/heldout/{f}.{k}.parquet" for k in ("crosstab", "summary", "generations")}
+        if all(made(p) for p in kinds.values()):
+            heldout[f] = kinds
+    bench = f"results/eval/{model}/bench/comparison.parquet"
+    return heldout, bench if made(bench) else None
+
+
+PAPER_FIGURES = ["acceptance", "fitness", "trajectories", "crossing", "deltas", "layers", "interference",
+                 "null_baseline"]
+PAPER_AUDITS = {  # role in the paper -> results/audits/{model}/<name>.parquet
+    "acceptance": "acceptance", "lambda_sweep": "lambda_sweep", "crossing": "boundary_crossing.summary",
+    "crossing_flips": "boundary_crossing.flips", "quartiles": "interference_quartiles",
+    "scale_share": "scale_share", "layers": "layer_projection", "overlap": "group_overlap",
+    "null_table": "null_baseline", "null_verdict": "null_baseline.verdict", "fitness_modes": "fitness_modes",
+    "random_flip": "random_flip_null", "interference": "interference_matrix", "rank2": "rank2_drift",
+}
+
+
+def paper_model_files(model):
+    heldout, bench = evaluation_outputs(model)
+    files = {
+        "figures": {f: f"results/figures/{f}/{model}.png" for f in PAPER_FIGURES},
+        "audits": {k: f"results/audits/{model}/{v}.parquet" for k, v in PAPER_AUDITS.items()},
+        "summaries": {f"{s}/{r}": f"results/search/{model}/{s}/{r}/summary.json" for s, r in search_runs(model)},
+        "heldout": heldout,
+        "bench": bench,
+    }
+    if heldout:
+        files["figures"]["heldout"] = f"results/figures/heldout/{model}.png"
+    return files
+
+
+def paper_manifest():
+    """Every file the paper reads, by role; the build script receives it as a param."""
+    models = {m: {"source": s["source"], "variant": s.get("variant")} for m, s in config["models"].items()}
+    manifest = {
+        "run_name": config.get("run_name", "run"),
+        "models": models,
+        "order": ORDER,
+        "searched": {m: paper_model_files(m) for m in SEARCH_MODELS},
+        "quality": None,
+        "published": None,
+    }
+    if EMBEDDED_MODELS:
+        manifest["quality"] = {
+            "table": "results/quality/quality.parquet",
+            "report": "results/quality/report.md",
+            "training": {m: f"results/figures/training/{m}.loss.png" for m in EMBEDDED_MODELS},
+        }
+    if config.get("published_patches"):
+        manifest["published"] = {
+            k: f"results/audits/published/{v}.parquet"
+            for k, v in {"crossing": "boundary_crossing.summary", "scale_share": "scale_share",
+                         "acceptance": "acceptance"}.items()
+        }
+    return manifest
+
+
+def manifest_paths(node):
+    """Every path in a manifest (nested dicts of paths), in a stable order."""
+    if isinstance(node, str):
+        return [node] if node.startswith("results/") else []
+    if isinstance(node, dict):
+        return [p for v in node.values() for p in manifest_paths(v)]
+    if isinstance(node, (list, tuple)):
+        return [p for v in node for p in manifest_paths(v)]
+    return []
+
+
+def paper_inputs(wildcards):
+    paths = manifest_paths({k: v for k, v in paper_manifest().items() if k in ("searched", "quality", "published")})
+    return list(dict.fromkeys(paths))
+
+
+def paper_targets():
+    return ["results/paper/index.html", "results/paper/paper.md"]
