@@ -12,6 +12,7 @@ if not config:
 
 
 include: "rules/common.smk"
+include: "rules/downloads.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/probes.smk"

@@ -1,6 +1,38 @@
 # Stage 1: the models. Fixture models are random Qwen3 Q1_0 GGUFs (tests, smoke runs); embedded
 # models are trained here from the procedural corpus, once with 1-bit QAT and once in full
-# precision rounded post hoc (the paper's §8 cross-quantization comparison).
+# precision rounded post hoc (the paper's §8 cross-quantization comparison). Downloaded models
+# (source: download, e.g. PrismML's Bonsai GGUFs) come from a pinned source, checked by sha256.
+
+from neagari import downloads as dl
+
+DOWNLOAD_MODELS = [m for m, s in config["models"].items() if s["source"] == "download"]
+
+
+localrules:
+    download_model,
+
+
+rule download_model:
+    output:
+        gguf="results/models/{model}.gguf",
+    params:
+        spec=lambda wc: config["models"][wc.model]["download"],
+        key=lambda wc: ["models", wc.model, "download"],
+        upstream=config.get("downloads", {}).get("upstream"),
+        allow_unpinned=dl.allow_unpinned(config),
+    wildcard_constraints:
+        model=wildcard_choice(DOWNLOAD_MODELS),
+    log:
+        "logs/models/{model}.download.log",
+    benchmark:
+        "logs/models/{model}.download.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    script:
+        "../scripts/download_file.py"
 
 
 rule build_fixture_model:

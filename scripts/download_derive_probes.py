@@ -1,0 +1,14 @@
+"""Rule derive_probes: a probe set built from downloaded files (the upstream search script's base
+controls, the upstream 1.7B notebook's verbatim prompts, samples of MMLU / MuSR as controls)."""
+import json
+from pathlib import Path
+
+from neagari.downloads import derive_probe_set
+from neagari.smk import rule_context
+
+p = snakemake.params
+with rule_context(snakemake, config_keys=["downloads"], seed=p.spec.get("seed", 0)) as log:
+    files = dict(zip(p.download_keys, snakemake.input.files))
+    doc = derive_probe_set(p.spec, files, snakemake.wildcards.name)
+    Path(snakemake.output.probes).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    log.info("%s: %s", snakemake.output.probes, {k: len(v) for k, v in doc["probes"].items()})
