@@ -24,7 +24,7 @@ def models(tmp_path_factory):
     path = write_fixture_model(tmp_path_factory.mktemp("llama_eval") / "m.gguf",
                                FixtureSpec(n_layer=2, hidden=128, ffn=256, n_head=4, n_kv_head=2, head_dim=32,
                                            tied_embeddings=False, seed=5))
-    gen = llama_eval.LlamaGenerator(path, n_ctx=512, n_threads=2)
+    gen = llama_eval.LlamaGenerator(path, n_ctx=512, n_threads=1)
     yield Engine.load(path), gen
     gen.close()
 
