@@ -8,7 +8,10 @@ Measures, for each model size, on the same prompts:
     after another).
 
 Usage: python benchmarks/bench_engine.py [--sizes small medium] [--device cpu|cuda] [--out PATH]
-llama.cpp always runs on the CPU with one thread per core.
+                                         [--repeats 3] [--threads N] [--clock wall|cpu]
+torch and llama.cpp use --threads threads (default: one per core); llama.cpp always runs on the CPU.
+Rates are per second of time.perf_counter (--clock cpu: time.process_time), median of --repeats
+runs after one warm-up.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,16 +67,16 @@ def make_prompts(tokenizer, n: int, lengths: tuple[int, int], seed: int) -> list
     return out
 
 
-def median_time(fn, repeats: int, sync=lambda: None) -> float:
-    """Median wall-clock seconds of fn() over repeats, after one warm-up call."""
+def median_time(fn, repeats: int, clock=time.perf_counter, sync=lambda: None) -> float:
+    """Median seconds of fn() over repeats, after one warm-up call."""
     fn()
     sync()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times)
 
 
@@ -110,11 +114,13 @@ class LlamaRef:
         return toks
 
 
-def bench_size(name: str, spec: FixtureSpec, device: str, threads: int, repeats: int, tmp: Path) -> dict:
-    path = write_fixture_model(tmp / f"{name}.gguf", spec)
-    eng = Engine.load(path, device=device)
-    ref = LlamaRef(path, threads)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+def bench_size(name: str, args: argparse.Namespace, tmp: Path) -> dict:
+    path = write_fixture_model(tmp / f"{name}.gguf", SIZES[name])
+    eng = Engine.load(path, device=args.device)
+    ref = LlamaRef(path, args.threads)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    # --clock cpu: CPU seconds of this process (all its threads), unaffected by other processes' load
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     prompts = make_prompts(eng.tokenizer, N_SCORE, SCORE_LEN, seed=0)
     gen_prompts = make_prompts(eng.tokenizer, N_GEN_BATCH, SCORE_LEN, seed=1)
     res = {"vocab": eng.cfg.vocab_size, "n_prompts": N_SCORE, "prompt_tokens": sum(map(len, prompts)),
@@ -125,21 +131,23 @@ def bench_size(name: str, spec: FixtureSpec, device: str, threads: int, repeats:
     theirs = np.stack(ref.score(prompts)).argmax(-1)
     res["score_argmax_agreement"] = float((ours == theirs).mean())
 
+    def rate(group: str, key: str, count: int, fn, dev_sync=sync) -> None:
+        res[group][key] = count / median_time(fn, args.repeats, clock, dev_sync)
+        print(f"  {name} {group} {key}: {res[group][key]:.1f}/s", file=sys.stderr, flush=True)
+
     for bs in SCORE_BATCHES:
-        t = median_time(lambda: eng.logits(prompts, last_only=True, batch_size=bs), repeats, sync)
-        res["score"][f"neagari_B{bs}"] = N_SCORE / t
-    res["score"]["llama.cpp"] = N_SCORE / median_time(lambda: ref.score(prompts), repeats)
+        rate("score", f"neagari_B{bs}", N_SCORE, lambda: eng.logits(prompts, last_only=True, batch_size=bs))
+    rate("score", "llama.cpp", N_SCORE, lambda: ref.score(prompts), lambda: None)
 
     one = gen_prompts[0]
     gen = lambda ps: eng.generate(ps, max_new_tokens=N_NEW, stop_ids=set())
     a, b = gen([one])[0], ref.greedy(one, N_NEW)
     res["greedy_common_prefix"] = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), N_NEW)
-    res["generate"]["neagari_1"] = N_NEW / median_time(lambda: gen([one]), repeats, sync)
-    res["generate"]["llama.cpp_1"] = N_NEW / median_time(lambda: ref.greedy(one, N_NEW), repeats)
-    total = N_NEW * N_GEN_BATCH
-    res["generate"][f"neagari_{N_GEN_BATCH}"] = total / median_time(lambda: gen(gen_prompts), repeats, sync)
-    res["generate"][f"llama.cpp_{N_GEN_BATCH}"] = total / median_time(
-        lambda: [ref.greedy(p, N_NEW) for p in gen_prompts], repeats)
+    rate("generate", "neagari_1", N_NEW, lambda: gen([one]))
+    rate("generate", "llama.cpp_1", N_NEW, lambda: ref.greedy(one, N_NEW), lambda: None)
+    rate("generate", f"neagari_{N_GEN_BATCH}", N_NEW * N_GEN_BATCH, lambda: gen(gen_prompts))
+    rate("generate", f"llama.cpp_{N_GEN_BATCH}", N_NEW * N_GEN_BATCH,
+         lambda: [ref.greedy(p, N_NEW) for p in gen_prompts], lambda: None)
     return res
 
 
@@ -176,22 +184,25 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and llama.cpp threads")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: process CPU time, unaffected by other load; meaningful with --threads 1 only")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/engine.json"))
     args = ap.parse_args()
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    m = machine(args.device, threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {name: bench_size(name, SIZES[name], args.device, threads, args.repeats, Path(tmp))
-                   for name in args.sizes}
-    m["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
-    report = {"machine": m, "results": results}
-    print(f"{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['device']}), llama-cpp-python "
-          f"{m['llama_cpp_python']}, {m['date']}, load {m['loadavg_1m_start']} -> {m['loadavg_1m_end']}\n")
-    print(table(results))
+    m = machine(args.device, args.threads)
+    report = {"machine": m, "clock": args.clock, "results": {}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.sizes:  # the JSON is rewritten after each size, so a cut-off run keeps what it did
+            report["results"][name] = bench_size(name, args, Path(tmp))
+            m["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{m['cpu']}, {m['cpu_count']} cores, {args.threads} threads, {args.clock} clock, "
+          f"torch {m['torch']} ({m['device']}), llama-cpp-python {m['llama_cpp_python']}, {m['date']}, "
+          f"load {m['loadavg_1m_start']} -> {m['loadavg_1m_end']}\n")
+    print(table(report["results"]))
     print(f"\nwrote {args.out}")
 
 
