@@ -34,7 +34,7 @@ setup-test: $(VENV)/.installed-test
 ## The paper on the default (embedded) configuration.
 paper: $(VENV)/.installed
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-triggers mtime params input code
-	@echo "Results: $(CURDIR)/results/"
+	@echo "The paper: $(CURDIR)/results/paper/index.html (Markdown: results/paper/paper.md)"
 
 ## Every test (compares against llama.cpp and transformers).
 test: $(VENV)/.installed-test
