@@ -18,7 +18,10 @@ with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
         nearest = wrong[np.argsort(-base[wrong])][:n_nearest]  # closest to zero from below first
         kept = pl.read_parquet(it_path, columns=["iteration", "accepted", "gaps"]).filter(pl.col("accepted"))
         kept = kept.sort("iteration")
-        gaps = np.array(kept["gaps"].to_list(), dtype=float).reshape(kept.height, -1)
+        n_probes = len(s["base_gaps"])
+        gaps = (np.array(kept["gaps"].to_list(), dtype=float) if kept.height
+                else np.empty((0, n_probes)))  # a run that kept no move
+
         x = np.concatenate([[0], kept["iteration"].to_numpy() + 1])
         for color, j in zip(PALETTE, nearest):
             y = np.concatenate([[base[j]], gaps[:, j]])
