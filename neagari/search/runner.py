@@ -169,7 +169,7 @@ class Search:
                 if self.fitness.done(cur[: self.n_t]):
                     stop_reason = "all targets crossed"
                     break
-                if len(history) >= cfg.window and sum(history[-cfg.window:]) < cfg.min_rate * cfg.window:
+                if self._window_exhausted(history):
                     stop_reason = f"acceptance below {cfg.min_rate:.0%} over {cfg.window} iterations"
                     break
                 k_max = min(cfg.speculate, cfg.iterations - t)
@@ -195,6 +195,11 @@ class Search:
         return SearchResult(accepted, t, len(accepted), stop_reason, time.time() - t0,
                             self.base.tolist(), cur.tolist(), {"parts": parts})
 
+    def _window_exhausted(self, history: list[bool]) -> bool:
+        """Auto-termination: the trailing window accepted less than min_rate of its proposals."""
+        w = self.cfg.window
+        return len(history) >= w and sum(history[-w:]) < self.cfg.min_rate * w
+
     def _accept_history(self, parts: list[str]) -> list[bool]:
         if not parts:
             return []
@@ -213,7 +218,7 @@ class Search:
         gaps = self.evaluator.trial(moves).cpu().numpy().astype(np.float64)
         for k, m in enumerate(moves):
             if k > 0:  # the window rule may stop the search inside a speculative batch
-                if len(history) >= self.cfg.window and sum(history[-self.cfg.window:]) < self.cfg.min_rate * self.cfg.window:
+                if self._window_exhausted(history):
                     return cur, k
             g = gaps[k]
             verdict = fit.judge(cur[:n_t], cur[n_t:], g[:n_t], g[n_t:])
