@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from .probes import Probe, _probe, token_ids
+from .probes import Probe, _probe, token_ids, top_rival
 
 
 def calibrate_document(engine, doc: dict, batch_size: int = 64) -> dict:
@@ -30,9 +30,7 @@ def calibrate_document(engine, doc: dict, batch_size: int = 64) -> dict:
     encoded = [token_ids(p, engine.tokenizer) for _, _, p in flat]
     logits = torch.stack(engine.logits([e[0] for e in encoded], batch_size=batch_size))
     correct = torch.tensor([e[1] for e in encoded])
-    masked = logits.clone()
-    masked[torch.arange(len(flat)), correct] = float("-inf")
-    wrong = masked.argmax(-1)
+    wrong = top_rival(logits, correct)
     rows = torch.arange(len(flat))
     gaps = (logits[rows, correct] - logits[rows, wrong]).tolist()
     failures = 0

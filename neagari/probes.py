@@ -89,6 +89,14 @@ def token_ids(probe: Probe, tokenizer) -> tuple[list[int], int, int]:
     return ids, first(probe.correct, probe.correct_id), first(probe.wrong, probe.wrong_id)
 
 
+def top_rival(logits: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """Per row, the highest-scoring token that is not the correct one. logits (P, V), correct (P,)
+    → ids (P,). Calibration's wrong token, and the rank-2 drift audit's current rival."""
+    masked = logits.clone()
+    masked[torch.arange(len(correct)), correct] = float("-inf")
+    return masked.argmax(-1)
+
+
 def score_probes(engine, probes: Sequence[Probe], batch_size: int = 64) -> pl.DataFrame:
     """One row per probe: gap = logit(correct) − logit(wrong) at the prompt's last position."""
     encoded = [token_ids(p, engine.tokenizer) for p in probes]

@@ -7,7 +7,7 @@ import torch
 
 from neagari import audits
 from neagari.engine import Engine
-from neagari.probes import load_probes, token_ids
+from neagari.probes import load_probes, token_ids, top_rival
 from neagari.smk import rule_context
 from neagari.tables import write_table
 
@@ -24,11 +24,9 @@ with rule_context(snakemake, config_keys=["search"], device=p.device) as log:
             c = torch.tensor([e[1] for e in enc])
             w = torch.tensor([e[2] for e in enc])
             idx = torch.arange(len(enc))
-            rival = logits.clone()
-            rival[idx, c] = float("-inf")
-            top = rival.argmax(-1)
+            top = top_rival(logits, c)
             for q, gap, tw, gtw, wid in zip(probes, (logits[idx, c] - logits[idx, w]).tolist(), top.tolist(),
-                                            (logits[idx, c] - rival[idx, top]).tolist(), w.tolist()):
+                                            (logits[idx, c] - logits[idx, top]).tolist(), w.tolist()):
                 rows.append({"model": model, "stage_model": label, "step": step, "probe_set": name, "name": q.name,
                              "gap": gap, "calibrated_wrong_id": wid, "top_wrong_id": tw, "gap_vs_top_wrong": gtw})
     scores = pl.DataFrame(rows)
