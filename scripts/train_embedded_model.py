@@ -10,7 +10,7 @@ from neagari.export import write_model
 from neagari.smk import rule_context
 from neagari.tables import write_table
 from neagari.tokenizer import gguf_tokenizer_metadata
-from neagari.train import TrainConfig, build_model, export_weights, pack_examples, train
+from neagari.train import TrainConfig, answer_weights, build_model, export_weights, pack_examples, train
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as log:
@@ -21,7 +21,9 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
 
     def rows(path):
         texts = [json.loads(line)["text"] for line in open(path)]
-        return pack_examples([e.ids for e in tok.encode_batch(texts)], tc.seq_len, sep)
+        enc = tok.encode_batch(texts)
+        weights = [answer_weights(t, e.offsets, tc.prompt_weight) for t, e in zip(texts, enc)]
+        return pack_examples([e.ids for e in enc], tc.seq_len, sep, weights)
 
     train_rows, eval_rows = rows(snakemake.input.corpus), rows(snakemake.input.heldout)
     log.info("%d training rows, %d held-out rows of %d tokens", len(train_rows), len(eval_rows), tc.seq_len + 1)

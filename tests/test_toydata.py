@@ -11,7 +11,7 @@ import pytest
 from neagari import toydata
 from neagari.toydata import coding, controls, pools, verbatim
 from neagari.toydata.chat import GENERATION_PROMPT, render_chat
-from neagari.toydata.common import PLAIN_STOP, decision_pieces, first_pretoken
+from neagari.toydata.common import PLAIN_STOP, belongs, decision_pieces, first_pretoken
 
 PROBE_KEYS = {"prompt", "correct", "wrong", "name", "category", "source"}
 SET_KEYS = {"domain", "version", "source", "search_config", "probes"}
@@ -136,8 +136,19 @@ def test_pools_disjoint():
         assert not set(pools.full_pool(a)) & set(pools.full_pool(b)), (a, b)
     for name in names:
         train, held = set(pools.pool(name, "train")), set(pools.pool(name, "heldout"))
-        assert train and held and not train & held
-        assert train | held == set(pools.full_pool(name))
+        if name in pools.SPLIT_POOLS:
+            assert train and held and not train & held
+            assert train | held == set(pools.full_pool(name))
+        else:  # shared words; held-out content differs by combination (tests below)
+            assert train == held == set(pools.full_pool(name))
+
+
+def test_belongs_partitions_combinations():
+    keys = [f"line {i}" for i in range(2000)]
+    held = {k for k in keys if belongs(k, "heldout")}
+    train = {k for k in keys if belongs(k, "train")}
+    assert not held & train and held | train == set(keys)
+    assert 0.45 < len(held) / len(keys) < 0.55
 
 
 def test_heldout_entities_absent_from_train(train_words):
@@ -163,7 +174,12 @@ def test_heldout_eval_and_probes_absent_from_train(train_text, train_corpus, pro
             if domain == "math":
                 assert it["prompt"] not in math_prompts
             elif domain in ("tool_calling", "verbatim", "editing", "instruction"):
-                assert user_message(it["prompt"]) not in train_text
+                user = user_message(it["prompt"])
+                assert user not in train_text
+                if domain == "editing":  # the line itself, under any instruction
+                    assert user.split("\n")[-1] not in train_text
+                if domain == "instruction":  # the story itself, under any question
+                    assert user.split(". ")[0] + "." not in train_text
             elif domain == "controls" and it["category"] != "compare_mc":
                 assert it["prompt"].split("\n")[0] not in train_text  # unseen phrasing/names
     for p in probe_sets["math"]["probes"]["target"]:
@@ -171,6 +187,13 @@ def test_heldout_eval_and_probes_absent_from_train(train_text, train_corpus, pro
     for p in probe_sets["controls"]["probes"]["control"]:
         if p["category"] != "compare_mc":
             assert p["prompt"].split("\n")[0] not in train_text
+
+
+def test_heldout_functions_absent_from_train(train_text):
+    rng = toydata.common.domain_rng(0, "test-coding")
+    for _ in range(300):
+        item = coding.sample(rng, "heldout")
+        assert item.meta["code"] not in train_text
 
 
 # --- probe schema ------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from neagari.engine import Engine
 from neagari.export import write_model
 from neagari.fixtures import fixture_tokenizer_metadata
 from neagari.gguf_io import GGUFFile
-from neagari.train import TrainConfig, TrainLinear, build_model, export_weights, pack_examples, train
+from neagari.train import (PAD, TrainConfig, TrainLinear, answer_weights, build_model, export_weights, lm_loss,
+                           pack_examples, train)
 
 
 def test_qat_forward_weight_equals_dequantized_export():
@@ -68,3 +69,41 @@ def test_trained_model_exports_to_the_engine(tmp_path, qat):
                 x = torch.tensor([seq])
                 want = model(x, torch.arange(len(seq))[None], torch.ones(len(seq), len(seq), dtype=torch.bool).tril()[None, None])[0, -1]
                 assert (ours[b] - want).abs().max() < 1e-4
+
+
+def test_answer_weights_mark_the_assistant_turn():
+    from neagari.toydata.chat import render_chat
+
+    text = render_chat("S", "copy: a b", "a b")
+    # offsets of a hand-split: every piece before the answer, then the answer and its end marker
+    cut = text.rindex("a b<|im_end|>")
+    offsets = [(0, 10), (10, cut), (cut, cut + 1), (cut + 1, cut + 3), (cut + 3, len(text))]
+    assert answer_weights(text, offsets, 0.25) == [0.25, 0.25, 1.0, 1.0, 1.0]
+    assert answer_weights("12 + 3 = 15\n", [(0, 2), (2, 12)], 0.25) == [1.0, 1.0]  # plain text
+
+
+def test_pack_examples_layout_and_weights():
+    packed = pack_examples([[5, 6, 7], [8, 9], [1, 2, 3, 4]], seq_len=6, sep=0,
+                           weights=[[0.1, 1, 1], [1, 0.5], [1, 1, 1, 1]])
+    assert packed.tokens.tolist() == [[5, 6, 7, 0, 8, 9, 0], [1, 2, 3, 4, 0, PAD, PAD]]
+    assert packed.weights.flatten().tolist() == pytest.approx([0.1, 1, 1, 1, 1, 0.5, 0.5, 1, 1, 1, 1, 1, 0, 0])
+    with pytest.raises(ValueError, match="weights"):
+        pack_examples([[1, 2]], 4, 0, weights=[[1.0]])
+
+
+def test_weighted_loss_is_the_weighted_mean_of_token_losses():
+    cfg = ModelConfig(n_layer=1, hidden=128, ffn=256, n_head=2, n_kv_head=1, head_dim=64, vocab_size=40,
+                      context_length=16, rope_theta=10000.0, tied_embeddings=True)
+    model = build_model(cfg, qat=True, seed=0)
+    batch = pack_examples([[3, 4, 5, 6], [7, 8]], seq_len=8, sep=0, weights=[[1, 0.2, 1, 0.5], [0.3, 1]])
+    x = batch.tokens[:, :-1].clamp(min=0)
+    with torch.no_grad():
+        logits = model(x, torch.arange(8)[None], torch.ones(8, 8, dtype=torch.bool).tril()[None, None])
+        logp = torch.log_softmax(logits, -1)
+        y, w = batch.tokens[0, 1:], batch.weights[0, 1:]
+        ce = [-logp[0, j, y[j]] for j in range(8) if y[j] != PAD]
+        ws = [w[j] for j in range(8) if y[j] != PAD]
+        want_w = sum(c * a for c, a in zip(ce, ws)) / sum(ws)
+        want_plain = sum(ce) / len(ce)
+        assert float(lm_loss(model, batch)) == pytest.approx(float(want_w), rel=1e-5)
+        assert float(lm_loss(model, batch, weighted=False)) == pytest.approx(float(want_plain), rel=1e-5)

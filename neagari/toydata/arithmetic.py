@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from .common import PLAIN_STOP, Item, check_split, heldout_by_hash
+from .common import PLAIN_STOP, Item, belongs, check_split
 
 KINDS = ("add", "sub", "mul", "deriv")
 
@@ -76,7 +76,7 @@ def problem_item(rng: random.Random, split: str, kind: str) -> Item:
     check_split(split)
     while True:
         prompt, answer = _problem(rng, kind)
-        if heldout_by_hash(prompt) == (split == "heldout"):
+        if belongs(prompt, split):
             return Item(prompt=prompt, answer=answer, wrong=_wrong(prompt, answer, kind),
                         category=kind, stop=PLAIN_STOP)
 

@@ -3,14 +3,14 @@
 Completion points range from syntax a small model gets right early (the colon after a signature,
 closing parentheses) to choices that need the function's name or body (the operator implied by
 `add_`/`scale_`, the comparison of `larger_`, the string method of `shout_`, which variable to
-return). Function and parameter nouns come from a pool split into train and held-out halves.
+return). Held-out functions are combinations of name, noun and body that training never shows.
 """
 
 from __future__ import annotations
 
 import random
 
-from .common import PLAIN_STOP, Item, check_split
+from .common import PLAIN_STOP, Item, belongs, check_split
 from .pools import pool
 
 OPERATORS = {"+": ("add", "sum", "combine"), "-": ("subtract", "diff", "deduct"),
@@ -32,12 +32,21 @@ def _first_other(options, avoid: str) -> str:
 
 
 def snippet(rng: random.Random, split: str, kind: str):
-    """(lines, points); a point is (category, line index, column, wrong rest of line).
+    """(lines, points) of a function that belongs to `split`; a point is (category, line index,
+    column, wrong rest of line)."""
+    check_split(split)
+    while True:
+        lines, points = _any_snippet(rng, split, kind)
+        if belongs("\n".join(lines), split):
+            return lines, points
+
+
+def _any_snippet(rng: random.Random, split: str, kind: str):
+    """One function of `kind`, in either split.
 
     Every point sits on a Qwen2 pre-tokenizer boundary (after a letter run or a space before a
     digit), never inside a punctuation run such as "):" or ".upper".
     """
-    check_split(split)
     noun = rng.choice(pool("code_noun", split))
     if kind == "binop":
         op = rng.choice(sorted(OPERATORS))
@@ -115,4 +124,4 @@ def corpus_text(rng: random.Random, split: str) -> str:
 
 
 def heldout_entities() -> set[str]:
-    return set(pool("code_noun", "heldout"))
+    return set()  # held-out functions are new combinations of shared nouns and bodies

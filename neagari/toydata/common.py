@@ -51,6 +51,12 @@ def heldout_by_hash(key: str) -> bool:
     return zlib.crc32(key.encode("utf-8")) % 2 == 1
 
 
+def belongs(key: str, split: str) -> bool:
+    """Whether a combination (a line, a passage, a request) belongs to `split`; generators draw
+    until it does, so no held-out combination can occur in training text."""
+    return heldout_by_hash(key) == (split == "heldout")
+
+
 def first_pretoken(text: str) -> str:
     """The first Qwen2 pre-token of `text` (" Menth", "9", "):\n", "get").
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 from .chat import CHAT_STOP, render_chat
-from .common import Item, check_split
+from .common import Item, belongs, check_split
 from .pools import pool
 
 OPS = ("replace", "uppercase", "delete", "insert", "swap")
@@ -18,7 +18,10 @@ FIRST_WORD_SHARE = 0.3  # corpus share of edits that touch the first word
 
 
 def _line(rng: random.Random, split: str) -> list[str]:
-    return rng.sample(pool("edit_word", split), rng.randint(5, 7))
+    while True:
+        words = rng.sample(pool("edit_word", split), rng.randint(5, 7))
+        if belongs(" ".join(words), split):
+            return words
 
 
 def _other(rng: random.Random, split: str, line: list[str], avoid_initial: str) -> str:
@@ -80,4 +83,4 @@ def corpus_text(rng: random.Random, split: str) -> str:
 
 
 def heldout_entities() -> set[str]:
-    return set(pool("edit_word", "heldout"))
+    return set()  # held-out lines are new combinations of the shared words

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from .chat import CHAT_STOP, render_chat
-from .common import Item, check_split
+from .common import Item, belongs, check_split
 from .pools import cap, numbers, pool
 
 CURRENCIES = ("EUR", "GBP", "JPY", "CHF", "SEK", "INR", "CAD", "AUD")
@@ -136,13 +136,16 @@ def call_item(rng: random.Random, split: str, unseen: bool | None = None) -> Ite
     listed = listed + [target]
     rng.shuffle(listed)
     params, requests = (TRAIN_TOOLS | HELDOUT_TOOLS)[target]
-    args = {}
-    for p, kind in params:
-        v = _value(rng, kind, split)
-        while v in args.values():
+    while True:
+        args = {}
+        for p, kind in params:
             v = _value(rng, kind, split)
-        args[p] = v
-    request = rng.choice(requests).format(**args)
+            while v in args.values():
+                v = _value(rng, kind, split)
+            args[p] = v
+        request = rng.choice(requests).format(**args)
+        if belongs(request, split):
+            break
     system = "\n".join([SYSTEM_HEAD, *(f"- {signature(n)}" for n in listed), SYSTEM_TAIL])
     wrong = others[0] + "("
     return Item(prompt=render_chat(system, request), answer=render_call(target, args),
@@ -161,7 +164,4 @@ def corpus_text(rng: random.Random, split: str) -> str:
 
 
 def heldout_entities() -> set[str]:
-    people = {cap(n) for n in pool("tool_person", "heldout")}
-    cities = {cap(n) for n in pool("tool_city", "heldout")}
-    return people | cities | set(pool("tool_topic", "heldout")) | set(pool("tool_dish", "heldout")) \
-        | set(HELDOUT_TOOLS)
+    return set(HELDOUT_TOOLS)  # requests are new combinations of shared names, topics, dishes

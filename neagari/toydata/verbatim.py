@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from .chat import CHAT_STOP, render_chat
-from .common import Item, check_split
+from .common import Item, belongs, check_split
 from .pools import cap, numbers, pool
 
 SUBDOMAINS = ("legal", "medical", "api", "logs", "code")
@@ -192,7 +192,8 @@ def passage(rng: random.Random, sub: str, split: str, part: str = "all"):
         topics = rng.sample(sorted(TEMPLATES[sub]), 3)
         sents = [rng.choice(TEMPLATES[sub][t]).format(E=ents[i], F=ents[3], n=rng.choice(nums))
                  for i, t in enumerate(topics)]
-        if len({s[0].lower() for s in sents}) == 3:  # COPY and PASS differ at the first token
+        # COPY and PASS differ at the first token; every sentence is new to the other split.
+        if len({s[0].lower() for s in sents}) == 3 and all(belongs(s, split) for s in sents):
             return sents, topics
 
 
@@ -233,4 +234,4 @@ def corpus_text(rng: random.Random, split: str) -> str:
 
 
 def heldout_entities() -> set[str]:
-    return {n for sub in SUBDOMAINS for n in pool(sub, "heldout")}
+    return set()  # held-out passages are new combinations of the shared entities
