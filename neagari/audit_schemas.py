@@ -49,14 +49,14 @@ class BoundaryCrossingSummary(pa.DataFrameModel):
     """One row per patch (plus ``all`` when pooled): crossings and distance to the boundary."""
 
     patch: str = pa.Field(unique=True)
-    flips: int = pa.Field(ge=1)
+    flips: int = pa.Field(ge=0)  # 0: the search kept no move (nothing else is known then)
     flips_changing_any_target_sign: int = pa.Field(ge=0)
     flips_changing_any_control_sign: int = pa.Field(ge=0)
     total_fixes: int = pa.Field(ge=0)
     total_breaks: int = pa.Field(ge=0)
     mean_delta: float = pa.Field(nullable=True)
     mean_abs_delta: float = pa.Field(ge=0, nullable=True)
-    n_wrong: int = pa.Field(ge=0)
+    n_wrong: int = pa.Field(ge=0, nullable=True)
     median_wrong_distance: float = pa.Field(ge=0, nullable=True)
     distance_ratio: float = pa.Field(ge=0, nullable=True)
     nearest_wrong_index: int = pa.Field(ge=0, nullable=True)

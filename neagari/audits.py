@@ -108,6 +108,15 @@ _NEAREST_KEYS = ("nearest_wrong_index", "nearest_wrong_name", "nearest_wrong_sta
                  "nearest_wrong_mean_delta", "nearest_wrong_end")
 
 
+def _empty_row(label: str) -> dict:
+    """The summary of a patch that kept no flip: its records carry no gaps, so the wrong targets
+    are unknown here (n_wrong null)."""
+    return {"patch": label, "flips": 0, "flips_changing_any_target_sign": 0,
+            "flips_changing_any_control_sign": 0, "total_fixes": 0, "total_breaks": 0,
+            "mean_delta": None, "mean_abs_delta": None, "n_wrong": None, "median_wrong_distance": None,
+            "distance_ratio": None, **dict.fromkeys(_NEAREST_KEYS)}
+
+
 def _summary_row(label: str, per_flip: pl.DataFrame, deltas: np.ndarray, wrong_dist: np.ndarray,
                  nearest: dict | None) -> dict:
     mean_delta = _mean(deltas)
@@ -135,6 +144,8 @@ def boundary_crossing(records: Sequence[dict], label: str = "patch") -> tuple[pl
     flip, ``distance_ratio`` = median |gap| of the wrong targets / |mean_delta|, and the
     ``nearest_wrong_*`` columns follow the wrong target closest to zero (null if none is wrong).
     """
+    if not records:
+        return _frame([], "boundary_crossing"), _frame([_empty_row(label)], "boundary_crossing_summary")
     per_flip, deltas, wrong_dist, nearest = _audit_patch(records, label)
     summary = _frame([_summary_row(label, per_flip, deltas, wrong_dist, nearest)], "boundary_crossing_summary")
     return per_flip, summary
@@ -152,13 +163,16 @@ def boundary_crossing_pooled(records_by_patch: Mapping[str, Sequence[dict]]) -> 
         raise ValueError('"all" names the pooled row; rename that patch')
     frames, rows, all_d, all_w = [], [], [], []
     for label, records in records_by_patch.items():
+        if not records:  # a search that kept no move: a row of its own, nothing to pool
+            rows.append(_empty_row(label))
+            continue
         per_flip, d, w, nearest = _audit_patch(records, label)
         frames.append(per_flip)
         rows.append(_summary_row(label, per_flip, d, w, nearest))
         all_d.append(d)
         all_w.append(w)
     if not frames:
-        raise ValueError("no patches to audit")
+        raise ValueError("no patch kept a flip: nothing to audit")
     per_flip = pl.concat(frames)
     candidates = [r for r in rows if r["nearest_wrong_start"] is not None]
     best = max(candidates, key=lambda r: r["nearest_wrong_start"], default=None)

@@ -111,6 +111,21 @@ def test_boundary_crossing_pooled():
     assert summary.row(1, named=True)["nearest_wrong_end"] == pytest.approx(-1.9)
 
 
+def test_boundary_crossing_of_a_search_that_kept_no_flip():
+    # the paper's math domain can end with no accepted move (our default run's did): its row says
+    # so, and the pooled row is the pool of the other patches alone
+    per_flip, summary = audits.boundary_crossing_pooled({"p1": RECORDS, "math": []})
+    _valid(summary, "boundary_crossing_summary")
+    assert summary["patch"].to_list() == ["p1", "math", "all"]
+    empty = summary.row(1, named=True)
+    assert empty["flips"] == 0 and empty["total_fixes"] == 0 and empty["n_wrong"] is None
+    assert summary.row(2, named=True)["flips"] == summary.row(0, named=True)["flips"] == per_flip.height
+    per_flip, summary = audits.boundary_crossing([], "math")
+    assert per_flip.height == 0 and summary["flips"].to_list() == [0]
+    with pytest.raises(ValueError, match="no patch kept a flip"):
+        audits.boundary_crossing_pooled({"math": []})
+
+
 def test_boundary_crossing_without_gap_logs_says_why():
     with pytest.raises(ValueError, match="target_gaps_before"):
         audits.boundary_crossing([{"layer": 1, "proj": "ffn_up.weight", "group": 0, "iteration": 0}])
