@@ -15,6 +15,8 @@ the paper's probe domains:
 - ``coding`` (plain text): completion points in short Python functions; HumanEval+/MBPP+.
 - ``verbatim`` (chat): extract one sentence of a legal, medical, API, log or code passage, against
   a competing "repeat the passage" habit; the paper's 1.7B targeted runs and held-out evaluation.
+- ``copying`` (plain text, corpus only): copy drills, a list of words and the same list again;
+  the copy circuit every copy task above needs (see `copying`). Not probed, not evaluated.
 - ``controls`` (plain text): facts about invented countries and things, stated many times in
   training and asked with unseen phrasings, plus multiple-choice reasoning answered by a letter;
   the paper's general-knowledge, MMLU-Redux and MuSR controls.
@@ -38,7 +40,7 @@ non-space character.
 
 from __future__ import annotations
 
-from . import arithmetic, coding, controls, editing, instruction, tool_calling, verbatim
+from . import arithmetic, coding, controls, copying, editing, instruction, tool_calling, verbatim
 from .chat import CHAT_STOP, render_chat
 from .common import (PROBE_VERSION, check_split, collect_probes, distinct_items, domain_rng,
                      eval_records, first_pretoken, probe_set)
@@ -48,8 +50,10 @@ __all__ = ["DOMAINS", "ALL_DOMAINS", "CHAT_STOP", "render_chat", "build_corpus",
 
 # The paper's five search domains, in its pipeline order.
 DOMAINS = ("editing", "instruction", "tool_calling", "math", "coding")
-# Everything the corpus contains.
+# Every probed and evaluated domain.
 ALL_DOMAINS = DOMAINS + ("verbatim", "controls")
+# Corpus-only text (not probed, not evaluated).
+CORPUS_ONLY = ("copying",)
 
 MODULES = {"editing": editing, "instruction": instruction, "tool_calling": tool_calling,
            "math": arithmetic, "coding": coding, "verbatim": verbatim, "controls": controls}
@@ -71,17 +75,18 @@ N_VERBATIM_HELDOUT = 20  # per sub-domain
 
 
 def build_corpus(seed: int, n_per_domain: int, split: str = "train", extra_texts=()) -> list[dict]:
-    """`n_per_domain` texts of each of ALL_DOMAINS from the `split` half, plus `extra_texts`.
+    """`n_per_domain` texts of each of ALL_DOMAINS and CORPUS_ONLY from the `split` half, plus
+    `extra_texts`.
 
     Returns [{"domain", "text"}] in a seeded shuffled order. `extra_texts` holds strings (domain
     "extra") or {"text", "domain"?} dicts, e.g. the WordNet-like relational text.
     """
     check_split(split)
     records = []
-    for domain in ALL_DOMAINS:
+    for domain in ALL_DOMAINS + CORPUS_ONLY:
         rng = domain_rng(seed, "corpus", split, domain)
-        records += [{"domain": domain, "text": MODULES[domain].corpus_text(rng, split)}
-                    for _ in range(n_per_domain)]
+        module = copying if domain == "copying" else MODULES[domain]
+        records += [{"domain": domain, "text": module.corpus_text(rng, split)} for _ in range(n_per_domain)]
     for extra in extra_texts:
         if isinstance(extra, str):
             records.append({"domain": "extra", "text": extra})
