@@ -36,6 +36,7 @@ class TrainingLoss(pa.DataFrameModel):
     """One row per training step of an embedded model."""
 
     step: int = pa.Field(ge=1, unique=True)
+    phase: str = pa.Field(isin=["copy", "mix"])  # curriculum phase (TrainConfig.copy_steps)
     lr: float = pa.Field(ge=0)
     train_loss: float = pa.Field(ge=0)
     eval_loss: float = pa.Field(ge=0, nullable=True)

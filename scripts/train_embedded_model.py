@@ -10,6 +10,7 @@ from neagari.export import write_model
 from neagari.smk import rule_context
 from neagari.tables import write_table
 from neagari.tokenizer import gguf_tokenizer_metadata
+from neagari.toydata import CORPUS_ONLY
 from neagari.train import TrainConfig, answer_weights, build_model, export_weights, pack_examples, train
 
 p = snakemake.params
@@ -19,18 +20,22 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
     tc = TrainConfig(**p.train, seed=p.seed)
     torch.set_num_threads(tc.threads)
 
-    def rows(path):
-        texts = [json.loads(line)["text"] for line in open(path)]
+    def rows(path, domains=None):
+        records = [json.loads(line) for line in open(path)]
+        texts = [r["text"] for r in records if domains is None or r["domain"] in domains]
         enc = tok.encode_batch(texts)
         weights = [answer_weights(t, e.offsets, tc.prompt_weight) for t, e in zip(texts, enc)]
         return pack_examples([e.ids for e in enc], tc.seq_len, sep, weights)
 
     train_rows, eval_rows = rows(snakemake.input.corpus), rows(snakemake.input.heldout)
+    copy_rows = rows(snakemake.input.corpus, set(CORPUS_ONLY)) if tc.copy_steps else None
     log.info("%d training rows, %d held-out rows of %d tokens", len(train_rows), len(eval_rows), tc.seq_len + 1)
+    if copy_rows is not None:
+        log.info("curriculum: the first %d steps on %d copy-drill rows", tc.copy_steps, len(copy_rows))
     arch = {k: v for k, v in p.architecture.items() if k != "seed"}
     cfg = ModelConfig(**arch, vocab_size=tok.get_vocab_size())
     model = build_model(cfg, qat=p.variant == "qat", seed=p.seed)
-    history = train(model, train_rows, eval_rows, tc)
+    history = train(model, train_rows, eval_rows, tc, copy_rows=copy_rows)
     meta = gguf_tokenizer_metadata(tok)
     write_model(snakemake.output.gguf, cfg, export_weights(model), meta, name=snakemake.wildcards.model,
                 extra_metadata={"neagari.training.variant": p.variant})

@@ -107,3 +107,20 @@ def test_weighted_loss_is_the_weighted_mean_of_token_losses():
         want_plain = sum(ce) / len(ce)
         assert float(lm_loss(model, batch)) == pytest.approx(float(want_w), rel=1e-5)
         assert float(lm_loss(model, batch, weighted=False)) == pytest.approx(float(want_plain), rel=1e-5)
+
+
+def test_copy_curriculum_draws_its_first_batches_from_the_copy_rows():
+    cfg = ModelConfig(n_layer=1, hidden=128, ffn=256, n_head=2, n_kv_head=1, head_dim=64, vocab_size=40,
+                      context_length=16, rope_theta=10000.0, tied_embeddings=True)
+    mix = pack_examples([[3, 4, 5, 6]] * 8, seq_len=8, sep=0)
+    copy = pack_examples([[7, 7, 7, 7]] * 8, seq_len=8, sep=0)
+    seen = []
+    model = build_model(cfg, qat=True, seed=0)
+    real = model.forward
+    model.forward = lambda x, *a: (seen.append(int(x[0, 0])), real(x, *a))[1]
+    hist = train(model, mix, mix[:2], TrainConfig(steps=4, batch_size=2, seq_len=8, warmup=1, eval_every=100,
+                                                 threads=1, copy_steps=2), copy_rows=copy)
+    assert [h["phase"] for h in hist] == ["copy", "copy", "mix", "mix"]
+    assert seen[:2] == [7, 7] and seen[2:4] == [3, 3]  # then the last step's evaluation
+    with pytest.raises(ValueError, match="copy_rows"):
+        train(model, mix, mix, TrainConfig(steps=1, copy_steps=1, threads=1))
