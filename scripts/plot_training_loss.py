@@ -14,6 +14,9 @@ with rule_context(snakemake, config_keys=[]) as log:
     ax.plot(df["step"], df["train_loss"], lw=0.8, alpha=0.6, label="train (batch)")
     ev = df.filter(pl.col("eval_loss").is_not_null())
     ax.plot(ev["step"], ev["eval_loss"], "o-", ms=3, label="held-out")
+    n_copy = df.filter(pl.col("phase") == "copy").height
+    if n_copy:  # the curriculum's first phase trains on copy drills only
+        ax.axvspan(0.5, n_copy + 0.5, color="0.9", zorder=0, label="copy drills only")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats / token)")
     ax.set_title(f"{snakemake.wildcards.model} ({df['variant'][0]})")
