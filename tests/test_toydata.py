@@ -480,3 +480,18 @@ def test_probe_pieces_are_the_in_context_first_pretokens(probe_sets, verbatim_se
     probes = [p for s in probe_sets.values() for p in s["probes"]["target"] + s["probes"]["control"]]
     for p in probes + training["probes"]["target"] + training["probes"]["control"]:
         assert pretokens(p["correct"]) == [p["correct"]] and pretokens(p["wrong"]) == [p["wrong"]]
+
+
+def test_copy_drills_repeat_their_list_and_split_by_line(train_corpus, train_text):
+    drills = [r["text"] for r in train_corpus if r["domain"] == "copying"]
+    assert len(drills) == 1000
+    for text in drills[:200]:
+        lines = text.splitlines()
+        assert len(lines) % 2 == 0 and 6 <= len(lines) <= 10
+        for ask, again in zip(lines[::2], lines[1::2]):
+            assert ask.split(": ", 1)[1] == again.split(": ", 1)[1]
+    held = toydata.build_corpus(seed=0, n_per_domain=50, split="heldout")
+    for r in held:
+        if r["domain"] == "copying":
+            for line in r["text"].splitlines()[::2]:
+                assert " " + line.split(": ", 1)[1] + "\n" not in train_text
