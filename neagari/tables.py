@@ -289,6 +289,8 @@ class LlamaCrosscheck(pa.DataFrameModel):
     tokens_llama: int = pa.Field(ge=0)
     agree_prefix: int = pa.Field(ge=0)
     first_near_tie: int = pa.Field(ge=0, nullable=True)
+    # (our logit of our token - of llama.cpp's) / max |logit|, where the two first part
+    ours_margin_at_split: float = pa.Field(ge=0, nullable=True)
     verdict: str = pa.Field(isin=["identical", "near-tie", "disagree"])
     text_ours: str
     text_llama: str
