@@ -20,15 +20,22 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
     tc = TrainConfig(**p.train, seed=p.seed)
     torch.set_num_threads(tc.threads)
 
-    def rows(path, domains=None):
+    def rows(path, subset=None):
+        """All texts of a corpus file packed, and (if `subset` names domains) those alone too;
+        the file is read and tokenized once."""
         records = [json.loads(line) for line in open(path)]
-        texts = [r["text"] for r in records if domains is None or r["domain"] in domains]
+        texts = [r["text"] for r in records]
         enc = tok.encode_batch(texts)
+        ids = [e.ids for e in enc]
         weights = [answer_weights(t, e.offsets, tc.prompt_weight) for t, e in zip(texts, enc)]
-        return pack_examples([e.ids for e in enc], tc.seq_len, sep, weights)
+        packed = pack_examples(ids, tc.seq_len, sep, weights)
+        if subset is None:
+            return packed, None
+        keep = [i for i, r in enumerate(records) if r["domain"] in subset]
+        return packed, pack_examples([ids[i] for i in keep], tc.seq_len, sep, [weights[i] for i in keep])
 
-    train_rows, eval_rows = rows(snakemake.input.corpus), rows(snakemake.input.heldout)
-    copy_rows = rows(snakemake.input.corpus, set(CORPUS_ONLY)) if tc.copy_steps else None
+    train_rows, copy_rows = rows(snakemake.input.corpus, set(CORPUS_ONLY) if tc.copy_steps else None)
+    eval_rows, _ = rows(snakemake.input.heldout)
     log.info("%d training rows, %d held-out rows of %d tokens", len(train_rows), len(eval_rows), tc.seq_len + 1)
     if copy_rows is not None:
         log.info("curriculum: the first %d steps on %d copy-drill rows", tc.copy_steps, len(copy_rows))

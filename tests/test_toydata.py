@@ -9,7 +9,7 @@ from itertools import combinations
 import pytest
 
 from neagari import toydata
-from neagari.toydata import coding, controls, pools, verbatim
+from neagari.toydata import coding, controls, copying, pools, verbatim
 from neagari.toydata.chat import GENERATION_PROMPT, render_chat
 from neagari.toydata.common import PLAIN_STOP, belongs, decision_pieces, first_pretoken
 
@@ -495,3 +495,7 @@ def test_copy_drills_repeat_their_list_and_split_by_line(train_corpus, train_tex
         if r["domain"] == "copying":
             for line in r["text"].splitlines()[::2]:
                 assert " " + line.split(": ", 1)[1] + "\n" not in train_text
+
+
+def test_copy_drill_sources_are_pools():
+    assert set(copying._SOURCES) <= set(pools.all_pool_names())

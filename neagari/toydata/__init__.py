@@ -57,6 +57,7 @@ CORPUS_ONLY = ("copying",)
 
 MODULES = {"editing": editing, "instruction": instruction, "tool_calling": tool_calling,
            "math": arithmetic, "coding": coding, "verbatim": verbatim, "controls": controls}
+CORPUS_MODULES = {**MODULES, "copying": copying}
 PROBE_CATEGORIES = {"editing": list(editing.OPS), "instruction": list(instruction.FORMATS),
                     "tool_calling": ["seen_tool", "unseen_tool"], "math": list(arithmetic.KINDS),
                     "coding": list(coding.CATEGORIES)}
@@ -85,8 +86,8 @@ def build_corpus(seed: int, n_per_domain: int, split: str = "train", extra_texts
     records = []
     for domain in ALL_DOMAINS + CORPUS_ONLY:
         rng = domain_rng(seed, "corpus", split, domain)
-        module = copying if domain == "copying" else MODULES[domain]
-        records += [{"domain": domain, "text": module.corpus_text(rng, split)} for _ in range(n_per_domain)]
+        records += [{"domain": domain, "text": CORPUS_MODULES[domain].corpus_text(rng, split)}
+                    for _ in range(n_per_domain)]
     for extra in extra_texts:
         if isinstance(extra, str):
             records.append({"domain": "extra", "text": extra})

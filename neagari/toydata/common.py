@@ -46,15 +46,11 @@ def domain_rng(seed: int, *tags: str) -> random.Random:
     return random.Random(":".join([str(seed), *tags]))
 
 
-def heldout_by_hash(key: str) -> bool:
-    """Assign a combinatorial item (an arithmetic problem, a polynomial) to one half for good."""
-    return zlib.crc32(key.encode("utf-8")) % 2 == 1
-
-
 def belongs(key: str, split: str) -> bool:
-    """Whether a combination (a line, a passage, a request) belongs to `split`; generators draw
-    until it does, so no held-out combination can occur in training text."""
-    return heldout_by_hash(key) == (split == "heldout")
+    """Whether a combination (a line, a passage, a request, a problem) belongs to `split`, for
+    good (a stable hash of its text); generators draw until it does, so no held-out combination
+    can occur in training text."""
+    return (zlib.crc32(key.encode("utf-8")) % 2 == 1) == (split == "heldout")
 
 
 def first_pretoken(text: str) -> str:
