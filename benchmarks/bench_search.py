@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -47,8 +48,10 @@ TEXTS = ["Extract the sentence about dosage from this text: The patient takes 5 
          "Answer in uppercase letters. Where is the wallet?", "get_weather(city=", "The quick brown fox jumps over"]
 
 
-def probes(n: int) -> list[Probe]:
-    return [Probe(name=f"p{i}", prompt=TEXTS[i % len(TEXTS)] + " " * (i // len(TEXTS)), correct=" A", wrong=" B",
+def probes(n: int, repeat: int = 1) -> list[Probe]:
+    """n probes; ``repeat`` makes each prompt that many copies of its text (longer prompts)."""
+    return [Probe(name=f"p{i}", prompt=" ".join([TEXTS[i % len(TEXTS)]] * repeat) + " " * (i // len(TEXTS)),
+                  correct=" A", wrong=" B",
                   correct_id=10 + i, wrong_id=20 + i) for i in range(n)]
 
 
@@ -82,41 +85,80 @@ def plain_loop(engine, ps, n_targets, cfg: SearchConfig, iterations: int) -> tup
     return accepted, time.perf_counter() - t0
 
 
+def time_trials(evaluator, engine, cfg: SearchConfig, sizes: list[int], batches: int = 20) -> dict[int, float]:
+    """Proposals evaluated per second by one speculative batch of K (no commit), per K."""
+    proposer = Proposer(engine, cfg.proposal, cfg.seed + 1)
+    rates = {}
+    for k in sizes:
+        moves = [[proposer.propose(b * k + i) for i in range(k)] for b in range(batches + 1)]
+        evaluator.trial(moves[0]).cpu()  # warm-up
+        t0 = time.perf_counter()
+        for ms in moves[1:]:
+            evaluator.trial(ms).cpu()  # .cpu(): wait for the device
+        rates[k] = k * batches / (time.perf_counter() - t0)
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="embedded")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--probes", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=1, help="each prompt this many copies of its text")
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--plain-iterations", type=int, default=None)
     ap.add_argument("--speculate", type=int, default=1)
+    ap.add_argument("--fitness", default="average", choices=["average", "focused", "focused_proportional"],
+                    help="focused accepts far less often: where speculation pays")
+    ap.add_argument("--lam", type=float, default=1.0, help="control penalty λ (large λ: low acceptance)")
+    ap.add_argument("--trial-sizes", default="",
+                    help="also time speculative batches alone, e.g. 1,8,32: proposals evaluated per second "
+                         "(the search's rate at acceptance p and batch K is (1-(1-p)^K)/p batches' worth)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weight cache type")
+    ap.add_argument("--layers", default="all",
+                    help="search layers: 'all' (the paper's 1.7B targeted runs) or a list like 1,2,3,4,34 (8B)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--fixture", default=None,
+                    help="GGUF path of the random model: written if missing, reused if present (saves minutes at 8B)")
     ap.add_argument("--out", default="benchmarks/out/search.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     spec = SHAPES[a.shape]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        path = write_fixture_model(Path(tmp) / "m.gguf", spec)
+        path = Path(a.fixture) if a.fixture else Path(tmp) / "m.gguf"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_fixture_model(path, spec)
         build_s = time.perf_counter() - t0
-        ps = probes(a.probes)
+        ps = probes(a.probes, a.repeat)
         n_t = a.probes // 2
-        layers = tuple(range(spec.n_layer))  # the paper's 1.7B targeted runs: every block
-        cfg = SearchConfig(iterations=a.iterations, proposal=ProposalConfig(layers=layers), fitness="average",
-                           lam=1.0, speculate=a.speculate, min_rate=0.0, checkpoint_every=10**9)
-        eng = Engine.load(path, device=a.device)
+        layers = tuple(range(spec.n_layer)) if a.layers == "all" else tuple(int(x) for x in a.layers.split(","))
+        cfg = SearchConfig(iterations=a.iterations, proposal=ProposalConfig(layers=layers), fitness=a.fitness,
+                           lam=a.lam, speculate=a.speculate, min_rate=0.0, checkpoint_every=10**9)
+        eng = Engine.load(path, device=a.device, dtype=a.dtype)
         t0 = time.perf_counter()
         search = Search(eng, path, ps[:n_t], ps[n_t:], cfg, Path(tmp) / "s")
         init_s = time.perf_counter() - t0
         res = search.run(progress=False)
+        n_tokens = int(search.evaluator.tokens.numel())
+        trial_rates = time_trials(search.evaluator, eng, cfg, [int(k) for k in a.trial_sizes.split(",") if k])
+        peak_gib = torch.cuda.max_memory_allocated() / 2**30 if a.device.startswith("cuda") else None
         ours_rate = res.iterations_run / res.elapsed_s
-        n_plain = a.plain_iterations or a.iterations
-        plain_eng = Engine.load(path, device=a.device)
-        plain_moves, plain_s = plain_loop(plain_eng, ps, n_t, cfg, n_plain)
-        plain_rate = n_plain / plain_s
-        same = [(m.tensor, m.group, m.type, m.bit) for m in res.moves if True][: len(plain_moves)]
-        agree = same == [(m.tensor, m.group, m.type, m.bit) for m in plain_moves]
-    result = {"shape": a.shape, "spec": spec.__dict__, "device": a.device, "probes": a.probes, "threads": a.threads,
+        n_plain = a.iterations if a.plain_iterations is None else a.plain_iterations
+        del search, eng  # free the first engine's weight cache before the second one is built
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        plain_rate, agree = float("nan"), None
+        if n_plain:  # --plain-iterations 0: our loop alone (memory checks at large probe counts)
+            plain_moves, plain_s = plain_loop(Engine.load(path, device=a.device, dtype=a.dtype), ps, n_t, cfg, n_plain)
+            plain_rate = n_plain / plain_s
+            ours = [(m.tensor, m.group, m.type, m.bit) for m in res.moves]
+            agree = ours[: len(plain_moves)] == [(m.tensor, m.group, m.type, m.bit) for m in plain_moves]
+    result = {"shape": a.shape, "spec": spec.__dict__, "device": a.device, "dtype": a.dtype, "layers": list(layers),
+              "speculate": a.speculate, "fitness": a.fitness, "lam": a.lam, "probes": a.probes, "padded_tokens": n_tokens,
+              "peak_gpu_memory_gib": peak_gib, "trial_proposals_per_s": trial_rates, "threads": a.threads,
               "iterations": res.iterations_run, "accepted": res.accepted, "ours_it_per_s": ours_rate,
               "plain_iterations": n_plain, "plain_it_per_s": plain_rate, "ratio": ours_rate / plain_rate,
               "same_accepted_moves_over_plain_prefix": agree, "model_build_s": build_s, "cache_build_s": init_s,
@@ -126,8 +168,8 @@ def main() -> None:
               "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
-    print(f"| {a.shape} | {a.device} | {a.probes} | {ours_rate:.3g} it/s | {plain_rate:.3g} it/s | "
-          f"{ours_rate / plain_rate:.1f}x | {'yes' if agree else 'NO'} |")
+    print(f"| {a.shape} | {a.device} {a.dtype} spec={a.speculate} {a.fitness} λ={a.lam:g} layers={a.layers} | {a.probes} | {ours_rate:.3g} it/s | {plain_rate:.3g} it/s | "
+          f"{ours_rate / plain_rate:.1f}x | {'-' if agree is None else 'yes' if agree else 'NO'} |")
 
 
 if __name__ == "__main__":

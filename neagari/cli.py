@@ -42,7 +42,7 @@ def _cmd_inspect(a) -> int:
 def _engine(a):
     from .engine import Engine
 
-    return Engine.load(a.model, device=a.device, cache_weights=not a.no_cache)
+    return Engine.load(a.model, device=a.device, dtype=a.dtype, cache_weights=not a.no_cache)
 
 
 def _cmd_score(a) -> int:
@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("model")
         s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
         s.add_argument("--no-cache", action="store_true", help="dequantize weights at each call")
+        s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                       help="dequantized weight cache type (bf16/fp16 halve GPU memory; fp32 default)")
 
     s = sub.add_parser("score", help="logit gap of every probe of a probe file")
     engine_args(s)

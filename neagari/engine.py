@@ -21,6 +21,18 @@ def _device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def weights_dtype(name: str) -> torch.dtype:
+    """Dequantized-weight type by name. Q1_0 weights are ±scale with an fp16 scale, so fp16 holds
+    them exactly and bf16 rounds only the scale (8-bit mantissa); activations stay fp32 between
+    layers, and matmuls accumulate in fp32 on CUDA."""
+    if name not in DTYPES:
+        raise ValueError(f"weights dtype {name!r}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
 @dataclass
 class LoadOptions:
     device: str | None = "cpu"
@@ -44,7 +56,10 @@ class Engine:
         self._linears: dict[str, Q1Linear] = {name: m for name, m in self._named_q1() }
 
     @classmethod
-    def load(cls, path: str | os.PathLike, **kw) -> "Engine":
+    def load(cls, path: str | os.PathLike, dtype: str | None = None, **kw) -> "Engine":
+        """``dtype``: name of the dequantized weight cache's type (fp32, bf16, fp16), see DTYPES."""
+        if dtype is not None:
+            kw["cache_dtype"] = weights_dtype(dtype)
         return cls(GGUFFile(path), LoadOptions(**kw))
 
     # ------------------------------------------------------------------ construction

@@ -11,11 +11,14 @@ from typing import Iterator, Sequence
 
 @contextlib.contextmanager
 def rule_context(snakemake, config_keys: Sequence[str] | None = None, seed: int | None = None,
-                 device: str | None = None) -> Iterator[logging.Logger]:
+                 device: str | None = None, dtype: str | None = None) -> Iterator[logging.Logger]:
     """``with rule_context(snakemake, ["score"]) as log: ...`` in each script.
 
     config_keys: the config subset this rule depends on (stored in the provenance record).
+    device, dtype: where the engine ran and its weight-cache type, both recorded.
     """
+    if device is not None and dtype is not None:
+        device = f"{device}, weights {dtype}"
     from .provenance import RuleProvenance
 
     log_path = snakemake.log[0] if len(snakemake.log) else None

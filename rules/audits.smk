@@ -50,6 +50,7 @@ rule score_stage_models:
     params:
         stage_labels=lambda wc: stage_models(wc.model)[0],
         device=config["device"],
+        dtype=config.get("weights_dtype", "fp32"),
     log:
         "logs/audits/{model}/stage_scores.log",
     benchmark:

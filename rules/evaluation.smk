@@ -33,6 +33,7 @@ rule eval_heldout_verbatim:
         max_new_tokens=HELDOUT_MAX_NEW_TOKENS,
         batch_size=config["quality"]["batch_size"],
         device=config["device"],
+        dtype=config.get("weights_dtype", "fp32"),
     wildcard_constraints:
         model=wildcard_choice(SEARCH_MODELS),
         fitness=wildcard_choice(EVAL_FITNESSES),

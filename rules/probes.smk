@@ -11,6 +11,7 @@ rule calibrate_probes:
     params:
         batch_size=config["score"]["batch_size"],
         device=config["device"],
+        dtype=config.get("weights_dtype", "fp32"),
     log:
         "logs/probes/{model}/{probeset}.log",
     benchmark:

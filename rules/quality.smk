@@ -17,6 +17,7 @@ rule evaluate_quality:
         n_heldout_texts=config["quality"]["n_heldout_texts"],
         batch_size=config["quality"]["batch_size"],
         device=config["device"],
+        dtype=config.get("weights_dtype", "fp32"),
     log:
         "logs/quality/{model}.log",
     benchmark:

@@ -43,6 +43,7 @@ rule search:
                                                    "min_rate", "speculate", "checkpoint_every", "scale_bits")},
         promoted_cap=SEARCH.get("pipeline", {}).get("promoted_cap", 30),
         device=config["device"],
+        dtype=config.get("weights_dtype", "fp32"),
     wildcard_constraints:
         stage="pass1|pass2|isolated|lambda|targeted|nullbase|randomflip",
     threads: 1

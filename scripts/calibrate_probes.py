@@ -6,8 +6,9 @@ from neagari.calibrate import calibrate_document
 from neagari.engine import Engine
 from neagari.smk import rule_context
 
-with rule_context(snakemake, config_keys=["probe_sets"], device=snakemake.params.device) as log:
-    engine = Engine.load(snakemake.input.model, device=snakemake.params.device)
+with rule_context(snakemake, config_keys=["probe_sets"], device=snakemake.params.device,
+                  dtype=snakemake.params.dtype) as log:
+    engine = Engine.load(snakemake.input.model, device=snakemake.params.device, dtype=snakemake.params.dtype)
     doc = json.loads(Path(snakemake.input.probes).read_text())
     out = calibrate_document(engine, doc, batch_size=snakemake.params.batch_size)
     Path(snakemake.output.probes).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")

@@ -14,13 +14,13 @@ from neagari.smk import rule_context
 from neagari.tables import write_table
 
 p, inp = snakemake.params, snakemake.input
-with rule_context(snakemake, config_keys=["quality"], device=p.device) as log:
+with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.dtype) as log:
     torch.set_num_threads(snakemake.threads)
     heldout = json.loads(Path(inp.heldout).read_text())["probes"]
     trained = load_probes(inp.probes, roles=["target"])
     outcomes, generations = {}, {}
     for variant in ("base", "patched"):
-        engine = Engine.load(getattr(inp, variant), device=p.device)
+        engine = Engine.load(getattr(inp, variant), device=p.device, dtype=p.dtype)
         outcomes[variant] = verbatim_outcomes(engine, heldout, max_new_tokens=p.max_new_tokens,
                                               batch_size=p.batch_size, desc=f"held-out {variant}")
         generations[variant] = greedy_answers(engine, [t.prompt for t in trained], [""] * len(trained),

@@ -11,8 +11,8 @@ from neagari.smk import rule_context
 from neagari.tables import write_table
 
 p = snakemake.params
-with rule_context(snakemake, config_keys=["quality"], device=p.device) as log:
-    engine = Engine.load(snakemake.input.model, device=p.device)
+with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.dtype) as log:
+    engine = Engine.load(snakemake.input.model, device=p.device, dtype=p.dtype)
     texts = [json.loads(line)["text"] for line in open(snakemake.input.heldout)][: p.n_heldout_texts]
     nll, n_tokens = heldout_nll(engine, texts)
     log.info("held-out NLL %.3f nats/token over %d tokens (perplexity %.1f)", nll, n_tokens, math.exp(nll))

@@ -4,8 +4,9 @@ from neagari.probes import load_probes, score_probes
 from neagari.smk import rule_context
 from neagari.tables import write_table
 
-with rule_context(snakemake, config_keys=["score", "probe_sets"], device=snakemake.params.device) as log:
-    engine = Engine.load(snakemake.input.model, device=snakemake.params.device)
+with rule_context(snakemake, config_keys=["score", "probe_sets"], device=snakemake.params.device,
+                  dtype=snakemake.params.dtype) as log:
+    engine = Engine.load(snakemake.input.model, device=snakemake.params.device, dtype=snakemake.params.dtype)
     probes = load_probes(snakemake.input.probes)
     table = score_probes(engine, probes, batch_size=snakemake.params.batch_size)
     write_table(table, snakemake.output.table, "probe_scores")

@@ -13,11 +13,11 @@ from neagari.tables import write_table
 
 p, out = snakemake.params, snakemake.output
 model = snakemake.wildcards.model
-with rule_context(snakemake, config_keys=["search"], device=p.device) as log:
+with rule_context(snakemake, config_keys=["search"], device=p.device, dtype=p.dtype) as log:
     probe_sets = {path.split("/")[-1].removesuffix(".json"): load_probes(path) for path in snakemake.input.probes}
     rows = []
     for step, (label, path) in enumerate(zip(p.stage_labels, snakemake.input.models)):
-        engine = Engine.load(path, device=p.device)
+        engine = Engine.load(path, device=p.device, dtype=p.dtype)
         for name, probes in probe_sets.items():
             enc = [token_ids(q, engine.tokenizer) for q in probes]
             logits = torch.stack(engine.logits([e[0] for e in enc]))

@@ -12,9 +12,10 @@ from neagari.search.runner import Search, SearchConfig
 from neagari.smk import rule_context
 
 spec, common, out = snakemake.params.spec, snakemake.params.common, snakemake.output
-with rule_context(snakemake, config_keys=["search"], seed=spec["seed"], device=snakemake.params.device) as log:
+with rule_context(snakemake, config_keys=["search"], seed=spec["seed"], device=snakemake.params.device,
+                  dtype=snakemake.params.dtype) as log:
     torch.set_num_threads(snakemake.threads)
-    engine = Engine.load(snakemake.input.model, device=snakemake.params.device)
+    engine = Engine.load(snakemake.input.model, device=snakemake.params.device, dtype=snakemake.params.dtype)
     promoted = [p for f in snakemake.input.promoted for p in load_probes(f, allow_empty=True)]
     targets, controls = split_probes(snakemake.input.probes, snakemake.input.controls, promoted)
     iterations = spec["iterations"]

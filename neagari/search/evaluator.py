@@ -139,19 +139,23 @@ class GapEvaluator:
     def trial(self, moves: Sequence[Move]) -> torch.Tensor:
         """Gaps (K, P) each move alone would give; the model and caches are left unchanged.
 
-        Proposals of the same layer share one batched pass through the layers above it.
+        One pass upward from the lowest proposal's layer: at each layer the proposals that
+        started below are carried through the block together, then those of this layer join the
+        batch. K proposals cost one pass of kernel launches (what bounds a GPU at these batch
+        sizes) and the arithmetic of K separate passes, in larger, more efficient matmuls.
         """
+        order = sorted(range(len(moves)), key=lambda k: moves[k].layer)
+        x, rows = None, []
+        for layer in range(moves[order[0]].layer, self.n_layer):
+            if x is not None:
+                x = self._block(layer, x, len(rows), store=False)
+            joining = [k for k in order if moves[k].layer == layer]
+            if joining:
+                outs = [self._layer_out(moves[k], *self._delta(moves[k])[:3])[0] for k in joining]
+                x = torch.cat(([x] if x is not None else []) + outs, 0)
+                rows += joining
         result = torch.empty(len(moves), self.n_probes, device=self.tokens.device)
-        by_layer: dict[int, list[int]] = {}
-        for k, m in enumerate(moves):
-            by_layer.setdefault(m.layer, []).append(k)
-        for layer, ks in by_layer.items():
-            outs = [self._layer_out(moves[k], *self._delta(moves[k])[:3])[0] for k in ks]
-            x = torch.cat(outs, 0)
-            if layer == self.n_layer - 1:
-                result[ks] = self._gaps(x)
-            else:
-                result[ks] = self._from_layer(layer + 1, x, len(ks), store=False)
+        result[rows] = self._gaps(x)
         return result
 
     @torch.inference_mode()
