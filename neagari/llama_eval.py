@@ -15,6 +15,7 @@ before it. The paired comparison of two runs (exact McNemar, Wald CI of the diff
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -60,12 +61,13 @@ class LlamaGenerator:
     """A GGUF loaded by llama.cpp, decoded greedily one token at a time."""
 
     def __init__(self, model_path: str | os.PathLike, n_ctx: int = N_CTX, seed: int = SEED,
-                 n_threads: int | None = None, n_batch: int = 512):
+                 n_threads: int | None = None, n_batch: int = 512, n_gpu_layers: int = 0):
         import llama_cpp
 
         self._llama_cpp = llama_cpp
         self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, seed=seed, n_threads=n_threads,
-                                   n_threads_batch=n_threads, n_batch=n_batch, verbose=False)
+                                   n_threads_batch=n_threads, n_batch=n_batch, n_gpu_layers=n_gpu_layers,
+                                   verbose=False)
         self.n_ctx = self.llm.n_ctx()
         self.n_vocab = self.llm.n_vocab()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
@@ -153,16 +155,24 @@ def answer_budget(gen: LlamaGenerator, items: Sequence[dict], extra: int = 4) ->
 
 def evaluate_items(gen: LlamaGenerator, items: Sequence[dict], max_new_tokens: int | None = None,
                    desc: str | None = None) -> pl.DataFrame:
-    """Exact-match evaluation of items ({id, domain, prompt, answer, stop, ...}) under llama.cpp.
+    """Greedy evaluation of items under llama.cpp, each judged by its scorer
+    (:func:`neagari.benchmarks.score_output`: exact match of ``answer`` by default).
 
-    ``max_new_tokens`` None: :func:`answer_budget`. The end-of-turn token always stops; the item's
-    ``stop`` string stops too. One row per item, in item order."""
-    budget = answer_budget(gen, items) if max_new_tokens is None else max_new_tokens
+    Token budget: the item's own ``max_new_tokens`` (benchmark items), else ``max_new_tokens``,
+    else :func:`answer_budget` over the items that have an answer. The end-of-turn token always
+    stops; the item's ``stop`` string stops too. One row per item, in item order."""
+    from .benchmarks import score_output
+
+    default = max_new_tokens
+    if default is None and any("max_new_tokens" not in it for it in items):
+        default = answer_budget(gen, [it for it in items if "max_new_tokens" not in it])
     rows = []
     for it in tqdm(items, desc=desc, disable=desc is None, leave=False):
+        budget = it.get("max_new_tokens") or default
         g = gen.generate(it["prompt"], budget, [it.get("stop") or ""])
-        rows.append({"id": it["id"], "domain": it["domain"], "answer": it["answer"], "output": g.text,
-                     "correct": exact_match(g.text, it["answer"]), "n_new_tokens": len(g.ids), "finish": g.finish})
+        answer = it["answer"] if "answer" in it else json.dumps(it["gold"], sort_keys=True)
+        rows.append({"id": it["id"], "domain": it["domain"], "answer": answer, "output": g.text,
+                     "correct": score_output(it, g.text), "n_new_tokens": len(g.ids), "finish": g.finish})
     schema = {"id": pl.String, "domain": pl.String, "answer": pl.String, "output": pl.String,
               "correct": pl.Boolean, "n_new_tokens": pl.Int64, "finish": pl.String}
     return pl.DataFrame(rows, schema=schema)

@@ -245,7 +245,8 @@ class HeldoutGenerations(pa.DataFrameModel):
 
 
 class BenchItems(pa.DataFrameModel):
-    """PAPER.md §6.7: one row per evaluation item, greedy llama.cpp output and exact-match verdict."""
+    """PAPER.md §6.7: one row per evaluation item, greedy llama.cpp output and the verdict of the
+    item's scorer (exact match, or the GSM8K / IFEval / MMLU / MuSR scorers of neagari.scorers)."""
 
     id: str = pa.Field(unique=True)
     domain: str
@@ -254,6 +255,17 @@ class BenchItems(pa.DataFrameModel):
     correct: bool
     n_new_tokens: int = pa.Field(ge=0)
     finish: str = pa.Field(isin=["stop", "eog", "length"])
+
+
+class BenchmarkItemSets(pa.DataFrameModel):
+    """One row per benchmark file turned into generation items (neagari.benchmarks.load_items)."""
+
+    benchmark: str = pa.Field(unique=True, isin=["gsm8k", "ifeval", "mmlu", "musr"])
+    source: str
+    rows: int = pa.Field(ge=1)
+    items: int = pa.Field(ge=1)
+    skipped_unsupported: int = pa.Field(ge=0)
+    max_new_tokens: int = pa.Field(ge=1)
 
 
 class BenchComparison(pa.DataFrameModel):
@@ -300,7 +312,7 @@ SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
     "llama_crosscheck": LlamaCrosscheck,
     "heldout_verbatim": HeldoutVerbatim, "heldout_crosstab": HeldoutCrosstab,
     "heldout_summary": HeldoutSummary, "heldout_generations": HeldoutGenerations,
-    "bench_items": BenchItems, "bench_comparison": BenchComparison,
+    "bench_items": BenchItems, "bench_comparison": BenchComparison, "benchmark_item_sets": BenchmarkItemSets,
     **AUDIT_SCHEMAS, "quartiles_by_run": QuartilesByRun, "layer_projection_by_run": LayerProjectionByRun,
     "fitness_modes": FitnessModes, "random_flip_null": RandomFlipNull, "stage_scores": StageScores,
     "rank2_drift": Rank2Drift,

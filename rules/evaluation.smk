@@ -8,6 +8,11 @@ HELDOUT_THRESHOLD = 0.20  # pre-registered COPY -> PASS conversion rate for "gen
 BENCH_N_CTX = 8192  # llama.cpp server context
 BENCH_SEED = 42  # llama.cpp server seed
 BENCH_MAX_NEW_TOKENS = None  # None: the longest answer plus 4 tokens, as the quality stage
+# At paper scale (config `evaluation.benchmarks`): GSM8K, IFEval, MMLU, MuSR from the downloads,
+# rendered through each model's chat template, instead of the embedded model's evaluation sets.
+EVAL_CFG = config.get("evaluation", {})
+BENCHMARK_FILES = EVAL_CFG.get("benchmarks", {})
+HELDOUT_VERBATIM = EVAL_CFG.get("heldout_verbatim", "results/data/heldout/verbatim_heldout.json")
 EVAL_FITNESSES = SEARCH["targeted"]["fitnesses"] if SEARCH else []
 # "patched" = the fully patched model of the five-domain pipeline (pass 2 unless it is off)
 EVAL_FINAL_STAGE = "pass2" if SEARCH and SEARCH["scale_pass"]["enabled"] else "pass1"
@@ -24,7 +29,7 @@ rule eval_heldout_verbatim:
     input:
         base="results/models/{model}.gguf",
         patched="results/patched/{model}/targeted/{fitness}.gguf",
-        heldout="results/data/heldout/verbatim_heldout.json",
+        heldout=HELDOUT_VERBATIM,
         probes=lambda wc: f"results/probes/{wc.model}/{SEARCH['targeted']['probes']}.json",
     output:
         table="results/eval/{model}/heldout/{fitness}.parquet",
@@ -75,17 +80,47 @@ rule eval_heldout_summary:
         "../scripts/eval_heldout_summary.py"
 
 
+rule build_benchmark_items:
+    input:
+        model="results/models/{model}.gguf",
+        files=[dl.download_path(k) for k in BENCHMARK_FILES.values()],
+    output:
+        item_file="results/eval/{model}/bench/items.jsonl",
+        sets="results/eval/{model}/bench/item_sets.parquet",
+    params:
+        benchmarks={name: dl.download_path(k) for name, k in BENCHMARK_FILES.items()},
+        limit=EVAL_CFG.get("benchmark_limit"),
+        thinking=EVAL_CFG.get("thinking", True),
+        max_new_tokens=EVAL_CFG.get("max_new_tokens", {}),
+        seed=BENCH_SEED,
+    wildcard_constraints:
+        model=wildcard_choice(SEARCH_MODELS),
+    log:
+        "logs/eval/{model}/bench/items.log",
+    benchmark:
+        "logs/eval/{model}/bench/items.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/build_benchmark_items.py"
+
+
 rule eval_benchmark:
     input:
         model=lambda wc: (f"results/models/{wc.model}.gguf" if wc.variant == "base"
                           else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"),
-        eval_sets="results/data/eval/eval_sets.jsonl",
+        eval_sets=lambda wc: (f"results/eval/{wc.model}/bench/items.jsonl" if BENCHMARK_FILES
+                              else "results/data/eval/eval_sets.jsonl"),
     output:
         table="results/eval/{model}/bench/{variant}.parquet",
     params:
         n_ctx=BENCH_N_CTX,
         seed=BENCH_SEED,
         max_new_tokens=BENCH_MAX_NEW_TOKENS,
+        n_gpu_layers=EVAL_CFG.get("n_gpu_layers", 0),
     wildcard_constraints:
         model=wildcard_choice(SEARCH_MODELS),
         variant="base|patched",

@@ -1,5 +1,5 @@
-"""Rule eval_benchmark: greedy exact-match evaluation of one model (base or patched) through
-llama.cpp over every evaluation set (PAPER.md §6 item 7)."""
+"""Rule eval_benchmark: greedy evaluation of one model (base or patched) through llama.cpp over
+every evaluation item, each judged by its scorer (PAPER.md §6 item 7)."""
 import json
 
 import polars as pl
@@ -11,7 +11,8 @@ from neagari.tables import write_table
 p = snakemake.params
 with rule_context(snakemake, config_keys=[], seed=p.seed, device="llama.cpp (cpu)") as log:
     items = [json.loads(line) for line in open(snakemake.input.eval_sets)]
-    gen = LlamaGenerator(snakemake.input.model, n_ctx=p.n_ctx, seed=p.seed, n_threads=snakemake.threads)
+    gen = LlamaGenerator(snakemake.input.model, n_ctx=p.n_ctx, seed=p.seed, n_threads=snakemake.threads,
+                         n_gpu_layers=p.n_gpu_layers)
     table = evaluate_items(gen, items, max_new_tokens=p.max_new_tokens, desc=snakemake.wildcards.variant)
     gen.close()
     write_table(table, snakemake.output.table, "bench_items")
