@@ -14,7 +14,10 @@ from .pools import pool
 
 OPS = ("replace", "uppercase", "delete", "insert", "swap")
 SYSTEMS = ("You edit lines of text exactly as instructed.", "You are a careful text editor.")
-FIRST_WORD_SHARE = 0.3  # corpus share of edits that touch the first word
+# Corpus share of edits that touch the first word. At 0.3 the QAT model learned "the answer
+# starts with the line's first word" and 92.5% of the (first-word) probes were wrong, outside
+# the 20-60% band; more first-word edits teach where the edit's word comes from.
+FIRST_WORD_SHARE = 0.6
 
 
 def _line(rng: random.Random, split: str) -> list[str]:
