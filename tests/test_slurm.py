@@ -5,8 +5,9 @@ Part of the smoke workflow (from the data to one search and its patched model) r
 two copies of the repository: locally, then through sbatch. The patch and the patched GGUF must
 be byte-identical. Opt-in, since it installs Debian's SLURM packages if they are missing and
 starts daemons as root: NEAGARI_SLURM_TEST=1 pytest tests/test_slurm.py -s (about 3 minutes,
-mostly the executor's polling). Every external command runs under `timeout -s KILL`; the
-daemons are stopped by their process ids at the end.
+mostly the executor's polling); CI sets it. Every external command runs under `timeout -s KILL`;
+the daemons are stopped by their process ids at the end. Where Debian's packages cannot be
+installed (no mirror reachable) the test skips, saying so; any other set-up failure fails it.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def slurm_cluster():
     try:
         started = subprocess.run(killable(["bash", str(SLURM_DIR / "start_slurm.sh"), str(state)], START_LIMIT_S),
                                  capture_output=True, text=True)
+        if started.returncode == 3:
+            pytest.skip(f"SLURM packages could not be installed here:\n{started.stderr[-1000:]}")
         if started.returncode != 0:
             pytest.fail(f"start_slurm.sh failed ({started.returncode}):\n{started.stderr[-3000:]}")
         yield state

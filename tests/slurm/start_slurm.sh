@@ -30,8 +30,10 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
    || ! command -v munged >/dev/null; then
   echo "start_slurm: installing slurmctld slurmd slurm-client munge" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+  # exit 3: the packages could not be installed (no package mirror reachable): the test skips
+  apt-get update -qq || { echo "start_slurm: apt-get update failed" >&2; exit 3; }
+  apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null \
+    || { echo "start_slurm: apt-get install failed" >&2; exit 3; }
 fi
 
 if [ -e "$DIR/slurmctld.pid" ] && kill -0 "$(cat "$DIR/slurmctld.pid")" 2>/dev/null; then
