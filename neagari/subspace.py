@@ -52,6 +52,19 @@ def matched_target(kind: str) -> str:
     return kind if kind in ("write", "read") else "all"
 
 
+def resolve_ranks(ranks, hidden: int) -> list[int]:
+    """Config ranks → sorted distinct ints: an int is a rank, a float in (0, 1) a fraction of H;
+    each is capped at H // 2 (a basis of half the space or more tells little against random)."""
+    out = set()
+    for r in ranks:
+        if isinstance(r, float) and not r.is_integer():
+            if not 0 < r < 1:
+                raise ValueError(f"rank {r}: a fraction must lie in (0, 1)")
+            r = round(r * hidden)
+        out.add(min(max(int(r), 1), hidden // 2))
+    return sorted(out)
+
+
 # ---------------------------------------------------------------------------- linear algebra
 
 

@@ -215,3 +215,16 @@ def weight_delta_factors(engine, moves) -> dict[tuple[int, str], torch.Tensor]:
             M = delta.T  # (H, r)
         out[(int(layer), proj.removesuffix(".weight"))] = thin_factor(M)
     return out
+
+
+def save_candidates(path, candidates: Sequence[Candidate], meta: dict) -> None:
+    """Write candidates as plain tensors, strings and lists (loadable with ``weights_only``)."""
+    torch.save({"meta": dict(meta), "candidates": [
+        {"name": c.name, "kind": c.kind, "definition": c.definition, "bases": [B.contiguous() for B in c.bases]}
+        for c in candidates]}, path)
+
+
+def load_candidates(path) -> tuple[list[Candidate], dict]:
+    """Inverse of :func:`save_candidates`: (candidates, meta)."""
+    doc = torch.load(path, weights_only=True)
+    return [Candidate(d["name"], d["kind"], d["definition"], d["bases"]) for d in doc["candidates"]], doc["meta"]

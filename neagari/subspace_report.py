@@ -11,7 +11,8 @@ from typing import Sequence
 import polars as pl
 import torch
 
-from .subspace import COMBINED_TARGETS, NullCache, layer_targets, left_basis, matched_target, pca_basis, score_rows
+from .subspace import (COMBINED_TARGETS, NullCache, layer_targets, left_basis, matched_target, pca_basis,
+                       resolve_ranks, score_rows)
 from .subspace_bases import (Candidate, activation_candidates, apply_moves, last_token_residuals,
                              weight_delta_factors)
 
@@ -78,7 +79,7 @@ def _pooled(prefix: str) -> list[pl.Expr]:
             n.cast(pl.Int64).alias(f"n_layers_{prefix}")]
 
 
-KEYS = ["model", "patch", "stage", "run", "candidate", "kind", "k"]
+KEYS = ["model", "patch", "stage", "run", "candidate", "kind", "dim", "k"]
 
 
 def summarize(per_layer: pl.DataFrame) -> pl.DataFrame:
@@ -96,6 +97,17 @@ def summarize(per_layer: pl.DataFrame) -> pl.DataFrame:
             pl.when(pl.col("w_target") == s).then(pl.col(f"{col}_w_{s}")) for s in COMBINED_TARGETS).alias(f"{col}_w"))
     n_int = [c for c in out.columns if c.startswith("n_layers_")]
     return out.with_columns(pl.col(n_int).fill_null(0)).sort(["model", "patch", "k", "kind", "candidate"])
+
+
+def pick_rank(summary: pl.DataFrame, requested) -> int:
+    """The rank of the summary to report: ``requested`` (an int, or a fraction of H as in the config)
+    if it was scored, else the largest scored rank below it, else the smallest scored."""
+    if summary.is_empty():
+        return int(requested) if requested >= 1 else 1
+    (k,) = resolve_ranks([requested], int(summary["dim"][0]))
+    ks = sorted(summary["k"].unique().to_list())
+    below = [x for x in ks if x <= k]
+    return below[-1] if below else ks[0]
 
 
 # ---------------------------------------------------------------------------- figure

@@ -67,6 +67,7 @@ class SubspaceSummary(pa.DataFrameModel):
     run: str
     candidate: str
     kind: str = pa.Field(isin=KINDS)
+    dim: int = pa.Field(ge=1)
     k: int = pa.Field(ge=1)
     mean_rank: float = pa.Field(ge=1)
     R_act: float = pa.Field(ge=0, nullable=True)

@@ -22,7 +22,7 @@ EVAL_TARGETS = [
     for m in SEARCH_MODELS
     for f in EVAL_FITNESSES
     for kind in ("crosstab", "summary", "generations")
-] + [f"results/eval/{m}/bench/comparison.parquet" for m in SEARCH_MODELS]
+] + [f"results/eval/{m}/bench/comparison.parquet" for m in SEARCH_MODELS if EVAL_CFG.get("run_benchmarks", True)]
 
 
 rule eval_heldout_verbatim:
