@@ -14,6 +14,13 @@ The energy fraction of M in a basis B is ‖BᵀM‖²_F / ‖M‖²_F ∈ [0, 1
 subspace captures k/H of it on average, so the concentration ratio R = energy / (k/H) is 1 at the
 null and at most H/k. z compares R with R over ``n_random`` seeded random orthonormal bases of
 the same rank. Only M·Mᵀ matters, so each M is stored as a thin factor L (H, r) with L·Lᵀ = M·Mᵀ.
+The activation energy is pooled over probes (‖Bᵀ Xᵀ‖²_F / ‖X‖²_F: a probe counts by how far the
+patch moved it), where seed 001 averaged per-probe fractions.
+
+A 1-bit move touches 128 weights of one row. In a write tensor that row is one residual
+coordinate, so write-side weight deltas are spanned by coordinate axes; in a read tensor the
+delta is a 128-coordinate slice of one neuron's read vector. The random-flip null patches carry
+the same structure, which is why rankings are read against them.
 
 Candidate bases and the patch's deltas come from :mod:`neagari.subspace_bases`; the tables,
 figure and conclusion from :mod:`neagari.subspace_report`.
@@ -86,7 +93,7 @@ def _fix_signs(B: torch.Tensor) -> torch.Tensor:
     if B.shape[1] == 0:
         return B
     idx = B.abs().argmax(0)
-    signs = torch.sign(B[idx, torch.arange(B.shape[1])])
+    signs = torch.sign(B[idx, torch.arange(B.shape[1], device=B.device)])
     return B * torch.where(signs == 0, torch.ones_like(signs), signs)
 
 
@@ -186,7 +193,8 @@ class Score:
 
 
 class NullCache:
-    """Random-basis nulls, drawn once per (layer, rank) and reused across targets and candidates."""
+    """Random-basis nulls, drawn once per (layer, rank) and reused across targets and candidates.
+    Only the current layer's bases are kept (n_random · H · k floats each: 200 MB at H = 4096)."""
 
     def __init__(self, dim: int, n_random: int, seed: int):
         self.dim, self.n_random, self.seed = dim, n_random, seed
@@ -196,6 +204,7 @@ class NullCache:
     def bases(self, layer: int, k: int) -> torch.Tensor:
         key = (layer, k)
         if key not in self._bases:
+            self._bases = {kk: v for kk, v in self._bases.items() if kk[0] == layer}
             self._bases[key] = random_bases(self.dim, k, self.n_random, null_seed(self.seed, layer, k))
         return self._bases[key]
 
@@ -240,15 +249,13 @@ def score_rows(layer: int, targets: dict[str, torch.Tensor], candidates: dict[st
 
     targets: {name: factor (H, r)}, 'activation' for the activation delta. candidates:
     {name: (axis kind, basis (H, ≥k))}; a basis ordered by importance is cut to its first k
-    columns, one smaller than k is scored at its own rank once."""
+    columns; one with fewer than k is scored at its own rank (the row keeps k, ``rank`` says)."""
     rows = []
     for cand, (kind, basis) in candidates.items():
-        done = set()
         for k in ranks:
             B = basis[:, :k]
-            if B.shape[1] == 0 or B.shape[1] in done:
+            if B.shape[1] == 0:
                 continue
-            done.add(B.shape[1])
             for target, L in targets.items():
                 s = nulls.score(layer, target, L, B)
                 side = "activation" if target == "activation" else (

@@ -35,84 +35,79 @@ class Candidate:
 
 
 def _dense(engine, tensor: str) -> torch.Tensor:
-    """A matrix of the model as (out, in) float64 on CPU, packed (Q1_0) or float."""
+    """A matrix of the model as (out, in) float64 on the engine's device, packed (Q1_0) or float."""
     m = engine._linears[tensor]
     w = m.dense() if hasattr(m, "dense") else m.weight
-    return w.detach().double().cpu()
+    return w.detach().to(engine.device, torch.float64)
 
 
-def _unembedding(engine) -> torch.Tensor:
-    """The LM head (V, H): output.weight, or the token embedding when tied."""
-    return _dense(engine, "token_embd.weight" if engine.cfg.tied_embeddings else "output.weight")
-
-
-def _gram_rows(W: torch.Tensor) -> torch.Tensor:
-    """Wᵀ W (H, H) of a read matrix W (out, H), normalised to unit trace so reads of different
+def _unit_gram(engine, tensor: str, chunk: int = 8192) -> torch.Tensor:
+    """Wᵀ W (H, H) float64 of a read matrix W (out, H), built a row chunk at a time (an LM head of
+    150k rows never exists in float64 whole), normalised to unit trace so reads of different
     sizes count alike when summed."""
-    G = W.T @ W
+    m = engine._linears[tensor]
+    w = m.dense() if hasattr(m, "dense") else m.weight
+    G = torch.zeros(w.shape[1], w.shape[1], dtype=torch.float64, device=engine.device)
+    for r0 in range(0, w.shape[0], chunk):
+        x = w[r0 : r0 + chunk].detach().to(engine.device, torch.float64)
+        G += x.T @ x
     return G / G.trace().clamp(min=1e-30)
 
 
+CANDIDATE_DEFINITIONS = {
+    "attn_write": ("write", "top left singular vectors of attn_output (H, q_dim)"),
+    "mlp_write": ("write", "top left singular vectors of ffn_down (H, F)"),
+    "layer_write": ("write", "top left singular vectors of [attn_output | ffn_down]"),
+    "ov_circuit": ("write", "top left singular vectors of the OV circuit W_O W_V (GQA-expanded)"),
+    "mlp_roundtrip": ("write", "top left singular vectors of W_down W_up (residual to residual)"),
+    "mlp_gate_roundtrip": ("write", "top left singular vectors of W_down W_gate (residual to residual)"),
+    "write_not_later_read": ("write", "layer write space after projecting away the top read space "
+                                      "(broad_rank) of later blocks and the LM head"),
+    "qkv_read": ("read", "top right singular vectors of [W_q; W_k; W_v]"),
+    "gate_read": ("read", "top right singular vectors of ffn_gate"),
+    "up_read": ("read", "top right singular vectors of ffn_up"),
+    "unembed_read": ("read", "top right singular vectors of the LM head (what the logits read)"),
+    "unembed_null": ("read", "bottom right singular vectors of the LM head (what the logits ignore)"),
+    "random": ("random", "one seeded random orthonormal basis per layer"),
+}
+_READS = ("attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up")
+
+
 def weight_candidates(engine, kmax: int, broad_rank: int, seed: int = 0) -> list[Candidate]:
-    """Candidate bases from the base model's weights alone, every layer, up to rank ``kmax``.
+    """Candidate bases from the base model's weights alone, every layer, up to rank ``kmax``
+    (see CANDIDATE_DEFINITIONS), computed on the engine's device, returned on the CPU.
 
     broad_rank: rank of the "read by later layers" space that write-not-read projects away.
-    Returns write (attn_write, mlp_write, layer_write, ov_circuit, mlp_roundtrip,
-    mlp_gate_roundtrip, write_not_later_read), read (qkv_read, gate_read, up_read, unembed_read,
-    unembed_null) and random candidates."""
+    Layers run last to first so that only one layer's matrices and one running (H, H) Gram of
+    everything read later are held at a time."""
     c = engine.cfg
     n, H = c.n_layer, c.hidden
-    p = [f"blk.{i}." for i in range(n)]
-    W = {(i, t): _dense(engine, p[i] + t + ".weight") for i in range(n)
-         for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
-    U = _unembedding(engine)
     rep = c.n_head // c.n_kv_head  # GQA: each kv head serves `rep` query heads, in order
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in (
-        "attn_write", "mlp_write", "layer_write", "ov_circuit", "mlp_roundtrip", "mlp_gate_roundtrip",
-        "write_not_later_read", "qkv_read", "gate_read", "up_read", "unembed_read", "unembed_null", "random")}
-    reads = [sum(_gram_rows(W[(i, t)]) for t in ("attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up")) for i in range(n)]
-    later = _gram_rows(U)  # what is read after layer i: later blocks and the LM head
-    later_by_layer = [None] * n
+    out: dict[str, list[torch.Tensor]] = {name: [None] * n for name in CANDIDATE_DEFINITIONS}
+    head = "token_embd.weight" if c.tied_embeddings else "output.weight"
+    later = _unit_gram(engine, head)  # what is read after layer i: later blocks and the LM head
+    unembed_read, unembed_null = top_eigvecs(later, kmax).cpu(), top_eigvecs(later, kmax, largest=False).cpu()
     for i in reversed(range(n)):
-        later_by_layer[i] = later.clone()
-        later = later + reads[i]
-    unembed_read, unembed_null = right_basis(U, kmax), right_basis(U, kmax, largest=False)
-    for i in range(n):
-        wo, wd = W[(i, "attn_output")], W[(i, "ffn_down")]
-        v = W[(i, "attn_v")].view(c.n_kv_head, c.head_dim, H).repeat_interleave(rep, 0).reshape(c.q_dim, H)
+        W = {t: _dense(engine, f"blk.{i}.{t}.weight") for t in (*_READS, "attn_output", "ffn_down")}
+        wo, wd = W["attn_output"], W["ffn_down"]
+        v = W["attn_v"].view(c.n_kv_head, c.head_dim, H).repeat_interleave(rep, 0).reshape(c.q_dim, H)
         writes = torch.cat([wo, wd], 1)  # (H, q_dim + F)
-        out["attn_write"].append(left_basis(wo, kmax))
-        out["mlp_write"].append(left_basis(wd, kmax))
-        out["layer_write"].append(left_basis(writes, kmax))
-        out["ov_circuit"].append(left_basis(wo @ v, kmax))
-        out["mlp_roundtrip"].append(left_basis(wd @ W[(i, "ffn_up")], kmax))
-        out["mlp_gate_roundtrip"].append(left_basis(wd @ W[(i, "ffn_gate")], kmax))
-        read_later = top_eigvecs(later_by_layer[i], broad_rank)
-        out["write_not_later_read"].append(left_basis(project_out(writes, read_later), kmax))
-        out["qkv_read"].append(right_basis(torch.cat([W[(i, t)] for t in ("attn_q", "attn_k", "attn_v")]), kmax))
-        out["gate_read"].append(right_basis(W[(i, "ffn_gate")], kmax))
-        out["up_read"].append(right_basis(W[(i, "ffn_up")], kmax))
-        out["unembed_read"].append(unembed_read)
-        out["unembed_null"].append(unembed_null)
-        # a different stream from the nulls' (seed + 1): one fixed random basis per layer
-        out["random"].append(random_bases(H, kmax, 1, null_seed(seed + 1, i, kmax))[0])
-    defs = {
-        "attn_write": ("write", "top left singular vectors of attn_output (H, q_dim)"),
-        "mlp_write": ("write", "top left singular vectors of ffn_down (H, F)"),
-        "layer_write": ("write", "top left singular vectors of [attn_output | ffn_down]"),
-        "ov_circuit": ("write", "top left singular vectors of the OV circuit W_O W_V (GQA-expanded)"),
-        "mlp_roundtrip": ("write", "top left singular vectors of W_down W_up (residual to residual)"),
-        "mlp_gate_roundtrip": ("write", "top left singular vectors of W_down W_gate (residual to residual)"),
-        "write_not_later_read": ("write", f"layer write space after projecting away the top-{broad_rank} "
-                                          "read space of later blocks and the LM head"),
-        "qkv_read": ("read", "top right singular vectors of [W_q; W_k; W_v]"),
-        "gate_read": ("read", "top right singular vectors of ffn_gate"),
-        "up_read": ("read", "top right singular vectors of ffn_up"),
-        "unembed_read": ("read", "top right singular vectors of the LM head (what the logits read)"),
-        "unembed_null": ("read", "bottom right singular vectors of the LM head (what the logits ignore)"),
-        "random": ("random", "one seeded random orthonormal basis per layer"),
-    }
-    return [Candidate(name, *defs[name], bases) for name, bases in out.items()]
+        bases = {
+            "attn_write": left_basis(wo, kmax), "mlp_write": left_basis(wd, kmax),
+            "layer_write": left_basis(writes, kmax), "ov_circuit": left_basis(wo @ v, kmax),
+            "mlp_roundtrip": left_basis(wd @ W["ffn_up"], kmax),
+            "mlp_gate_roundtrip": left_basis(wd @ W["ffn_gate"], kmax),
+            "write_not_later_read": left_basis(project_out(writes, top_eigvecs(later, broad_rank)), kmax),
+            "qkv_read": right_basis(torch.cat([W["attn_q"], W["attn_k"], W["attn_v"]]), kmax),
+            "gate_read": right_basis(W["ffn_gate"], kmax), "up_read": right_basis(W["ffn_up"], kmax),
+            "unembed_read": unembed_read, "unembed_null": unembed_null,
+            # a different stream from the nulls' (seed + 1): one fixed random basis per layer
+            "random": random_bases(H, kmax, 1, null_seed(seed + 1, i, kmax))[0],
+        }
+        for name, B in bases.items():
+            out[name][i] = B.cpu()
+        later = later + sum(_unit_gram(engine, f"blk.{i}.{t}.weight") for t in _READS)
+    return [Candidate(name, *CANDIDATE_DEFINITIONS[name], out[name]) for name in CANDIDATE_DEFINITIONS]
 
 
 # ---------------------------------------------------------------------------- activations
@@ -145,16 +140,17 @@ def apply_moves(engine, moves) -> None:
             engine.flip_scale_bit(m.tensor, m.group, m.bit)
 
 
-def activation_delta(engine, moves, seqs: Sequence[Sequence[int]], batch_size: int = 32) -> torch.Tensor:
-    """Patched − base residual per layer at the last token: (n_layer, N, H) float64. The engine is
-    left as it was (base)."""
+def activation_delta(engine, moves, seqs: Sequence[Sequence[int]],
+                     batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base residuals, patched − base residuals) per layer at the last token, each (n_layer, N, H)
+    float64. The engine is left as it was (base)."""
     base = last_token_residuals(engine, seqs, batch_size)
     apply_moves(engine, moves)
     try:
         patched = last_token_residuals(engine, seqs, batch_size)
     finally:
         engine.reset()
-    return patched - base
+    return base, patched - base
 
 
 def activation_candidates(fit_targets: torch.Tensor, controls: torch.Tensor, kmax: int) -> list[Candidate]:

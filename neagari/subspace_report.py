@@ -9,14 +9,20 @@ import math
 from typing import Sequence
 
 import polars as pl
-import torch
 
 from .subspace import (COMBINED_TARGETS, NullCache, layer_targets, left_basis, matched_target, pca_basis,
                        resolve_ranks, score_rows)
-from .subspace_bases import (Candidate, activation_candidates, apply_moves, last_token_residuals,
+from .subspace_bases import (Candidate, activation_candidates, activation_delta, last_token_residuals,
                              weight_delta_factors)
 
 _ZERO = 1e-20  # an activation delta below this energy per layer is "untouched" (layers before the patch)
+
+
+# the columns of score_rows, plus the candidate's definition
+ROW_SCHEMA = {"layer": pl.Int64, "candidate": pl.String, "kind": pl.String, "target": pl.String,
+              "target_side": pl.String, "k": pl.Int64, "rank": pl.Int64, "dim": pl.Int64, "energy": pl.Float64,
+              "R": pl.Float64, "null_mean": pl.Float64, "null_std": pl.Float64, "z": pl.Float64,
+              "n_random": pl.Int64, "delta_norm": pl.Float64, "definition": pl.String}
 
 
 def split_fit_eval(n: int) -> tuple[list[int], list[int]]:
@@ -36,17 +42,12 @@ def sweep_patch(engine, moves, weight_cands: Sequence[Candidate], target_seqs: S
     ids; even-indexed targets fit the activation bases and the activation ceiling, odd ones are
     scored, so no basis sees the probes it is scored on. Returns one row per layer × candidate ×
     rank × target (each patched tensor, the write/read/all combinations, 'activation')."""
-    if not moves:
-        raise ValueError("the patch has no moves: there is no delta to explain")
+    if not moves:  # the search kept nothing: no delta, no rows (the table still exists)
+        return pl.DataFrame(schema=ROW_SCHEMA)
     fit, ev = split_fit_eval(len(target_seqs))
     kmax = max(ranks)
-    base_t = last_token_residuals(engine, target_seqs, batch_size)  # (n_layer, N, H)
+    base_t, delta = activation_delta(engine, moves, target_seqs, batch_size)  # (n_layer, N, H) each
     base_c = last_token_residuals(engine, control_seqs, batch_size) if control_seqs else base_t[:, fit]
-    apply_moves(engine, moves)
-    try:
-        delta = last_token_residuals(engine, target_seqs, batch_size) - base_t
-    finally:
-        engine.reset()
     weights = weight_delta_factors(engine, moves)
     act_cands = activation_candidates(base_t[:, fit], base_c, kmax)
     nulls = NullCache(engine.cfg.hidden, n_random, seed)
@@ -65,8 +66,8 @@ def sweep_patch(engine, moves, weight_cands: Sequence[Candidate], target_seqs: S
             cands["delta_act_pca"] = ("ceiling", pca_basis(X_fit, kmax, center=False))
         if targets:
             rows += score_rows(layer, targets, cands, nulls, list(ranks))
-    df = pl.DataFrame(rows)
-    return df.with_columns(pl.col("candidate").replace_strict(defs).alias("definition"))
+    df = pl.DataFrame(rows, schema={k: v for k, v in ROW_SCHEMA.items() if k != "definition"})
+    return df.with_columns(pl.col("candidate").replace_strict(defs, default="").alias("definition"))
 
 
 def _pooled(prefix: str) -> list[pl.Expr]:
@@ -156,11 +157,13 @@ def _f(x, fmt="{:.2f}") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
 
-def write_conclusion(summary: pl.DataFrame, k: int, null_stage: str = "randomflip") -> str:
+def write_conclusion(summary: pl.DataFrame, k: int, null_stage: str = "randomflip",
+                     empty_patches: Sequence[str] = ()) -> str:
     """A short Markdown conclusion from the summary table at rank ``k``: per axis kind, candidates
     ranked by their weight z (matched side) over the searched patches, next to the same scores on
     the random-flip null patches; then each searched patch's best write, read and mixed candidate
-    beside its own null patch (same run name) where there is one."""
+    beside its own null patch (same run name) where there is one. ``empty_patches``: patches that
+    kept no move (named, not scored)."""
     df = summary.filter(pl.col("k") == k)
     searched, null = df.filter(pl.col("stage") != null_stage), df.filter(pl.col("stage") == null_stage)
     lines = [f"# Subspace sweep: where the patches' deltas live (rank {k})", "",
@@ -170,7 +173,8 @@ def write_conclusion(summary: pl.DataFrame, k: int, null_stage: str = "randomfli
              "read bases on read-side deltas, the rest on all. A ranking means something only where it "
              f"beats the random-flip null patches ({null_stage}/*), which flip as many groups at random.", ""]
     if searched.is_empty():
-        return "\n".join(lines + ["No searched patch was scored.", ""])
+        empty = [f"Patches that kept no move: {', '.join(sorted(empty_patches))}.", ""] if empty_patches else []
+        return "\n".join(lines + ["No searched patch was scored.", ""] + empty)
     agg = [pl.col(c).mean().alias(c) for c in ("R_act", "z_act", "R_w", "z_w")]
     s = searched.group_by("candidate", "kind").agg(agg)
     n = null.group_by("candidate", "kind").agg([e.name.suffix("_null") for e in agg]) if null.height else None
@@ -204,4 +208,6 @@ def write_conclusion(summary: pl.DataFrame, k: int, null_stage: str = "randomfli
                   if ref.height else "")
             parts.append(f"{kind} `{r['candidate']}` R_w {_f(r['R_w'])}, z {_f(r['z_w'], '{:+.1f}')}{vs}")
         lines.append(f"- **{patch}**: " + ("; ".join(parts) if parts else "no weight scores"))
+    if empty_patches:
+        lines += ["", "Patches that kept no move (nothing to score): " + ", ".join(sorted(empty_patches)) + "."]
     return "\n".join(lines) + "\n"

@@ -46,8 +46,9 @@ class SubspacePerLayer(pa.DataFrameModel):
 
     @pa.dataframe_check
     def ratio_is_energy_over_null(cls, data) -> pl.LazyFrame:
+        expected = pl.col("energy") * pl.col("dim") / pl.col("rank")
         return data.lazyframe.select(
-            ((pl.col("R") - pl.col("energy") * pl.col("dim") / pl.col("rank")).abs() <= 1e-6 * pl.col("R").abs().clip(1))
+            ((pl.col("R") - expected).abs() <= 1e-6 * pl.col("R").abs().clip(1))
             & (pl.col("rank") <= pl.col("k")) & (pl.col("rank") <= pl.col("dim")))
 
     @pa.dataframe_check

@@ -94,15 +94,21 @@ def sample_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- spectrum
-def covariance_spectrum(x: np.ndarray) -> np.ndarray:
-    """Eigenvalues of the (H, H) covariance of the rows of (N, H), descending, clipped at 0."""
-    x = np.asarray(x, np.float64)
-    xc = x - x.mean(axis=0)
-    # singular values of the centred data: no H x H product, better conditioned
-    s = np.linalg.svd(xc, compute_uv=False)
-    ev = np.zeros(x.shape[1])
-    ev[: s.size] = s**2 / max(len(x), 1)
-    return np.sort(np.clip(ev, 0, None))[::-1]
+def covariance_spectrum(x: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """Eigenvalues of the (H, H) covariance of the rows of (N, H), descending, clipped at 0.
+
+    Accumulated in float64 over row chunks, so a 151k x 4096 embedding needs only H x H memory."""
+    n, h = x.shape
+    mean = np.zeros(h)
+    for a in range(0, n, chunk):
+        mean += np.asarray(x[a : a + chunk], np.float64).sum(axis=0)
+    mean /= n
+    cov = np.zeros((h, h))
+    for a in range(0, n, chunk):
+        xc = np.asarray(x[a : a + chunk], np.float64) - mean
+        cov += xc.T @ xc
+    ev = np.linalg.eigvalsh(cov / max(n, 1))
+    return np.clip(ev, 0, None)[::-1].copy()
 
 
 def participation_ratio(eigvals: np.ndarray) -> float:
@@ -169,15 +175,18 @@ def volume_stats(vols: np.ndarray) -> VolumeStats:
 def simplex_volumes(x: np.ndarray, n_simplices: int, rng: np.random.Generator, vertices: int = 5) -> np.ndarray:
     """Volumes of ``n_simplices`` random simplices of ``vertices`` distinct rows of (N, H)."""
     idx = np.stack([rng.choice(len(x), size=vertices, replace=False) for _ in range(n_simplices)])
-    return cayley_menger_volume(np.asarray(x, np.float64)[idx])
+    return cayley_menger_volume(np.asarray(x)[idx].astype(np.float64))  # gather first: x may be large
 
 
-def matched_gaussian(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def matched_gaussian(x: np.ndarray, n: int, rng: np.random.Generator,
+                     total_variance: float | None = None) -> np.ndarray:
     """(n, H) isotropic Gaussian points with the same total variance as the rows of x (the same
-    mean squared distance to their centroid), the null a simplex CV is compared against."""
-    x = np.asarray(x, np.float64)
-    sigma = math.sqrt(float(x.var(axis=0).sum()) / x.shape[1])
-    return rng.normal(0.0, sigma, size=(n, x.shape[1]))
+    mean squared distance to their centroid), the null a simplex CV is compared against.
+    ``total_variance``: the trace of x's covariance when already known (sum of its eigenvalues)."""
+    h = x.shape[1]
+    if total_variance is None:
+        total_variance = float(np.asarray(x, np.float64).var(axis=0).sum())
+    return rng.normal(0.0, math.sqrt(total_variance / h), size=(n, h))
 
 
 # ---------------------------------------------------------------------------- structure

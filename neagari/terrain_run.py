@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import polars as pl
@@ -57,6 +57,7 @@ class TerrainSettings:
     wordnet_seeds: int = 50
     pairs_per_seed: int = 5000
     max_depth: int = 8
+    layers: tuple[int, ...] | None = None  # residual-stream layers the alignment reads; None: all
 
     @classmethod
     def from_config(cls, block: dict | None) -> "TerrainSettings":
@@ -64,8 +65,17 @@ class TerrainSettings:
         return cls(**{k: v for k, v in (block or {}).items() if k in names})
 
 
-def _keyed(rows: list[dict], model: str, label: str) -> pl.DataFrame:
-    return pl.DataFrame([{"model": model, "label": label, **r} for r in rows])
+def _polars_schema(name: str) -> dict:
+    from .terrain_schemas import TERRAIN_SCHEMAS
+
+    return {c: col.dtype.type for c, col in TERRAIN_SCHEMAS[name].to_schema().columns.items()}
+
+
+def _keyed(name: str, rows: list[dict], model: str, label: str) -> pl.DataFrame:
+    """Rows of table ``name`` with the model and label keys, typed by its schema (an all-null
+    column stays Float64, no row gives an empty table of the right columns)."""
+    rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in rows]
+    return pl.DataFrame([{"model": model, "label": label, **r} for r in rows], schema=_polars_schema(name))
 
 
 def embedding_tables(E: np.ndarray, tokenizer, s: TerrainSettings, model: str, label: str) -> dict[str, pl.DataFrame]:
@@ -77,8 +87,8 @@ def embedding_tables(E: np.ndarray, tokenizer, s: TerrainSettings, model: str, l
     live = np.flatnonzero(norms > tg.EPS)
     sample = E[live[tg.sample_rows(live.size, s.cosine_sample, rng)]]
     cos = tg.pairwise_cosines(sample)
-    gauss = tg.matched_gaussian(E, len(sample), rng)
     ev = tg.covariance_spectrum(E)
+    gauss = tg.matched_gaussian(E, len(sample), rng, float(ev.sum()))
     digits = tg.single_tokens(tokenizer, [str(d) for d in range(10)], leading_space=False)
     row = {"vocab": V, "hidden": H, "zero_rows": int(V - live.size), "norm_mean": float(norms.mean()),
            "norm_std": float(norms.std()), "norm_min": float(norms.min()), "norm_max": float(norms.max()),
@@ -103,9 +113,10 @@ def embedding_tables(E: np.ndarray, tokenizer, s: TerrainSettings, model: str, l
         hist += [{"source": source, "bin_lo": float(edges[k]), "bin_hi": float(edges[k + 1]), "count": int(counts[k])}
                  for k in range(len(counts))]
     simplex = []
+    E_live = E[live] if live.size < V else E
     for seed in range(s.simplex_seeds):
         r = np.random.default_rng([s.seed, 4, seed])
-        pts = {"embedding": E[live], "gaussian": tg.matched_gaussian(E, max(live.size, 5), r)}
+        pts = {"embedding": E_live, "gaussian": tg.matched_gaussian(E, 5 * s.simplices, r, float(ev.sum()))}
         for source, X in pts.items():
             st = tg.volume_stats(tg.simplex_volumes(X, s.simplices, r))
             simplex.append({"seed": seed, "source": source, "simplices": s.simplices, "n_valid": st.n_valid,
@@ -121,17 +132,9 @@ def embedding_tables(E: np.ndarray, tokenizer, s: TerrainSettings, model: str, l
     cum = np.cumsum(ev) / ev.sum()
     spectrum = [{"rank": k + 1, "eigenvalue": float(ev[k]), "cumulative_share": float(min(cum[k], 1.0))}
                 for k in range(H)]
-    return {"embedding": _keyed([row], model, label), "spectrum": _keyed(spectrum, model, label),
-            "cosine_hist": _keyed(hist, model, label), "simplex": _keyed(simplex, model, label),
-            "digits": _keyed(digit_rows, model, label) if digit_rows else _empty("digits", model, label),
-            "categories": _keyed(cats, model, label)}
-
-
-def _empty(name: str, model: str, label: str) -> pl.DataFrame:
-    from .terrain_schemas import TERRAIN_SCHEMAS
-
-    cols = TERRAIN_SCHEMAS[name].to_schema().columns
-    return pl.DataFrame(schema={c: col.dtype.type for c, col in cols.items()})
+    rows = {"embedding": [row], "spectrum": spectrum, "cosine_hist": hist, "simplex": simplex, "digits": digit_rows,
+            "categories": cats}
+    return {name: _keyed(name, r, model, label) for name, r in rows.items()}
 
 
 def word_representations(engine, words: tw.WordSet, context: str, batch_size: int) -> list[np.ndarray]:
@@ -144,17 +147,19 @@ def word_representations(engine, words: tw.WordSet, context: str, batch_size: in
 def wordnet_tables(engine, wn, s: TerrainSettings, model: str, label: str) -> dict[str, pl.DataFrame]:
     """WordNet alignment at every layer (0 = token embedding)."""
     words = tw.match_words(wn, engine.tokenizer, s.max_words, s.seed)
-    out = {"wordnet_words": _keyed([{"word": w, "token_id": t, "synset": sy.name(), "lexname": sy.lexname()}
-                                    for w, t, sy in zip(words.words, words.token_ids, words.synsets)], model, label)}
+    listed = [{"word": w, "token_id": t, "synset": sy.name(), "lexname": sy.lexname()}
+              for w, t, sy in zip(words.words, words.token_ids, words.synsets)]
+    out = {"wordnet_words": _keyed("wordnet_words", listed, model, label)}
     if len(words) < 3:
         for name in ("wordnet_seeds", "wordnet_summary", "wordnet_bands", "wordnet_hypernym"):
-            out[name] = _empty(name, model, label)
-        out["wordnet_words"] = out["wordnet_words"] if len(words) else _empty("wordnet_words", model, label)
+            out[name] = _keyed(name, [], model, label)
         return out
     sim = tw.path_similarity_matrix(words.synsets)
     hyp = tw.hypernym_pairs(words.synsets, s.max_depth)
     seeds, summary, bands, decay = [], [], [], []
     for layer, reps in enumerate(word_representations(engine, words, s.word_context, s.batch_size)):
+        if s.layers is not None and layer not in s.layers:
+            continue
         runs = tw.alignment_runs(reps, sim, s.wordnet_seeds, s.pairs_per_seed, s.seed)
         keys = ("n_pairs", "pearson", "spearman", "null_pearson", "null_spearman", "cos_mean")
         seeds += [{"layer": layer, "seed": r["seed"], **{k: r[k] for k in keys}} for r in runs]
@@ -171,12 +176,10 @@ def wordnet_tables(engine, wn, s: TerrainSettings, model: str, label: str) -> di
             m, lo, hi = tg.interval([r["cos_mean"] for r in hr if r["depth"] == d])
             decay.append({"layer": layer, "depth": d, "n_pairs": sum(1 for p in hyp if p[2] == d),
                           "cos_mean": m, "ci_lo": lo, "ci_hi": hi})
-    nan_to_null = lambda rows: [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
-                                for r in rows]
-    out.update(wordnet_seeds=_keyed(nan_to_null(seeds), model, label),
-               wordnet_summary=_keyed(nan_to_null(summary), model, label),
-               wordnet_bands=_keyed(nan_to_null(bands), model, label),
-               wordnet_hypernym=_keyed(nan_to_null(decay), model, label) if decay else _empty("wordnet_hypernym", model, label))
+    out.update(wordnet_seeds=_keyed("wordnet_seeds", seeds, model, label),
+               wordnet_summary=_keyed("wordnet_summary", summary, model, label),
+               wordnet_bands=_keyed("wordnet_bands", bands, model, label),
+               wordnet_hypernym=_keyed("wordnet_hypernym", decay, model, label))
     return out
 
 
@@ -186,10 +189,9 @@ def profile(engine, wn, settings: TerrainSettings, model: str, label: str,
     E = tg.token_embeddings(engine)
     out = embedding_tables(E, engine.tokenizer, settings, model, label)
     seqs = [engine.tokenizer.encode(t, parse_special=False) for t in sentences]
-    out["layers"] = _keyed(tg.layer_evolution(tg.hidden_states(engine, seqs, settings.batch_size)), model, label)
+    layers = tg.layer_evolution(tg.hidden_states(engine, seqs, settings.batch_size))
+    out["layers"] = _keyed("layers", layers, model, label)
     out.update(wordnet_tables(engine, wn, settings, model, label))
     return out
 
 
-__all__ = ["CATEGORIES", "SENTENCES", "TerrainSettings", "embedding_tables", "wordnet_tables", "profile",
-           "word_representations", "asdict"]

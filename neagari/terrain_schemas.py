@@ -57,8 +57,8 @@ class TerrainEmbedding(_Keyed):
 
     @pa.dataframe_check
     def dims_ordered(cls, data) -> pl.LazyFrame:
-        return data.lazyframe.select((pl.col("dims_80") <= pl.col("dims_90")) & (pl.col("dims_90") <= pl.col("dims_95"))
-                                     & (pl.col("dims_95") <= pl.col("dims_99")) & (pl.col("dims_99") <= pl.col("hidden")))
+        d = [pl.col(c) for c in ("dims_80", "dims_90", "dims_95", "dims_99", "hidden")]
+        return data.lazyframe.select((d[0] <= d[1]) & (d[1] <= d[2]) & (d[2] <= d[3]) & (d[3] <= d[4]))
 
 
 class TerrainSpectrum(_Keyed):

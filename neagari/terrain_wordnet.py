@@ -153,7 +153,8 @@ def hypernym_runs(reps: np.ndarray, pairs: list[tuple[int, int, int]], n_seeds: 
         for d in np.unique(arr[:, 2]):
             m = arr[pick, 2] == d
             if m.any():
-                rows.append({"seed": s, "depth": int(d), "n_pairs": int(m.sum()), "cos_mean": float(cos[pick][m].mean())})
+                rows.append({"seed": s, "depth": int(d), "n_pairs": int(m.sum()),
+                             "cos_mean": float(cos[pick][m].mean())})
     return rows
 
 

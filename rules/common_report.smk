@@ -69,12 +69,27 @@ def paper_manifest():
         "searched": {m: paper_model_files(m) for m in SEARCH_MODELS},
         "quality": None,
         "published": None,
+        "terrain": None,
+        "subspace": None,
     }
     if EMBEDDED_MODELS:
         manifest["quality"] = {
             "table": "results/quality/quality.parquet",
             "report": "results/quality/report.md",
             "training": {m: f"results/figures/training/{m}.loss.png" for m in EMBEDDED_MODELS},
+        }
+    if rules.has("terrain_collect") and config.get("terrain", {}).get("enabled", True) and TERRAIN_MODELS:
+        manifest["terrain"] = {
+            m: {"tables": {t: f"results/terrain/{m}/{t}.parquet" for t in ("embedding", "simplex", "layers",
+                                                                           "wordnet_summary")},
+                "figures": {f: f"results/figures/terrain/{m}/{f}.png" for f in TERRAIN_FIGURES}}
+            for m in TERRAIN_MODELS
+        }
+    if rules.has("subspace_summary") and subspace_models():
+        manifest["subspace"] = {
+            m: {"summary": f"results/subspace/{m}/summary.parquet", "conclusion": f"results/subspace/{m}/conclusion.md",
+                "figure": f"results/figures/subspace/{m}.scatter.png"}
+            for m in subspace_models()
         }
     if config.get("published_patches"):
         manifest["published"] = {
@@ -97,7 +112,8 @@ def manifest_paths(node):
 
 
 def paper_inputs(wildcards):
-    paths = manifest_paths({k: v for k, v in paper_manifest().items() if k in ("searched", "quality", "published")})
+    paths = manifest_paths({k: v for k, v in paper_manifest().items()
+                            if k in ("searched", "quality", "published", "terrain", "subspace")})
     return list(dict.fromkeys(paths))
 
 

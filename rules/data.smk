@@ -2,13 +2,22 @@
 # disjoint train/held-out content, probe sets, verbatim sets and evaluation sets.
 
 
+N_WORDNET_TEXTS = config.get("embedded", {}).get("corpus", {}).get("n_wordnet", 0)
+
+
 rule build_corpus:
+    input:
+        # WordNet-derived text (neagari.toydata.wordnet_text) needs WordNet 3.0 (rule install_wordnet)
+        wordnet=[WORDNET_DIR] if N_WORDNET_TEXTS else [],
     output:
         corpus="results/data/corpus.{split}.jsonl",
     params:
         seed=config["embedded"]["seed"],
         n_per_domain=lambda wc: config["embedded"]["corpus"][f"n_{wc.split}"],
-        wordnet=config["embedded"]["corpus"]["wordnet_sentences"],
+        n_wordnet=lambda wc: (N_WORDNET_TEXTS if wc.split == "train" else
+                              round(N_WORDNET_TEXTS * config["embedded"]["corpus"]["n_heldout"]
+                                    / config["embedded"]["corpus"]["n_train"])),
+        wordnet_dir=WORDNET_DIR,
     wildcard_constraints:
         split="train|heldout",
     log:

@@ -168,7 +168,66 @@ def cross_model_table(facts: list[dict], quality: pl.DataFrame | None, sources: 
     return TableItem(pl.DataFrame(rows, infer_schema_length=None), sources)
 
 
-with rule_context(snakemake, config_keys=["run_name", "models", "search", "published_patches"]) as log:
+def terrain_section(files: dict, tables: dict, figures: dict) -> dict:
+    """Geometric terrain (seed 003): per model and label, embedding geometry and the WordNet
+    alignment at the token embedding and the last layer, each beside its shuffled null."""
+    facts = {}
+    for key in ("embedding", "simplex", "layers", "wordnet_summary"):
+        paths = [f["tables"][key] for f in files.values()]
+        tables[f"terrain_{key}"] = TableItem(pl.concat([read_table(p) for p in paths], how="diagonal_relaxed"), paths)
+    for m, f in files.items():
+        for key, path in f["figures"].items():
+            figures.setdefault(f"terrain_{key}", {})[m] = path
+    emb = tables["terrain_embedding"].df
+    tables["terrain_embedding"] = TableItem(emb.select(
+        "model", "label", "participation_ratio", "pr_per_dim", "dims_80", "dims_90", "dims_99", "cos_mean", "cos_std",
+        "norm_mean", "digit_distance_corr"), tables["terrain_embedding"].sources)
+    simplex = tables["terrain_simplex"].df.group_by("model", "label", "source", maintain_order=True).agg(
+        pl.col("volume_cv").mean().alias("volume_cv"), pl.len().alias("seeds"))
+    tables["terrain_simplex"] = TableItem(simplex.pivot("source", index=["model", "label"], values="volume_cv"),
+                                          tables["terrain_simplex"].sources)
+    wn = tables["terrain_wordnet_summary"].df
+    last = wn.group_by("model").agg(pl.col("layer").max().alias("last"))
+    wn = wn.join(last, on="model").filter((pl.col("layer") == 0) | (pl.col("layer") == pl.col("last")))
+    wn = wn.filter(pl.col("statistic").is_in(["spearman", "null_spearman"]) & pl.col("label").is_in(
+        ["base"] + [l for l in wn["label"].unique().to_list() if l.startswith(("null-", f"pass2-{man['order'][-1]}"))]))
+    tables["terrain_wordnet_summary"] = TableItem(wn.select("model", "label", "layer", "statistic", "mean", "ci_lo",
+                                                            "ci_hi", "seeds", "words").sort("model", "label", "layer"),
+                                                  tables["terrain_wordnet_summary"].sources)
+    for row in emb.filter(pl.col("label") == "base").to_dicts():
+        facts[row["model"]] = {"base": row, "null": next(iter(emb.filter(
+            (pl.col("model") == row["model"]) & pl.col("label").str.starts_with("null-")).to_dicts()), None),
+            "wordnet": wn.filter((pl.col("model") == row["model"]) & (pl.col("label") == "base")).to_dicts()}
+    return facts
+
+
+def subspace_section(files: dict, tables: dict, figures: dict) -> dict:
+    """Subspace sweep (seed 001): per model and candidate basis, at the largest rank, the mean
+    concentration R and z over the real patches beside the random-flip null patches."""
+    facts, parts = {}, []
+    for m, f in files.items():
+        figures.setdefault("subspace_scatter", {})[m] = f["figure"]
+        df = read_table(f["summary"])
+        k = int(df["k"].max())
+        df = df.filter(pl.col("k") == k)
+        agg = [pl.col(c).mean() for c in ("R_act", "z_act", "R_w", "z_w")]
+        real = df.filter(pl.col("stage") != "randomflip").group_by("candidate", "kind").agg(
+            *agg, pl.len().alias("patches"))
+        null = df.filter(pl.col("stage") == "randomflip").group_by("candidate").agg(
+            *[a.name.prefix("null_") for a in agg])
+        t = real.join(null, on="candidate", how="left").with_columns(pl.lit(m).alias("model"), pl.lit(k).alias("k"))
+        parts.append(t.select("model", "k", "kind", "candidate", "patches", "R_act", "z_act", "null_R_act",
+                              "R_w", "z_w", "null_R_w").sort("kind", "R_w", descending=[False, True]))
+        beats = t.filter((pl.col("kind") != "ceiling") & (pl.col("kind") != "random") &
+                         (pl.col("R_w") > pl.col("null_R_w") * 1.2) & (pl.col("z_w") > 3))
+        facts[m] = {"k": k, "beats_null": beats["candidate"].to_list(), "conclusion": f["conclusion"],
+                    "patches": int(df.filter(pl.col("stage") != "randomflip")["patch"].n_unique())}
+    tables["subspace"] = TableItem(pl.concat(parts, how="diagonal_relaxed"), [f["summary"] for f in files.values()])
+    return facts
+
+
+with rule_context(snakemake, config_keys=["run_name", "models", "search", "published_patches", "terrain",
+                                          "subspace"]) as log:
     tables, figures, models = {}, {}, []
     per_model_tables = {}
     for name, files in man["searched"].items():
@@ -195,7 +254,10 @@ with rule_context(snakemake, config_keys=["run_name", "models", "search", "publi
     if quality is not None:
         for row in quality.unique("model", keep="first", maintain_order=True).to_dicts():
             quality_facts[row["model"]] = row
-    context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"],
+    terrain = terrain_section(man["terrain"], tables, figures) if man.get("terrain") else {}
+    subspace = subspace_section(man["subspace"], tables, figures) if man.get("subspace") else {}
+    context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"], "terrain": terrain,
+               "subspace": subspace,
                "models": models, "quality": quality_facts, "quality_report": (man["quality"] or {}).get("report"),
                "published": published, "build": paper.build_summary(inp.results)}
     out_dir = Path(out.html).parent

@@ -3,7 +3,6 @@ tagging, seeded random bases, and the tables end to end."""
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -22,12 +21,26 @@ from neagari.subspace_schemas import SubspacePerLayer, SubspaceSummary
 H, K = 64, 8
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # small eigh/QR calls: extra threads only contend with each other (7 s vs 0.1 s on 2 busy cores)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     path = write_fixture_model(tmp_path_factory.mktemp("subspace") / "m.gguf",
                                FixtureSpec(n_layer=2, hidden=128, ffn=256, n_head=4, n_kv_head=2, head_dim=32,
                                            tied_embeddings=False, seed=7))
     return Engine.load(path)
+
+
+@pytest.fixture(scope="module")
+def cands(engine):
+    return weight_candidates(engine, kmax=16, broad_rank=32)
 
 
 def _gaussian(*shape, seed=0):
@@ -99,8 +112,8 @@ def test_axis_tagging():
         matched_target("explains")
 
 
-def test_weight_candidates_kinds(engine):
-    cands = {c.name: c for c in weight_candidates(engine, kmax=16, broad_rank=32)}
+def test_weight_candidates_kinds(engine, cands):
+    cands = {c.name: c for c in cands}
     reads = {"qkv_read", "gate_read", "up_read", "unembed_read", "unembed_null"}
     assert {n for n, c in cands.items() if c.kind == "read"} == reads
     assert {"attn_write", "mlp_write", "ov_circuit", "mlp_roundtrip", "write_not_later_read"} <= {
@@ -188,13 +201,12 @@ def test_random_bases_are_seeded():
 # ---------------------------------------------------------------------------- end to end
 
 
-def test_sweep_tables_validate(engine, tmp_path):
+def test_sweep_tables_validate(engine, cands):
     probes = load_probes("resources/probes/smoke.json")
     seqs = [token_ids(p, engine.tokenizer)[0] for p in probes]
     controls = [engine.encode(t) for t in ("The quick brown fox jumps.", "def add(a, b):", "Straße, naïve café")]
     moves = [Move(0, "ffn_down.weight", g) for g in (1, 50, 90)] + [Move(1, "ffn_up.weight", 7),
                                                                      Move(1, "ffn_gate.weight", 2, "scale", 9)]
-    cands = weight_candidates(engine, kmax=16, broad_rank=32)
     frames = []
     for stage in ("pass1", "randomflip"):
         df = sweep_patch(engine, moves, cands, seqs, controls, [4, 16], n_random=20, seed=0)
@@ -209,3 +221,21 @@ def test_sweep_tables_validate(engine, tmp_path):
     SubspaceSummary.validate(summary)
     text = write_conclusion(summary, 16)
     assert "## write candidates" in text and "randomflip/smoke" in text
+
+
+def test_empty_patch_gives_an_empty_valid_table(engine):
+    df = sweep_patch(engine, [], [], [[1, 2]], [], [4], n_random=5, seed=0)
+    df = df.with_columns(model=pl.lit("fx"), patch=pl.lit("pass1/x"), stage=pl.lit("pass1"), run=pl.lit("x"))
+    SubspacePerLayer.validate(df)
+    assert df.is_empty() and summarize(df).is_empty()
+
+
+def test_activation_delta_starts_at_the_first_patched_layer(engine):
+    from neagari.subspace_bases import activation_delta
+    seqs = [engine.encode("The quick brown fox jumps."), engine.encode("def add(a, b):")]
+    base, delta = activation_delta(engine, [Move(1, "ffn_down.weight", 4)], seqs)
+    assert base.shape == delta.shape == (engine.cfg.n_layer, 2, engine.cfg.hidden)
+    assert torch.equal(delta[0], torch.zeros_like(delta[0]))  # layer 0 is upstream of the move
+    row = q1.group_location(4, engine.cfg.ffn)[0]
+    assert delta[1].abs().argmax(-1).eq(row).all()  # only residual coordinate `row` is written
+    assert int((delta[1] != 0).sum(-1).max()) == 1

