@@ -122,5 +122,7 @@ def test_copy_curriculum_draws_its_first_batches_from_the_copy_rows():
                                                  threads=1, copy_steps=2), copy_rows=copy)
     assert [h["phase"] for h in hist] == ["copy", "copy", "mix", "mix"]
     assert seen[:2] == [7, 7] and seen[2:4] == [3, 3]  # then the last step's evaluation
-    with pytest.raises(ValueError, match="copy_rows"):
+    with pytest.raises(ValueError, match="copy-drill rows"):
         train(model, mix, mix, TrainConfig(steps=1, copy_steps=1, threads=1))
+    with pytest.raises(ValueError, match="corpus has none"):  # an old corpus without drills: clear error
+        train(model, mix, mix, TrainConfig(steps=1, copy_steps=1, threads=1), copy_rows=copy[:0])
