@@ -17,8 +17,13 @@ _COS = {"ge": -1.0 - 1e-6, "le": 1.0 + 1e-6}
 
 
 class _Keyed(pa.DataFrameModel):
+    """Columns every terrain table opens with; strict (no unlisted columns) for all of them."""
+
     model: str
     label: str
+
+    class Config:
+        strict = True
 
 
 class TerrainEmbedding(_Keyed):
@@ -52,8 +57,6 @@ class TerrainEmbedding(_Keyed):
     digit_adjacent_cos: float = pa.Field(nullable=True)
     digit_nonadjacent_cos: float = pa.Field(nullable=True)
 
-    class Config:
-        strict = True
 
     @pa.dataframe_check
     def dims_ordered(cls, data) -> pl.LazyFrame:
@@ -69,7 +72,6 @@ class TerrainSpectrum(_Keyed):
     cumulative_share: float = pa.Field(ge=0, le=1 + 1e-9)
 
     class Config:
-        strict = True
         unique = ["model", "label", "rank"]
 
 
@@ -80,9 +82,6 @@ class TerrainCosineHistogram(_Keyed):
     bin_lo: float = pa.Field(ge=-1, le=1)
     bin_hi: float = pa.Field(ge=-1, le=1)
     count: int = pa.Field(ge=0)
-
-    class Config:
-        strict = True
 
 
 class TerrainSimplex(_Keyed):
@@ -96,7 +95,6 @@ class TerrainSimplex(_Keyed):
     volume_cv: float = pa.Field(ge=0, nullable=True)
 
     class Config:
-        strict = True
         unique = ["model", "label", "seed", "source"]
 
 
@@ -105,9 +103,6 @@ class TerrainDigits(_Keyed):
 
     distance: int = pa.Field(ge=1, le=9)
     cos_mean: float = pa.Field(**_COS)
-
-    class Config:
-        strict = True
 
 
 class TerrainCategories(_Keyed):
@@ -119,9 +114,6 @@ class TerrainCategories(_Keyed):
     within_cos: float = pa.Field(nullable=True)
     between_cos: float = pa.Field(nullable=True)
     lift: float = pa.Field(nullable=True)
-
-    class Config:
-        strict = True
 
 
 class TerrainLayers(_Keyed):
@@ -135,7 +127,6 @@ class TerrainLayers(_Keyed):
     cos_std: float = pa.Field(ge=0, nullable=True)
 
     class Config:
-        strict = True
         unique = ["model", "label", "layer"]
 
 
@@ -146,9 +137,6 @@ class WordnetWords(_Keyed):
     token_id: int = pa.Field(ge=0)
     synset: str  # first noun sense, e.g. dog.n.01
     lexname: str  # WordNet lexicographer file, e.g. noun.animal
-
-    class Config:
-        strict = True
 
 
 class WordnetSeeds(_Keyed):
@@ -164,7 +152,6 @@ class WordnetSeeds(_Keyed):
     cos_mean: float
 
     class Config:
-        strict = True
         unique = ["model", "label", "layer", "seed"]
 
 
@@ -181,7 +168,6 @@ class WordnetSummary(_Keyed):
     words: int = pa.Field(ge=0)
 
     class Config:
-        strict = True
         unique = ["model", "label", "layer", "statistic"]
 
 
@@ -196,9 +182,6 @@ class WordnetBands(_Keyed):
     ci_lo: float = pa.Field(nullable=True)
     ci_hi: float = pa.Field(nullable=True)
 
-    class Config:
-        strict = True
-
 
 class WordnetHypernym(_Keyed):
     """Hypernym decay: mean cosine between a word and its ancestor word ``depth`` is-a steps up."""
@@ -209,9 +192,6 @@ class WordnetHypernym(_Keyed):
     cos_mean: float = pa.Field(nullable=True)
     ci_lo: float = pa.Field(nullable=True)
     ci_hi: float = pa.Field(nullable=True)
-
-    class Config:
-        strict = True
 
 
 TERRAIN_SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
