@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .terrain import interval, pearson, spearman, unit_rows
+from .wordnet import in_order
 
 # Path-similarity bands (lo, hi]; 1/(1+d): 0.5 is one is-a step apart, 0.1 is nine.
 BANDS = ((0.25, 1.0), (0.125, 0.25), (0.1, 0.125), (0.0667, 0.1), (0.0, 0.0667))
@@ -69,7 +70,7 @@ def ancestor_distances(synset) -> dict:
         if s in dist:
             continue
         dist[s] = d
-        queue.extend((h, d + 1) for h in s.hypernyms() + s.instance_hypernyms())
+        queue.extend((h, d + 1) for h in in_order(s.hypernyms() + s.instance_hypernyms()))
     return dist
 
 

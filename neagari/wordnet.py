@@ -173,6 +173,13 @@ def load_wordnet(data_dir: str | os.PathLike | None = None):
     return reader
 
 
+def in_order(synsets) -> list:
+    """Synsets sorted by name. nltk keeps a synset's pointers (hypernyms, hyponyms, ...) in sets,
+    whose order changes with Python's hash seed: every traversal whose result depends on order
+    goes through this, so corpora and tables are the same in every process."""
+    return sorted(synsets, key=lambda s: s.name())
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m neagari.wordnet [DATA_DIR]``: install (or check) WordNet 3.0 for nltk."""
     argv = sys.argv[1:] if argv is None else argv

@@ -202,6 +202,23 @@ def test_wordnet_corpus_text_is_deterministic(wn):
     assert {"dog", "apple", "car"} <= words and len(words) > 300
 
 
+def test_wordnet_text_and_pairs_do_not_depend_on_the_hash_seed(wn):
+    """nltk holds synset pointers in sets; the corpus and the hypernym pairs must not follow
+    their order (two processes, two hash seeds, one result)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import random; from neagari.toydata import wordnet_text as t; from neagari import terrain_wordnet as w\n"
+            "from neagari.wordnet import load_wordnet; wn = load_wordnet()\n"
+            "text = ''.join(t.corpus_text(random.Random(k), 'train') for k in range(50))\n"
+            "syn = [wn.synsets(n.word, 'n')[0] for n in t.nouns()[:200]]\n"
+            "print(text + str(w.hypernym_pairs(syn)))")
+    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                          env=dict(os.environ, PYTHONHASHSEED=seed)).stdout for seed in ("1", "2")]
+    assert out[0] and out[0] == out[1]
+
+
 # ---------------------------------------------------------------------------- on a model
 def test_hidden_states_start_at_embeddings_and_ignore_padding(fixture_models):
     from neagari.engine import Engine

@@ -49,19 +49,9 @@ def _is_word(w: str) -> bool:
 
 
 @lru_cache(maxsize=2)
-def _hyponyms(s) -> list:
-    # nltk keeps a synset's pointers in sets: their order changes with Python's hash seed, so
-    # every traversal sorts them (else the corpus differs from process to process)
-    return sorted(s.hyponyms(), key=lambda x: x.name())
-
-
-def _hypernyms(s) -> list:
-    return sorted(s.hypernyms(), key=lambda x: x.name())
-
-
 def nouns(data_dir: str | None = None) -> tuple[Noun, ...]:
     """The noun subset, in a fixed order (by root, then frequency, then alphabet)."""
-    from ..wordnet import load_wordnet
+    from ..wordnet import in_order, load_wordnet
 
     wn = load_wordnet(data_dir)
     chosen: dict[str, object] = {}
@@ -69,7 +59,7 @@ def nouns(data_dir: str | None = None) -> tuple[Noun, ...]:
         root = wn.synset(root_name)
         frontier, seen, cands = [root], {root}, []
         for _ in range(MAX_DEPTH):
-            frontier = [h for s in frontier for h in _hyponyms(s) if h not in seen]
+            frontier = [h for s in frontier for h in in_order(s.hyponyms()) if h not in seen]
             seen.update(frontier)
             for s in frontier:
                 w = s.lemma_names()[0]
@@ -80,16 +70,16 @@ def nouns(data_dir: str | None = None) -> tuple[Noun, ...]:
             chosen.setdefault(w, s)
     by_parent: dict[object, list[str]] = {}
     for w, s in chosen.items():
-        by_parent.setdefault(_hypernyms(s)[0], []).append(w)
+        by_parent.setdefault(in_order(s.hypernyms())[0], []).append(w)
     out = []
     for w, s in chosen.items():
         chain, cur = [], s
         while cur.hypernyms() and len(chain) < 6:
-            cur = _hypernyms(cur)[0]
+            cur = in_order(cur.hypernyms())[0]
             chain.append(_readable(cur))
             if cur.name() in ROOTS:
                 break
-        parent = _hypernyms(s)[0]
+        parent = in_order(s.hypernyms())[0]
         out.append(Noun(w, chain[0], tuple(chain), s.definition(),
                         tuple(x for x in by_parent[parent] if x != w)))
     return tuple(out)
