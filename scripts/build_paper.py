@@ -171,29 +171,30 @@ def cross_model_table(facts: list[dict], quality: pl.DataFrame | None, sources: 
 def terrain_section(files: dict, tables: dict, figures: dict) -> dict:
     """Geometric terrain (seed 003): per model and label, embedding geometry and the WordNet
     alignment at the token embedding and the last layer, each beside its shuffled null."""
-    facts = {}
-    for key in ("embedding", "simplex", "layers", "wordnet_summary"):
-        paths = [f["tables"][key] for f in files.values()]
-        tables[f"terrain_{key}"] = TableItem(pl.concat([read_table(p) for p in paths], how="diagonal_relaxed"), paths)
+    facts, raw, src = {}, {}, {}
+    for key in ("embedding", "simplex", "layers", "wordnet_summary"):  # every model's table, stacked
+        src[key] = [f["tables"][key] for f in files.values()]
+        raw[key] = pl.concat([read_table(p) for p in src[key]], how="diagonal_relaxed")
     for m, f in files.items():
         for key, path in f["figures"].items():
             figures.setdefault(f"terrain_{key}", {})[m] = path
-    emb = tables["terrain_embedding"].df
+    emb = raw["embedding"]
     tables["terrain_embedding"] = TableItem(emb.select(
         "model", "label", "participation_ratio", "pr_per_dim", "dims_80", "dims_90", "dims_99", "cos_mean", "cos_std",
-        "norm_mean", "digit_distance_corr"), tables["terrain_embedding"].sources)
-    simplex = tables["terrain_simplex"].df.group_by("model", "label", "source", maintain_order=True).agg(
+        "norm_mean", "digit_distance_corr"), src["embedding"])
+    simplex = raw["simplex"].group_by("model", "label", "source", maintain_order=True).agg(
         pl.col("volume_cv").mean().alias("volume_cv"), pl.len().alias("seeds"))
     tables["terrain_simplex"] = TableItem(simplex.pivot("source", index=["model", "label"], values="volume_cv"),
-                                          tables["terrain_simplex"].sources)
-    wn = tables["terrain_wordnet_summary"].df
+                                          src["simplex"])
+    tables["terrain_layers"] = TableItem(raw["layers"], src["layers"])
+    wn = raw["wordnet_summary"]
     last = wn.group_by("model").agg(pl.col("layer").max().alias("last"))
     wn = wn.join(last, on="model").filter((pl.col("layer") == 0) | (pl.col("layer") == pl.col("last")))
     wn = wn.filter(pl.col("statistic").is_in(["spearman", "null_spearman"]) & pl.col("label").is_in(
         ["base"] + [l for l in wn["label"].unique().to_list() if l.startswith(("null-", f"pass2-{man['order'][-1]}"))]))
     tables["terrain_wordnet_summary"] = TableItem(wn.select("model", "label", "layer", "statistic", "mean", "ci_lo",
                                                             "ci_hi", "seeds", "words").sort("model", "label", "layer"),
-                                                  tables["terrain_wordnet_summary"].sources)
+                                                  src["wordnet_summary"])
     for row in emb.filter(pl.col("label") == "base").to_dicts():
         facts[row["model"]] = {"base": row, "null": next(iter(emb.filter(
             (pl.col("model") == row["model"]) & pl.col("label").str.starts_with("null-")).to_dicts()), None),
