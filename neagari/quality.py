@@ -79,5 +79,40 @@ def verbatim_outcomes(engine, probes: Sequence[dict], max_new_tokens: int = 80, 
     })
 
 
+def drill_pieces(text: str) -> list[str]:
+    """A copy drill "{cue}: {line}\n{cue}: {line}\n" cut at pre-token boundaries into
+    [cue, " line", "\ncue", " line", "\n"], so that encoding the pieces apart gives the tokens of
+    the whole text and the two lists' token ranges are known exactly."""
+    first, second = text.rstrip("\n").split("\n")
+    cue1, line = first.split(": ", 1)
+    cue2, line2 = second.split(": ", 1)
+    if line2 != line:
+        raise ValueError(f"not a copy drill: {text!r}")
+    return [cue1 + ":", " " + line, "\n" + cue2 + ":", " " + line, "\n"]
+
+
+@torch.inference_mode()
+def copy_diagnostic(engine, texts: Sequence[str], batch_size: int = 32) -> dict:
+    """Does the model copy from its context? Mean next-token NLL (nats) over the tokens of a word
+    list's first occurrence and over the same tokens when the list is repeated (copy drills, see
+    `neagari.toydata.copying`). A model with a copy (induction) circuit predicts the repetition
+    far better than the first list; one without predicts both alike."""
+    tok = engine.tokenizer
+    seqs, spans = [], []
+    for text in texts:
+        pieces = [tok.encode(p) for p in drill_pieces(text)]
+        starts = [sum(len(p) for p in pieces[:i]) for i in range(len(pieces))]
+        seqs.append([t for p in pieces for t in p])
+        spans.append(((starts[1], starts[2]), (starts[3], starts[4])))
+    sums, counts = [0.0, 0.0], [0, 0]
+    for ids, lg, sp in zip(seqs, engine.logits(seqs, last_only=False, batch_size=batch_size), spans):
+        nll = F.cross_entropy(lg[:-1], torch.tensor(ids[1:]), reduction="none")  # nll[i] predicts ids[i + 1]
+        for k, (a, b) in enumerate(sp):
+            sums[k] += float(nll[a - 1 : b - 1].sum())
+            counts[k] += b - a
+    return {"lists": len(texts), "first_tokens": counts[0], "repeat_tokens": counts[1],
+            "first_nll": sums[0] / counts[0], "repeat_nll": sums[1] / counts[1]}
+
+
 def uniform_nll(vocab_size: int) -> float:
     return math.log(vocab_size)

@@ -78,6 +78,21 @@ class QualitySummary(pa.DataFrameModel):
     uniform_nll: float = pa.Field(gt=0)
 
 
+class CopyDiagnostic(pa.DataFrameModel):
+    """Per model: next-token NLL on held-out word lists, first occurrence vs repetition."""
+
+    model: str = pa.Field(unique=True)
+    lists: int = pa.Field(ge=1)
+    first_tokens: int = pa.Field(ge=1)
+    repeat_tokens: int = pa.Field(ge=1)
+    first_nll: float = pa.Field(ge=0)
+    repeat_nll: float = pa.Field(ge=0)
+
+    @pa.dataframe_check
+    def same_lists_twice(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("first_tokens") == pl.col("repeat_tokens"))
+
+
 class SearchIterations(pa.DataFrameModel):
     """One row per search iteration: the move, the verdict, and every probe's gap after it
     (targets first, then controls, in the order of the search's ``probes`` list)."""
@@ -318,7 +333,7 @@ SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
     "rank2_drift": Rank2Drift,
     "search_iterations": SearchIterations,
     "probe_scores": ProbeScores, "training_loss": TrainingLoss, "eval_items": EvalItems,
-    "verbatim_outcomes": VerbatimOutcomes, "quality_summary": QualitySummary,
+    "verbatim_outcomes": VerbatimOutcomes, "quality_summary": QualitySummary, "copy_diagnostic": CopyDiagnostic,
 }
 
 

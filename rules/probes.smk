@@ -3,6 +3,8 @@
 
 
 rule calibrate_probes:
+    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
+    priority: 10
     input:
         model="results/models/{model}.gguf",
         probes=probe_set_path,

@@ -3,6 +3,8 @@
 
 
 rule evaluate_quality:
+    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
+    priority: 10
     input:
         model="results/models/{model}.gguf",
         heldout="results/data/corpus.heldout.jsonl",
@@ -13,8 +15,11 @@ rule evaluate_quality:
         summary="results/quality/{model}/summary.parquet",
         eval_items="results/quality/{model}/eval_items.parquet",
         verbatim="results/quality/{model}/verbatim_heldout.parquet",
+        copying="results/quality/{model}/copy.parquet",
     params:
         n_heldout_texts=config["quality"]["n_heldout_texts"],
+        n_copy_lists=config["quality"]["n_copy_lists"],
+        seed=config["embedded"]["seed"],
         batch_size=config["quality"]["batch_size"],
         device=config["device"],
         dtype=config.get("weights_dtype", "fp32"),
@@ -32,6 +37,8 @@ rule evaluate_quality:
 
 
 rule crosscheck_llama:
+    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
+    priority: 10
     input:
         model="results/models/{model}.gguf",
         eval_sets="results/data/eval/eval_sets.jsonl",
@@ -56,11 +63,14 @@ rule crosscheck_llama:
 
 
 rule quality_report:
+    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
+    priority: 10
     input:
         summaries=expand("results/quality/{model}/summary.parquet", model=EMBEDDED_MODELS),
         verbatim=expand("results/quality/{model}/verbatim_heldout.parquet", model=EMBEDDED_MODELS),
         histories=expand("results/training/{model}.loss.parquet", model=EMBEDDED_MODELS),
         crosschecks=expand("results/quality/{model}/llama_crosscheck.parquet", model=EMBEDDED_MODELS),
+        copies=expand("results/quality/{model}/copy.parquet", model=EMBEDDED_MODELS),
     output:
         table="results/quality/quality.parquet",
         report=report("results/quality/report.md", caption="../report/quality.rst", category="Model quality"),

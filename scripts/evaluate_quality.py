@@ -6,9 +6,10 @@ from pathlib import Path
 import polars as pl
 
 from neagari.engine import Engine
-from neagari.quality import evaluate_items, heldout_nll, uniform_nll, verbatim_outcomes
+from neagari.quality import copy_diagnostic, evaluate_items, heldout_nll, uniform_nll, verbatim_outcomes
 from neagari.smk import rule_context
 from neagari.tables import write_table
+from neagari.toydata.copying import heldout_drills
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.dtype) as log:
@@ -16,6 +17,9 @@ with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.d
     texts = [json.loads(line)["text"] for line in open(snakemake.input.heldout)][: p.n_heldout_texts]
     nll, n_tokens = heldout_nll(engine, texts)
     log.info("held-out NLL %.3f nats/token over %d tokens (perplexity %.1f)", nll, n_tokens, math.exp(nll))
+    copying = copy_diagnostic(engine, heldout_drills(p.seed, p.n_copy_lists), batch_size=p.batch_size)
+    write_table(pl.DataFrame([{"model": snakemake.wildcards.model, **copying}]), snakemake.output.copying, "copy_diagnostic")
+    log.info("copy diagnostic: first list %.3f, repetition %.3f nats/token", copying["first_nll"], copying["repeat_nll"])
     items = [json.loads(line) for line in open(snakemake.input.eval_sets)]
     per_item = evaluate_items(engine, items, batch_size=p.batch_size, desc="eval items")
     write_table(per_item, snakemake.output.eval_items, "eval_items")

@@ -11,9 +11,9 @@ with rule_context(snakemake, config_keys=["quality"]) as log:
     table = pl.concat([read_table(p) for p in snakemake.input.summaries])
     write_table(table, snakemake.output.table, "quality_summary")
     lines = ["# Embedded model quality", ""]
-    for model, hist_path, verb_path, cc_path in zip(table["model"].unique(maintain_order=True),
-                                                    snakemake.input.histories, snakemake.input.verbatim,
-                                                    snakemake.input.crosschecks):
+    for model, hist_path, verb_path, cc_path, copy_path in zip(
+            table["model"].unique(maintain_order=True), snakemake.input.histories, snakemake.input.verbatim,
+            snakemake.input.crosschecks, snakemake.input.copies):
         t = table.filter(pl.col("model") == model)
         hist = read_table(hist_path)
         nll, uni = t["heldout_nll"][0], t["uniform_nll"][0]
@@ -29,6 +29,11 @@ with rule_context(snakemake, config_keys=["quality"]) as log:
         counts = dict(read_table(verb_path)["outcome"].value_counts().iter_rows())
         lines += ["", "Held-out verbatim outcomes at baseline: " +
                   ", ".join(f"{k} {counts.get(k, 0)}" for k in ("PASS", "COPY", "PARTIAL", "OTHER")) + "."]
+        cp = read_table(copy_path).row(0, named=True)
+        lines += [f"Copy diagnostic, {cp['lists']} held-out word lists each followed by its repetition: "
+                  f"{cp['first_nll']:.2f} nats/token on a list's first occurrence, {cp['repeat_nll']:.2f} on its "
+                  f"repetition (a model that copies from its context predicts the repetition almost exactly; "
+                  f"the copy tasks, editing, verbatim extraction and tool arguments, need that)."]
         cc = dict(read_table(cc_path)["verdict"].value_counts().iter_rows())
         lines += [f"llama.cpp on the exported file, greedy, {sum(cc.values())} prompts: {cc.get('identical', 0)} "
                   f"identical to our engine, {cc.get('near-tie', 0)} identical up to a near-tie (where they part, "

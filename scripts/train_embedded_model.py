@@ -1,6 +1,4 @@
 """Rule train_embedded_model: train one variant (qat | fp), export the Q1_0 GGUF, log the loss."""
-import json
-
 import polars as pl
 import tokenizers
 import torch
@@ -11,31 +9,16 @@ from neagari.smk import rule_context
 from neagari.tables import write_table
 from neagari.tokenizer import gguf_tokenizer_metadata
 from neagari.toydata import CORPUS_ONLY
-from neagari.train import TrainConfig, answer_weights, build_model, export_weights, pack_examples, train
+from neagari.train import TrainConfig, build_model, corpus_rows, export_weights, train
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as log:
     tok = tokenizers.Tokenizer.from_file(snakemake.input.tokenizer)
-    sep = tok.token_to_id("<|endoftext|>")
     tc = TrainConfig(**p.train, seed=p.seed)
     torch.set_num_threads(tc.threads)
 
-    def rows(path, subset=None):
-        """All texts of a corpus file packed, and (if `subset` names domains) those alone too;
-        the file is read and tokenized once."""
-        records = [json.loads(line) for line in open(path)]
-        texts = [r["text"] for r in records]
-        enc = tok.encode_batch(texts)
-        ids = [e.ids for e in enc]
-        weights = [answer_weights(t, e.offsets, tc.prompt_weight) for t, e in zip(texts, enc)]
-        packed = pack_examples(ids, tc.seq_len, sep, weights)
-        if subset is None:
-            return packed, None
-        keep = [i for i, r in enumerate(records) if r["domain"] in subset]
-        return packed, pack_examples([ids[i] for i in keep], tc.seq_len, sep, [weights[i] for i in keep])
-
-    train_rows, copy_rows = rows(snakemake.input.corpus, set(CORPUS_ONLY) if tc.copy_steps else None)
-    eval_rows, _ = rows(snakemake.input.heldout)
+    train_rows, copy_rows = corpus_rows(snakemake.input.corpus, tok, tc, set(CORPUS_ONLY) if (tc.copy_steps or tc.copy_fraction) else None)
+    eval_rows, _ = corpus_rows(snakemake.input.heldout, tok, tc)
     log.info("%d training rows, %d held-out rows of %d tokens", len(train_rows), len(eval_rows), tc.seq_len + 1)
     if copy_rows is not None:
         log.info("curriculum: the first %d steps on %d copy-drill rows", tc.copy_steps, len(copy_rows))

@@ -86,3 +86,23 @@ def test_search_on_cuda_accepts_the_cpu_moves(fixture_models, tmp_path, speculat
         out[dev] = read_patch(d / "patch.json").moves
     assert len(out["cpu"]) > 5
     assert out["cuda"] == out["cpu"]
+
+
+def test_training_on_cuda_follows_the_cpu_run():
+    """`train(device="cuda")` (embedded.train.device) draws the same batches as on CPU, so the loss
+    curves agree to float rounding over a few QAT steps, and the exported model is on CPU again."""
+    from neagari.config import ModelConfig
+    from neagari.train import TrainConfig, build_model, export_weights, pack_examples, train
+
+    cfg = ModelConfig(n_layer=2, hidden=128, ffn=256, n_head=2, n_kv_head=1, head_dim=64, vocab_size=64,
+                      context_length=32, rope_theta=10000.0, tied_embeddings=False)
+    rng = np.random.default_rng(0)
+    rows = pack_examples([list(map(int, rng.integers(1, 64, size=int(k)))) for k in rng.integers(5, 30, size=40)],
+                         seq_len=32, sep=0)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model = build_model(cfg, qat=True, seed=0)
+        tc = TrainConfig(steps=5, batch_size=4, seq_len=32, warmup=1, eval_every=5, threads=1, device=device)
+        runs[device] = [h["train_loss"] for h in train(model, rows, rows[:4], tc)]
+        export_weights(model.cpu())
+    assert runs["cuda"] == pytest.approx(runs["cpu"], rel=1e-3)

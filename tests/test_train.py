@@ -126,3 +126,26 @@ def test_copy_curriculum_draws_its_first_batches_from_the_copy_rows():
         train(model, mix, mix, TrainConfig(steps=1, copy_steps=1, threads=1))
     with pytest.raises(ValueError, match="corpus has none"):  # an old corpus without drills: clear error
         train(model, mix, mix, TrainConfig(steps=1, copy_steps=1, threads=1), copy_rows=copy[:0])
+
+
+def test_copy_fraction_keeps_a_share_of_drill_rows_in_every_mixed_batch_and_eval_rows_subsets():
+    cfg = ModelConfig(n_layer=1, hidden=128, ffn=256, n_head=2, n_kv_head=1, head_dim=64, vocab_size=40,
+                      context_length=16, rope_theta=10000.0, tied_embeddings=True)
+    mix = pack_examples([[3, 4, 5, 6]] * 8, seq_len=8, sep=0)
+    copy = pack_examples([[7, 7, 7, 7]] * 8, seq_len=8, sep=0)
+    heldout = pack_examples([[3, 4, 5, 6]] * 3 + [[9, 9, 9, 9]] * 3, seq_len=8, sep=0)
+    seen = []
+    model = build_model(cfg, qat=True, seed=0)
+    real = model.forward
+    model.forward = lambda x, *a: (seen.append(x[:, 0].tolist()), real(x, *a))[1]
+    tc = TrainConfig(steps=3, batch_size=4, seq_len=8, warmup=1, eval_every=100, threads=1, copy_steps=1,
+                     copy_fraction=0.25, eval_rows=3)
+    hist = train(model, mix, heldout, tc, copy_rows=copy)
+    assert seen[0] == [7, 7, 7, 7]  # the curriculum step
+    assert seen[1] == seen[2] == [7, 3, 3, 3]  # then 1 of 4 rows from the drills, in every batch
+    assert seen[3] == [3, 3, 3]  # the evaluation scores the first eval_rows held-out rows only
+    model.forward = real
+    from neagari.train import evaluate
+    assert hist[-1]["eval_loss"] == pytest.approx(evaluate(model, heldout[:3]), rel=1e-6)
+    with pytest.raises(ValueError, match="copy-drill rows"):
+        train(model, mix, mix, TrainConfig(steps=1, copy_fraction=0.5, threads=1))

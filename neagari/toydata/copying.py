@@ -45,3 +45,11 @@ def drill(rng: random.Random, split: str) -> str:
 def corpus_text(rng: random.Random, split: str) -> str:
     return "".join(drill(rng, split) for _ in range(rng.randint(3, 5)))
 
+
+
+def heldout_drills(seed: int, n: int) -> list[str]:
+    """`n` single held-out drills for the quality report's copy diagnostic."""
+    from .common import domain_rng
+
+    rng = domain_rng(seed, "copy-diagnostic")
+    return [drill(rng, "heldout") for _ in range(n)]
