@@ -26,6 +26,7 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
     cfg = ModelConfig(**arch, vocab_size=tok.get_vocab_size())
     model = build_model(cfg, qat=p.variant == "qat", seed=p.seed)
     history = train(model, train_rows, eval_rows, tc, copy_rows=copy_rows)
+    model.cpu()  # trained on tc.device; exported from CPU
     meta = gguf_tokenizer_metadata(tok)
     write_model(snakemake.output.gguf, cfg, export_weights(model), meta, name=snakemake.wildcards.model,
                 extra_metadata={"neagari.training.variant": p.variant})
