@@ -271,10 +271,12 @@ def train(model: Qwen3, train_rows: Packed, eval_rows: Packed, tc: TrainConfig, 
     list, 3.2 vs 3.3 nats/token); a drill phase first was meant to form it. Measured: it did not
     either at the default budget (160 drill steps: repeat 2.81 vs first list 3.00 after the mix;
     300 steps of drills alone at constant lr: 2.95 vs 3.16), so the curriculum is kept as a
-    configurable option, not as a fix.
+    configurable option, not as a fix. ``tc.copy_fraction`` keeps that share of every later batch
+    on the drills. The GPU sweeps (BENCHMARKS.md) measured what these buy: with triple-repeated
+    drills they build the circuit within 900 steps, but the tasks only use it from about 2,000.
     """
     if (tc.copy_steps or tc.copy_fraction) and (copy_rows is None or len(copy_rows) == 0):
-        raise ValueError("copy_steps > 0 needs copy-drill rows; the corpus has none (rebuild it: "
+        raise ValueError("copy_steps or copy_fraction > 0 needs copy-drill rows; the corpus has none (rebuild it: "
                          "corpora written before the copy drills existed lack them)")
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)

@@ -17,7 +17,8 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
     tc = TrainConfig(**p.train, seed=p.seed)
     torch.set_num_threads(tc.threads)
 
-    train_rows, copy_rows = corpus_rows(snakemake.input.corpus, tok, tc, set(CORPUS_ONLY) if (tc.copy_steps or tc.copy_fraction) else None)
+    drills = set(CORPUS_ONLY) if (tc.copy_steps or tc.copy_fraction) else None
+    train_rows, copy_rows = corpus_rows(snakemake.input.corpus, tok, tc, drills)
     eval_rows, _ = corpus_rows(snakemake.input.heldout, tok, tc)
     log.info("%d training rows, %d held-out rows of %d tokens", len(train_rows), len(eval_rows), tc.seq_len + 1)
     if copy_rows is not None:

@@ -15,5 +15,6 @@ for path in sys.argv[1:]:
         cells = " | ".join(f"{100 * r['exact_match'].get(d, 0):.0f} / {100 * r['wrong_share'][d]:.0f}" for d in DOMAINS)
         v = r["verbatim"]
         print(f"| {r['name']}{' (fp)' if r['variant'] == 'fp' else ''} | {steps} | {r['copy']['repeat_nll']:.2f} / "
-              f"{r['copy']['first_list_nll']:.2f} | {r['heldout_nll']:.2f} | {cells} | {v.get('PASS', 0)}/{v.get('COPY', 0)} "
+              f"{r['copy']['first_list_nll']:.2f} | {r['heldout_nll']:.2f} | {cells} | "
+              f"{v.get('PASS', 0)}/{v.get('COPY', 0)} "
               f"| {len(r['in_band'])} |")
