@@ -8,73 +8,45 @@ a repeated word list vs on its first occurrence, held-out drills). Writes OUT/NA
 
   python benchmarks/embedded_sweep.py --name lr6e-3 --set train.lr=0.006 --device cuda --out /tmp/sweep
 
-Runs on CPU or CUDA; GPU numbers differ from CPU ones in the last bits, not in kind.
+Runs on CPU or CUDA; GPU numbers differ from CPU ones in the last bits, not in kind. The copy
+diagnostic is the quality report's own (`neagari.quality.copy_diagnostic`). The records of
+2026-11-23 in benchmarks/embedded-sweeps/ came from an earlier inline version: 200 drills from
+random.Random(1), scored on the trained network before export, each list's first token left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
-import statistics
 import time
 from pathlib import Path
 
 import tokenizers
 import torch
-import torch.nn.functional as F
 import yaml
+from snakemake.utils import validate
 
 from neagari.calibrate import calibrate_document
 from neagari.config import ModelConfig
 from neagari.engine import Engine
 from neagari.export import write_model
-from neagari.quality import evaluate_items, heldout_nll, verbatim_outcomes
+from neagari.quality import copy_diagnostic, evaluate_items, heldout_nll, verbatim_outcomes
 from neagari.tokenizer import gguf_tokenizer_metadata
-from neagari.toydata import CORPUS_ONLY, copying
+from neagari.toydata import CORPUS_ONLY, DOMAINS
+from neagari.toydata.copying import heldout_drills
 from neagari.train import TrainConfig, build_model, corpus_rows, export_weights, train
 
 
-def parse_value(text: str):
-    return yaml.safe_load(text)
-
-
-def embedded_config(config_path: str, overrides: list[str]) -> dict:
-    cfg = yaml.safe_load(Path(config_path).read_text())["embedded"]
+def embedded_config(config: dict, overrides: list[str]) -> dict:
+    cfg = config["embedded"]
     for item in overrides:
         key, _, value = item.partition("=")
         node = cfg
         *parents, leaf = key.split(".")
         for k in parents:
             node = node.setdefault(k, {})
-        node[leaf] = parse_value(value)
+        node[leaf] = yaml.safe_load(value)
     return cfg
-
-
-@torch.no_grad()
-def copy_diagnostic(model, tok, n: int = 200, seed: int = 1) -> dict:
-    """Mean loss (nats/token) on the first and on the repeated occurrence of held-out drill lists."""
-    rng = random.Random(seed)
-    device = next(model.parameters()).device
-    first, second = [], []
-    model.eval()
-    for _ in range(n):
-        text = copying.drill(rng, "heldout")
-        line = text.split("\n", 1)[0].split(": ", 1)[1]  # "{cue}: {line}\n{cue}: {line}\n"
-        enc = tok.encode(text)
-        ids = torch.tensor(enc.ids, device=device)[None]
-        S = ids.shape[1]
-        pos = torch.arange(S, device=device)[None]
-        mask = torch.ones(S, S, dtype=torch.bool, device=device).tril()[None, None]
-        logits = model(ids, pos, mask)[0, :-1]
-        nll = F.cross_entropy(logits.float(), ids[0, 1:], reduction="none").tolist()
-        a = text.index(line)
-        b = text.index(line, a + len(line))
-        for spans, sink in (((a, a + len(line)), first), ((b, b + len(line)), second)):
-            vals = [nll[i - 1] for i, (s, _) in enumerate(enc.offsets) if i > 0 and spans[0] <= s < spans[1]]
-            sink.extend(vals)
-    model.train()
-    return {"first_list_nll": statistics.fmean(first), "repeat_nll": statistics.fmean(second)}
 
 
 def main() -> None:
@@ -94,7 +66,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     res, out = Path(args.results), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = embedded_config(args.config, args.set)
+    config = yaml.safe_load(Path(args.config).read_text())
+    validate(config, schema=str(Path(args.config).with_name("schema.yaml")))  # as the workflow: defaults filled in
+    cfg = embedded_config(config, args.set)
     tok = tokenizers.Tokenizer.from_file(str(res / "models/embedded/tokenizer.json"))
     tc = TrainConfig(**{**cfg["train"], "threads": args.threads, "device": args.device}, seed=cfg["seed"])
     train_rows, copy_rows = corpus_rows(args.corpus or res / "data/corpus.train.jsonl", tok, tc,
@@ -109,7 +83,7 @@ def main() -> None:
     train_s = time.time() - t0
     record = {"name": args.name, "overrides": args.set, "variant": args.variant, "device": args.device,
               "train_s": train_s, "s_per_step": train_s / tc.steps, "tokens": tc.steps * tc.batch_size * tc.seq_len,
-              "final_eval_loss": history[-1]["eval_loss"], "copy": copy_diagnostic(model, tok)}
+              "final_eval_loss": history[-1]["eval_loss"]}
     model.cpu()
     gguf = out / f"{args.name}.gguf"
     write_model(gguf, mcfg, export_weights(model), gguf_tokenizer_metadata(tok), name=args.name)
@@ -117,6 +91,8 @@ def main() -> None:
     engine = Engine.load(gguf, device=args.device)
     texts = [json.loads(line)["text"] for line in open(res / "data/corpus.heldout.jsonl")][:300]
     record["heldout_nll"] = heldout_nll(engine, texts)[0]
+    copying = copy_diagnostic(engine, heldout_drills(cfg["seed"], config["quality"]["n_copy_lists"]))
+    record["copy"] = {"first_list_nll": copying["first_nll"], "repeat_nll": copying["repeat_nll"]}
     wrong = {}
     for path in sorted(p for p in (res / "data/probes").glob("*.json") if not p.name.endswith(".prov.json")):
         doc = calibrate_document(engine, json.loads(path.read_text()))
@@ -129,8 +105,8 @@ def main() -> None:
     record["exact_match"] = {d: float(g["correct"].mean()) for (d,), g in per.group_by("domain")}
     verb = verbatim_outcomes(engine, json.loads((res / "data/heldout/verbatim_heldout.json").read_text())["probes"])
     record["verbatim"] = dict(zip(*verb["outcome"].value_counts().to_dict(as_series=False).values()))
-    band = [d for d in ("editing", "instruction", "tool_calling", "math", "coding") if 0.2 <= wrong[d] <= 0.6]
-    record["in_band"] = band
+    lo, hi = config["quality"]["wrong_target_band"]
+    record["in_band"] = [d for d in DOMAINS if lo <= wrong[d] <= hi]
     (out / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record))
 

@@ -276,8 +276,8 @@ def train(model: Qwen3, train_rows: Packed, eval_rows: Packed, tc: TrainConfig, 
     drills they build the circuit within 900 steps, but the tasks only use it from about 2,000.
     """
     if (tc.copy_steps or tc.copy_fraction) and (copy_rows is None or len(copy_rows) == 0):
-        raise ValueError("copy_steps or copy_fraction > 0 needs copy-drill rows; the corpus has none (rebuild it: "
-                         "corpora written before the copy drills existed lack them)")
+        raise ValueError("copy_steps or copy_fraction > 0 needs copy-drill rows; the corpus has none "
+                         "(rebuild it: corpora written before the copy drills existed lack them)")
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
     if tc.eval_rows:

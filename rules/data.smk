@@ -6,8 +6,7 @@ N_WORDNET_TEXTS = config.get("embedded", {}).get("corpus", {}).get("n_wordnet", 
 
 
 rule build_corpus:
-    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
-    priority: 10
+    priority: EMBEDDED_CHAIN_PRIORITY
     input:
         # WordNet-derived text (neagari.toydata.wordnet_text) needs WordNet 3.0 (rule install_wordnet)
         wordnet=[WORDNET_DIR] if N_WORDNET_TEXTS else [],
@@ -36,8 +35,7 @@ rule build_corpus:
 
 
 rule build_task_sets:
-    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
-    priority: 10
+    priority: EMBEDDED_CHAIN_PRIORITY
     output:
         probes=expand("results/data/probes/{domain}.json", domain=TASK_PROBE_SETS),
         verbatim_train="results/data/probes/verbatim.json",

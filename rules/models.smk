@@ -56,8 +56,7 @@ rule build_fixture_model:
 
 
 rule train_tokenizer:
-    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
-    priority: 10
+    priority: EMBEDDED_CHAIN_PRIORITY
     input:
         corpus="results/data/corpus.train.jsonl",
     output:
@@ -78,8 +77,7 @@ rule train_tokenizer:
 
 
 rule train_embedded_model:
-    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
-    priority: 10
+    priority: EMBEDDED_CHAIN_PRIORITY
     input:
         corpus="results/data/corpus.train.jsonl",
         heldout="results/data/corpus.heldout.jsonl",

@@ -3,8 +3,7 @@
 
 
 rule calibrate_probes:
-    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
-    priority: 10
+    priority: EMBEDDED_CHAIN_PRIORITY
     input:
         model="results/models/{model}.gguf",
         probes=probe_set_path,

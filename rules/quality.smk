@@ -3,8 +3,7 @@
 
 
 rule evaluate_quality:
-    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
-    priority: 10
+    priority: EMBEDDED_CHAIN_PRIORITY
     input:
         model="results/models/{model}.gguf",
         heldout="results/data/corpus.heldout.jsonl",
@@ -37,8 +36,7 @@ rule evaluate_quality:
 
 
 rule crosscheck_llama:
-    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
-    priority: 10
+    priority: EMBEDDED_CHAIN_PRIORITY
     input:
         model="results/models/{model}.gguf",
         eval_sets="results/data/eval/eval_sets.jsonl",
@@ -63,8 +61,7 @@ rule crosscheck_llama:
 
 
 rule quality_report:
-    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
-    priority: 10
+    priority: EMBEDDED_CHAIN_PRIORITY
     input:
         summaries=expand("results/quality/{model}/summary.parquet", model=EMBEDDED_MODELS),
         verbatim=expand("results/quality/{model}/verbatim_heldout.parquet", model=EMBEDDED_MODELS),

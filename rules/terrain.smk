@@ -40,8 +40,7 @@ localrules:
 
 
 rule install_wordnet:
-    # the embedded-model chain first: corpus to quality report in the issue's 25 minutes
-    priority: 10
+    priority: EMBEDDED_CHAIN_PRIORITY
     output:
         data=directory(WORDNET_DIR),
     params:

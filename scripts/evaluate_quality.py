@@ -18,7 +18,8 @@ with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.d
     nll, n_tokens = heldout_nll(engine, texts)
     log.info("held-out NLL %.3f nats/token over %d tokens (perplexity %.1f)", nll, n_tokens, math.exp(nll))
     copying = copy_diagnostic(engine, heldout_drills(p.seed, p.n_copy_lists), batch_size=p.batch_size)
-    write_table(pl.DataFrame([{"model": snakemake.wildcards.model, **copying}]), snakemake.output.copying, "copy_diagnostic")
+    write_table(pl.DataFrame([{"model": snakemake.wildcards.model, **copying}]), snakemake.output.copying,
+                "copy_diagnostic")
     log.info("copy diagnostic: first list %.3f, repetition %.3f nats/token", copying["first_nll"], copying["repeat_nll"])
     items = [json.loads(line) for line in open(snakemake.input.eval_sets)]
     per_item = evaluate_items(engine, items, batch_size=p.batch_size, desc="eval items")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from .common import belongs, check_split
+from .common import belongs, check_split, domain_rng
 from .pools import REAL_POOLS, cap, pool
 
 # Pools whose words the copy tasks must reproduce.
@@ -46,10 +46,7 @@ def corpus_text(rng: random.Random, split: str) -> str:
     return "".join(drill(rng, split) for _ in range(rng.randint(3, 5)))
 
 
-
 def heldout_drills(seed: int, n: int) -> list[str]:
     """`n` single held-out drills for the quality report's copy diagnostic."""
-    from .common import domain_rng
-
     rng = domain_rng(seed, "copy-diagnostic")
     return [drill(rng, "heldout") for _ in range(n)]
