@@ -1,7 +1,8 @@
 """When does the embedded model start to copy? Train on copy drills only, then score the copy diagnostic.
 
-A cheap CPU probe of the copy (induction) circuit for issue 3: the default architecture, trained
-for --steps steps on the corpus's copy-drill rows only (the curriculum's drill phase), exported to
+A cheap CPU probe of the copy (induction) circuit for issue 3: the config's embedded model and
+training settings (validated as the workflow does), trained for --steps steps on the corpus's
+copy-drill rows only (the curriculum's drill phase), exported to
 Q1_0, then the quality report's copy diagnostic on held-out drills (NLL of a word list's
 repetition vs its first occurrence; a copying model predicts the repetition almost exactly).
 
@@ -23,6 +24,9 @@ from pathlib import Path
 
 import tokenizers
 import torch
+import yaml
+from embedded_sweep import embedded_config  # the sibling sweep tool's config overrides
+from snakemake.utils import validate
 
 from neagari.config import ModelConfig
 from neagari.engine import Engine
@@ -40,6 +44,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--qk-norm-init", type=float, default=1.0)
+    ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--results", default="results", help="a workflow run's results/ (tokenizer, held-out corpus)")
     ap.add_argument("--corpus", default=None, help="training corpus (default RESULTS/data/corpus.train.jsonl)")
     ap.add_argument("--n-drills", type=int, default=100)
@@ -48,13 +53,18 @@ def main() -> None:
     res, out = Path(a.results), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     tok = tokenizers.Tokenizer.from_file(str(res / "models/embedded/tokenizer.json"))
-    tc = TrainConfig(steps=a.steps, batch_size=8, seq_len=256, lr=a.lr, warmup=40, eval_every=10**9,
-                     eval_rows=16, threads=1, prompt_weight=0.1, copy_steps=a.steps)
+    config = yaml.safe_load(Path(a.config).read_text())
+    validate(config, schema=str(Path(a.config).with_name("schema.yaml")))  # as the workflow: defaults filled in
+    # every step on the drills; one held-out evaluation (16 rows) at the end, which the record ignores
+    cfg = embedded_config(config, [f"train.steps={a.steps}", f"train.lr={a.lr}", f"train.copy_steps={a.steps}",
+                                   "train.copy_fraction=0", f"train.eval_every={10**9}", "train.eval_rows=16",
+                                   "train.threads=1"])
+    tc = TrainConfig(**cfg["train"], seed=cfg["seed"])
     train_rows, copy_rows = corpus_rows(a.corpus or res / "data/corpus.train.jsonl", tok, tc, set(CORPUS_ONLY))
     eval_rows, _ = corpus_rows(res / "data/corpus.heldout.jsonl", tok, tc)
-    mcfg = ModelConfig(n_layer=4, hidden=256, ffn=768, n_head=4, n_kv_head=2, head_dim=64, context_length=512,
-                       rope_theta=10000.0, tied_embeddings=False, vocab_size=tok.get_vocab_size())
-    model = build_model(mcfg, qat=True, seed=0)
+    arch = {k: v for k, v in cfg["architecture"].items() if k != "seed"}  # as the workflow
+    mcfg = ModelConfig(**arch, vocab_size=tok.get_vocab_size())
+    model = build_model(mcfg, qat=True, seed=cfg["seed"])
     with torch.no_grad():
         for b in model.blocks:
             b.attn.q_norm.weight.fill_(a.qk_norm_init)
@@ -64,7 +74,7 @@ def main() -> None:
     train_s = time.time() - t0
     gguf = out / f"{a.name}.gguf"
     write_model(gguf, mcfg, export_weights(model), gguf_tokenizer_metadata(tok), name=a.name)
-    diag = copy_diagnostic(Engine.load(gguf), heldout_drills(0, a.n_drills))
+    diag = copy_diagnostic(Engine.load(gguf), heldout_drills(cfg["seed"], a.n_drills))
     gguf.unlink()
     rec = {"benchmark": "copy_onset", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
