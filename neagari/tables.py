@@ -315,9 +315,9 @@ class LlamaCrosscheck(pa.DataFrameModel):
     tokens_ours: int = pa.Field(ge=0)
     tokens_llama: int = pa.Field(ge=0)
     agree_prefix: int = pa.Field(ge=0)
-    first_near_tie: int = pa.Field(ge=0, nullable=True)
-    # (our logit of our token - of llama.cpp's) / max |logit|, where the two first part
-    ours_margin_at_split: float = pa.Field(ge=0, nullable=True)
+    # first step whose top-2 margin is a near-tie (neagari.agreement), on each side's own path
+    first_near_tie_ours: int = pa.Field(ge=0, nullable=True)
+    first_near_tie_llama: int = pa.Field(ge=0, nullable=True)
     verdict: str = pa.Field(isin=["identical", "near-tie", "disagree"])
     text_ours: str
     text_llama: str

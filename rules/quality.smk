@@ -45,7 +45,6 @@ rule crosscheck_llama:
     params:
         n_prompts=20,
         max_new_tokens=30,
-        tie=0.01,
     threads: 1
     log:
         "logs/quality/{model}.llama.log",

@@ -4,6 +4,7 @@ import json
 
 import polars as pl
 
+from neagari.agreement import compare_greedy, continuation_margins
 from neagari.engine import Engine
 from neagari.llama_eval import LlamaGenerator
 from neagari.smk import rule_context
@@ -24,27 +25,13 @@ with rule_context(snakemake, config_keys=["quality"]) as log:
         ids = engine.tokenizer.encode(it["prompt"])
         ours = engine.generate([ids], max_new_tokens=p.max_new_tokens)[0]
         ref = llama.generate_ids(ids, p.max_new_tokens, track_margins=True)
-        n = min(len(ours), len(ref.ids))
-        agree = next((i for i in range(n) if ours[i] != ref.ids[i]), n)
-        first_tie = next((i for i, m in enumerate(ref.margins) if m <= p.tie), None)
-        # Our own margin, where the two first part, between our token and llama.cpp's: llama.cpp
-        # rounds activations to 8 bits, so a split where either side sees a near-tie is rounding.
-        ours_margin = None
-        if agree < n:
-            lg = engine.logits([ids + ours[:agree]])[0].float()
-            ours_margin = float((lg[ours[agree]] - lg[ref.ids[agree]]) / lg.abs().max().clamp(min=1e-12))
-        if ours == ref.ids:
-            verdict = "identical"
-        elif (first_tie is not None and agree >= first_tie) or (ours_margin is not None and ours_margin <= p.tie):
-            verdict = "near-tie"
-        else:
-            verdict = "disagree"
+        cmp = compare_greedy(ours, continuation_margins(engine, ids, ours), ref.ids, ref.margins)
         rows.append({"id": it["id"], "domain": it["domain"], "tokens_ours": len(ours), "tokens_llama": len(ref.ids),
-                     "agree_prefix": agree, "first_near_tie": first_tie, "ours_margin_at_split": ours_margin,
-                     "verdict": verdict,
+                     "agree_prefix": cmp.agree_prefix, "first_near_tie_ours": cmp.first_tie_ours,
+                     "first_near_tie_llama": cmp.first_tie_ref, "verdict": cmp.verdict,
                      "text_ours": engine.tokenizer.decode(ours), "text_llama": engine.tokenizer.decode(ref.ids)})
     llama.close()
-    table = pl.DataFrame(rows, schema_overrides={"first_near_tie": pl.Int64, "ours_margin_at_split": pl.Float64})
+    table = pl.DataFrame(rows, schema_overrides={"first_near_tie_ours": pl.Int64, "first_near_tie_llama": pl.Int64})
     write_table(table, snakemake.output.table, "llama_crosscheck")
     log.info("%s", table["verdict"].value_counts())
     if (table["verdict"] == "disagree").any():

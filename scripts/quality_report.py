@@ -3,6 +3,7 @@ import math
 
 import polars as pl
 
+from neagari.agreement import TIE
 from neagari.smk import rule_context
 from neagari.tables import read_table, write_table
 
@@ -36,8 +37,8 @@ with rule_context(snakemake, config_keys=["quality"]) as log:
                   f"the copy tasks, editing, verbatim extraction and tool arguments, need that)."]
         cc = dict(read_table(cc_path)["verdict"].value_counts().iter_rows())
         lines += [f"llama.cpp on the exported file, greedy, {sum(cc.values())} prompts: {cc.get('identical', 0)} "
-                  f"identical to our engine, {cc.get('near-tie', 0)} identical up to a near-tie (where they part, "
-                  f"llama.cpp's top-2 margin or ours between the two tokens is under 1% of the logit range; "
+                  f"identical to our engine, {cc.get('near-tie', 0)} identical up to a near-tie (they part at or after "
+                  f"the first step where either side's top-2 margin is at most {TIE:.0%} of its logit range; "
                   f"llama.cpp rounds activations to 8 bits), {cc.get('disagree', 0)} disagreeing."]
         shares = t.filter(pl.col("domain").is_in(["editing", "instruction", "tool_calling", "math", "coding"]))
         in_band = shares.filter(pl.col("probes_wrong_share").is_between(lo, hi))
