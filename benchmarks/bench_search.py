@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neagari.engine import Engine
-from neagari.fixtures import FixtureSpec, write_fixture_model
-from neagari.probes import Probe, token_ids
+from neagari.engine.engine import Engine
+from neagari.engine.fixtures import FixtureSpec, write_fixture_model
+from neagari.search.probes import Probe, token_ids
 from neagari.search.fitness import Fitness
 from neagari.search.proposal import ProposalConfig, Proposer
 from neagari.search.runner import Search, SearchConfig

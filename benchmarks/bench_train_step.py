@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from neagari.config import ModelConfig
-from neagari.train import Packed, build_model, lm_loss
+from neagari.engine.config import ModelConfig
+from neagari.embedded.train import Packed, build_model, lm_loss
 
 
 def main() -> None:

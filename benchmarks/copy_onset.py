@@ -28,14 +28,14 @@ import yaml
 from embedded_sweep import embedded_config  # the sibling sweep tool's config overrides
 from snakemake.utils import validate
 
-from neagari.config import ModelConfig
-from neagari.engine import Engine
-from neagari.export import write_model
-from neagari.quality import copy_diagnostic
-from neagari.tokenizer import gguf_tokenizer_metadata
-from neagari.toydata import CORPUS_ONLY
-from neagari.toydata.copying import heldout_drills
-from neagari.train import TrainConfig, build_model, corpus_rows, export_weights, train
+from neagari.engine.config import ModelConfig
+from neagari.engine.engine import Engine
+from neagari.engine.export import write_model
+from neagari.evaluation.quality import copy_diagnostic
+from neagari.engine.tokenizer import gguf_tokenizer_metadata
+from neagari.embedded.toydata import CORPUS_ONLY
+from neagari.embedded.toydata.copying import heldout_drills
+from neagari.embedded.train import TrainConfig, build_model, corpus_rows, export_weights, train
 
 
 def main() -> None:

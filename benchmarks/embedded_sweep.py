@@ -9,7 +9,7 @@ a repeated word list vs on its first occurrence, held-out drills). Writes OUT/NA
   python benchmarks/embedded_sweep.py --name lr6e-3 --set train.lr=0.006 --device cuda --out /tmp/sweep
 
 Runs on CPU or CUDA; GPU numbers differ from CPU ones in the last bits, not in kind. The copy
-diagnostic is the quality report's own (`neagari.quality.copy_diagnostic`). The records of
+diagnostic is the quality report's own (`neagari.evaluation.quality.copy_diagnostic`). The records of
 2026-11-23 in benchmarks/embedded-sweeps/ came from an earlier inline version: 200 drills from
 random.Random(1), scored on the trained network before export, each list's first token left out.
 """
@@ -26,15 +26,15 @@ import torch
 import yaml
 from snakemake.utils import validate
 
-from neagari.calibrate import calibrate_document
-from neagari.config import ModelConfig
-from neagari.engine import Engine
-from neagari.export import write_model
-from neagari.quality import copy_diagnostic, evaluate_items, heldout_nll, verbatim_outcomes
-from neagari.tokenizer import gguf_tokenizer_metadata
-from neagari.toydata import CORPUS_ONLY, DOMAINS
-from neagari.toydata.copying import heldout_drills
-from neagari.train import TrainConfig, build_model, corpus_rows, export_weights, train
+from neagari.search.calibrate import calibrate_document
+from neagari.engine.config import ModelConfig
+from neagari.engine.engine import Engine
+from neagari.engine.export import write_model
+from neagari.evaluation.quality import copy_diagnostic, evaluate_items, heldout_nll, verbatim_outcomes
+from neagari.engine.tokenizer import gguf_tokenizer_metadata
+from neagari.embedded.toydata import CORPUS_ONLY, DOMAINS
+from neagari.embedded.toydata.copying import heldout_drills
+from neagari.embedded.train import TrainConfig, build_model, corpus_rows, export_weights, train
 
 
 def embedded_config(config: dict, overrides: list[str]) -> dict:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 
 def _cmd_inspect(a) -> int:
-    from .config import ModelConfig
-    from .gguf_io import GGUFFile
+    from neagari.engine.config import ModelConfig
+    from neagari.engine.gguf_io import GGUFFile
 
     f = GGUFFile(a.model)
     info = f.summary()
@@ -40,14 +40,14 @@ def _cmd_inspect(a) -> int:
 
 
 def _engine(a):
-    from .engine import Engine
+    from neagari.engine.engine import Engine
 
     return Engine.load(a.model, device=a.device, dtype=a.dtype, cache_weights=not a.no_cache)
 
 
 def _cmd_score(a) -> int:
-    from .probes import load_probes, score_probes
-    from .tables import write_table
+    from neagari.search.probes import load_probes, score_probes
+    from neagari.tables import write_table
 
     probes = load_probes(a.probes)
     df = score_probes(_engine(a), probes, batch_size=a.batch_size)
@@ -70,7 +70,7 @@ def _cmd_generate(a) -> int:
 
 
 def _cmd_apply_patch(a) -> int:
-    from .patch import apply_patch_files
+    from neagari.search.patch import apply_patch_files
 
     sha = apply_patch_files(Path(a.base), Path(a.out), [Path(p) for p in a.patches], force=a.force)
     print(f"{a.out}  sha256 {sha}", file=sys.stderr)
@@ -78,7 +78,7 @@ def _cmd_apply_patch(a) -> int:
 
 
 def _cmd_verify(a) -> int:
-    from .provenance import verify
+    from neagari.workflow.provenance import verify
 
     problems = verify(a.root, deep=a.deep)
     for p in problems:
@@ -91,8 +91,8 @@ def _cmd_verify(a) -> int:
 
 
 def search_config_from_args(a):
-    from .search.proposal import ProposalConfig
-    from .search.runner import SearchConfig
+    from neagari.search.proposal import ProposalConfig
+    from neagari.search.runner import SearchConfig
 
     proposal = ProposalConfig(layers=tuple(a.layers), projections=tuple(a.projections),
                               group_sampling=a.group_sampling, scale_prob=a.scale_prob,
@@ -106,8 +106,8 @@ def search_config_from_args(a):
 def _cmd_search(a) -> int:
     import logging
 
-    from .search import split_probes
-    from .search.runner import Search
+    from neagari.search import split_probes
+    from neagari.search.runner import Search
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.threads:
@@ -130,7 +130,7 @@ def _cmd_search(a) -> int:
 
 
 def _cmd_fixture(a) -> int:
-    from .fixtures import FixtureSpec, write_fixture_model
+    from neagari.engine.fixtures import FixtureSpec, write_fixture_model
 
     spec = FixtureSpec(n_layer=a.layers, hidden=a.hidden, ffn=a.ffn, n_head=a.heads, n_kv_head=a.kv_heads,
                        head_dim=a.head_dim, vocab_size=a.vocab, tied_embeddings=not a.untied, seed=a.seed)
@@ -224,13 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .gguf_io import GGUFFormatError
+    from neagari.engine.gguf_io import GGUFFormatError
 
     args = build_parser().parse_args(argv)
     expected: tuple[type[BaseException], ...] = (GGUFFormatError, FileNotFoundError, IsADirectoryError)
     try:
-        from .patch import PatchError
-        from .probes import ProbeError
+        from neagari.search.patch import PatchError
+        from neagari.search.probes import ProbeError
         expected += (PatchError, ProbeError)
     except ImportError:
         pass

@@ -110,7 +110,7 @@ class SearchIterations(pa.DataFrameModel):
     gaps: list[float] = pa.Field(nullable=False)
 
 
-from .audit_schemas import AUDIT_SCHEMAS, InterferenceByQuartile, LayerProjectionCounts  # noqa: E402
+from neagari.analysis.schemas import AUDIT_SCHEMAS, InterferenceByQuartile, LayerProjectionCounts  # noqa: E402
 
 
 class QuartilesByRun(InterferenceByQuartile):
@@ -261,7 +261,7 @@ class HeldoutGenerations(pa.DataFrameModel):
 
 class BenchItems(pa.DataFrameModel):
     """PAPER.md §6.7: one row per evaluation item, greedy llama.cpp output and the verdict of the
-    item's scorer (exact match, or the GSM8K / IFEval / MMLU / MuSR scorers of neagari.scorers)."""
+    item's scorer (exact match, or the GSM8K / IFEval / MMLU / MuSR scorers of neagari.evaluation.scorers)."""
 
     id: str = pa.Field(unique=True)
     domain: str
@@ -273,7 +273,7 @@ class BenchItems(pa.DataFrameModel):
 
 
 class BenchmarkItemSets(pa.DataFrameModel):
-    """One row per benchmark file turned into generation items (neagari.benchmarks.load_items)."""
+    """One row per benchmark file turned into generation items (neagari.evaluation.benchmark_items.load_items)."""
 
     benchmark: str = pa.Field(unique=True, isin=["gsm8k", "ifeval", "mmlu", "musr"])
     source: str
@@ -315,7 +315,7 @@ class LlamaCrosscheck(pa.DataFrameModel):
     tokens_ours: int = pa.Field(ge=0)
     tokens_llama: int = pa.Field(ge=0)
     agree_prefix: int = pa.Field(ge=0)
-    # first step whose top-2 margin is a near-tie (neagari.agreement), on each side's own path
+    # first step whose top-2 margin is a near-tie (neagari.evaluation.agreement), on each side's own path
     first_near_tie_ours: int = pa.Field(ge=0, nullable=True)
     first_near_tie_llama: int = pa.Field(ge=0, nullable=True)
     verdict: str = pa.Field(isin=["identical", "near-tie", "disagree"])

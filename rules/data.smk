@@ -8,7 +8,7 @@ N_WORDNET_TEXTS = config.get("embedded", {}).get("corpus", {}).get("n_wordnet", 
 rule build_corpus:
     priority: EMBEDDED_CHAIN_PRIORITY
     input:
-        # WordNet-derived text (neagari.toydata.wordnet_text) needs WordNet 3.0 (rule install_wordnet)
+        # WordNet-derived text (neagari.embedded.toydata.wordnet_text) needs WordNet 3.0 (rule install_wordnet)
         wordnet=[WORDNET_DIR] if N_WORDNET_TEXTS else [],
     output:
         corpus="results/data/corpus.{split}.jsonl",

@@ -2,7 +2,7 @@
 # inputs come from (upstream probe sets and patches at a fixed commit, benchmark datasets at a
 # fixed hub revision) is a rule output under results/downloads/, checked against its sha256;
 # model GGUFs are downloaded by `download_model` (models.smk). Sources are described in
-# neagari/downloads.py; any of them may be a local `path:` instead, for offline machines.
+# neagari/workflow/downloads.py; any of them may be a local `path:` instead, for offline machines.
 # Downloads run on the machine Snakemake runs on (localrules): cluster nodes often have no
 # network. Nothing here touches the network while the DAG is built.
 from neagari import downloads as dl

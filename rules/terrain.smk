@@ -1,4 +1,4 @@
-# Stage: geometric terrain of the 1-bit models (issue 6; neagari.terrain*). For each terrain model:
+# Stage: geometric terrain of the 1-bit models (issue 6; neagari.analysis.terrain.measures*). For each terrain model:
 # the base GGUF, each patched GGUF of the chosen search stages and the MLP-randomized null models,
 # each profiled by rule terrain_model into results/terrain/{model}/{label}/; terrain_collect stacks
 # the labels into results/terrain/{model}/{table}.parquet, terrain_figures draws them. WordNet 3.0

@@ -2,9 +2,9 @@
 import tempfile
 from pathlib import Path
 
-from neagari.gguf_io import sha256_file
-from neagari.patch import apply_patch_files
-from neagari.smk import rule_context
+from neagari.hashing import sha256_file
+from neagari.search.patch import apply_patch_files
+from neagari.workflow.smk import rule_context
 
 with rule_context(snakemake, config_keys=[]) as log:
     base_sha = sha256_file(snakemake.input.model)

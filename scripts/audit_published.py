@@ -2,9 +2,9 @@
 (the paper's published patches, or any search's patch.upstream.json); no model needed."""
 import polars as pl
 
-from neagari import audits
-from neagari.patch import read_patch
-from neagari.smk import rule_context
+from neagari.analysis import audits
+from neagari.search.patch import read_patch
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
 
 out = snakemake.output

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from neagari import audits
-from neagari.gguf_io import GGUFFile
-from neagari.patch import read_patch
-from neagari.smk import rule_context
+from neagari.analysis import audits
+from neagari.engine.gguf_io import GGUFFile
+from neagari.search.patch import read_patch
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
 
 out, p = snakemake.output, snakemake.params

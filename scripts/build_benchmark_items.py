@@ -4,11 +4,11 @@ import json
 
 import polars as pl
 
-from neagari.benchmarks import load_items, render_items
-from neagari.gguf_io import GGUFFile
-from neagari.smk import rule_context
+from neagari.evaluation.benchmark_items import load_items, render_items
+from neagari.engine.gguf_io import GGUFFile
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
-from neagari.tokenizer import GGUFTokenizer
+from neagari.engine.tokenizer import GGUFTokenizer
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["evaluation"], seed=p.seed) as log:

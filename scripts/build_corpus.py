@@ -2,8 +2,8 @@
 JSON lines {"domain", "text"}."""
 import json
 
-from neagari import toydata
-from neagari.smk import rule_context
+from neagari.embedded import toydata
+from neagari.workflow.smk import rule_context
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["embedded"], seed=p.seed) as log:
@@ -12,8 +12,8 @@ with rule_context(snakemake, config_keys=["embedded"], seed=p.seed) as log:
     if p.n_wordnet:  # is-a sentences and definitions from WordNet 3.0 (the terrain stage's alignment)
         import os
 
-        from neagari.toydata import wordnet_text
-        from neagari.toydata.common import domain_rng
+        from neagari.embedded.toydata import wordnet_text
+        from neagari.embedded.toydata.common import domain_rng
 
         os.environ["NEAGARI_WORDNET_DIR"] = p.wordnet_dir  # the workflow's own WordNet copy
         rng = domain_rng(p.seed, "corpus", split, "wordnet")

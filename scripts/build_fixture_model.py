@@ -1,7 +1,7 @@
 """Rule build_fixture_model: a random Qwen3 Q1_0 GGUF of the configured shape."""
-from neagari.fixtures import spec_from_dict, write_fixture_model
-from neagari.gguf_io import GGUFFile
-from neagari.smk import rule_context
+from neagari.engine.fixtures import spec_from_dict, write_fixture_model
+from neagari.engine.gguf_io import GGUFFile
+from neagari.workflow.smk import rule_context
 
 spec = spec_from_dict(snakemake.params.spec)
 with rule_context(snakemake, config_keys=["models"], seed=spec.seed) as log:

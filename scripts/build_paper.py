@@ -6,9 +6,9 @@ from pathlib import Path
 
 import polars as pl
 
-from neagari import paper
-from neagari.paper import TableItem, concat_tables
-from neagari.smk import rule_context
+from neagari.report import paper
+from neagari.report.paper import TableItem, concat_tables
+from neagari.workflow.smk import rule_context
 from neagari.tables import read_table
 
 GROUP_BITS = 128  # sign bits one weight XOR inverts (one Q1_0 block); a scale move changes one bit

@@ -2,8 +2,8 @@
 import json
 from pathlib import Path
 
-from neagari import toydata
-from neagari.smk import rule_context
+from neagari.embedded import toydata
+from neagari.workflow.smk import rule_context
 
 p = snakemake.params
 out = snakemake.output

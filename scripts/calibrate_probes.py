@@ -2,9 +2,9 @@
 import json
 from pathlib import Path
 
-from neagari.calibrate import calibrate_document
-from neagari.engine import Engine
-from neagari.smk import rule_context
+from neagari.search.calibrate import calibrate_document
+from neagari.engine.engine import Engine
+from neagari.workflow.smk import rule_context
 
 with rule_context(snakemake, config_keys=["probe_sets"], device=snakemake.params.device,
                   dtype=snakemake.params.dtype) as log:

@@ -4,10 +4,10 @@ import json
 
 import polars as pl
 
-from neagari.agreement import compare_greedy, continuation_margins
-from neagari.engine import Engine
-from neagari.llama_eval import LlamaGenerator
-from neagari.smk import rule_context
+from neagari.evaluation.agreement import compare_greedy, continuation_margins
+from neagari.engine.engine import Engine
+from neagari.evaluation.llama_eval import LlamaGenerator
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
 
 p = snakemake.params

@@ -3,8 +3,8 @@ controls, the upstream 1.7B notebook's verbatim prompts, samples of MMLU / MuSR 
 import json
 from pathlib import Path
 
-from neagari.downloads import derive_probe_set
-from neagari.smk import rule_context
+from neagari.evaluation.datasets import derive_probe_set
+from neagari.workflow.smk import rule_context
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["downloads"], seed=p.spec.get("seed", 0)) as log:

@@ -4,8 +4,8 @@ import json
 
 import polars as pl
 
-from neagari.llama_eval import LlamaGenerator, evaluate_items
-from neagari.smk import rule_context
+from neagari.evaluation.llama_eval import LlamaGenerator, evaluate_items
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
 
 p = snakemake.params

@@ -1,8 +1,8 @@
 """Rule eval_benchmark_compare: base vs patched accuracy per domain, paired (exact McNemar, 95% CI)."""
 import polars as pl
 
-from neagari.llama_eval import paired_comparison
-from neagari.smk import rule_context
+from neagari.evaluation.llama_eval import paired_comparison
+from neagari.workflow.smk import rule_context
 from neagari.tables import read_table, write_table
 
 with rule_context(snakemake, config_keys=[]) as log:

@@ -3,8 +3,8 @@ import itertools
 
 import polars as pl
 
-from neagari.heldout import CLASSES
-from neagari.smk import rule_context
+from neagari.evaluation.heldout import CLASSES
+from neagari.workflow.smk import rule_context
 from neagari.stats import wilson_interval
 from neagari.tables import read_table, write_table
 

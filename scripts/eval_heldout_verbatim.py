@@ -7,10 +7,10 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from neagari.engine import Engine
-from neagari.probes import load_probes
-from neagari.quality import greedy_answers, verbatim_outcomes
-from neagari.smk import rule_context
+from neagari.engine.engine import Engine
+from neagari.search.probes import load_probes
+from neagari.evaluation.quality import greedy_answers, verbatim_outcomes
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
 
 p, inp = snakemake.params, snakemake.input

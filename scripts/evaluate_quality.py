@@ -5,11 +5,11 @@ from pathlib import Path
 
 import polars as pl
 
-from neagari.engine import Engine
-from neagari.quality import copy_diagnostic, evaluate_items, heldout_nll, uniform_nll, verbatim_outcomes
-from neagari.smk import rule_context
+from neagari.engine.engine import Engine
+from neagari.evaluation.quality import copy_diagnostic, evaluate_items, heldout_nll, uniform_nll, verbatim_outcomes
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
-from neagari.toydata.copying import heldout_drills
+from neagari.embedded.toydata.copying import heldout_drills
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.dtype) as log:

@@ -1,7 +1,7 @@
 """Rule fig_acceptance: rolling-window and cumulative acceptance rate against iteration, one line
 per pass-1 domain (PAPER.md §7.1)."""
-from neagari.plotting import domain_colors, run_name, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import domain_colors, run_name, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,7 +1,7 @@
 """Rule fig_crossing: of each patch's accepted flips, how many changed the sign of any target's
 gap (a fix or a break) and how many did not, per patch and pooled (PAPER.md §7.6)."""
-from neagari.plotting import CONTROL_COLOR, TARGET_COLOR, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import CONTROL_COLOR, TARGET_COLOR, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,8 +1,8 @@
 """Rule fig_deltas: one flip's effect against the distance still to go. Upper panel: |mean gap
 change over targets| of every accepted pipeline flip; lower panel: distance to the boundary
 (|gap|) of every target wrong when its patch's search started. Shared log-scale x (PAPER.md §7.6)."""
-from neagari.plotting import CONTROL_COLOR, TARGET_COLOR, read_summary, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import CONTROL_COLOR, TARGET_COLOR, read_summary, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,7 +1,7 @@
 """Rule fig_fitness: best fitness (fitness after each accepted move) against iteration, one panel
 per pipeline domain, one line per pass (PAPER.md §6.5 "Fitness" column)."""
-from neagari.plotting import domain_colors, panel_grid, run_name, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import domain_colors, panel_grid, run_name, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import polars as pl  # noqa: E402

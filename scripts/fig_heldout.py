@@ -1,7 +1,7 @@
 """Rule fig_heldout: held-out verbatim outcomes, base model (rows) against patched model
 (columns), one panel per targeted fitness (PAPER.md §6.8.1)."""
-from neagari.plotting import heatmap, panel_grid, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import heatmap, panel_grid, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import numpy as np  # noqa: E402

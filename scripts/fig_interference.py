@@ -1,7 +1,7 @@
 """Rule fig_interference: the cross-domain interference matrix (PAPER.md §6.6): mean gap change
 (patched − base, logits) of each probe set (columns) on the model after each pipeline patch (rows)."""
-from neagari.plotting import heatmap, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import heatmap, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,7 +1,7 @@
 """Rule fig_layers: accepted moves per layer and MLP projection, summed over the domains of each
 pipeline stage (pass 1 weight XORs, pass 2 mostly scale flips)."""
-from neagari.plotting import empty_figure, heatmap, panel_grid, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import empty_figure, heatmap, panel_grid, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import numpy as np  # noqa: E402

@@ -1,7 +1,7 @@
 """Rule fig_null_baseline: acceptance rate of the trained model and of its MLP-sign-randomized
 copy with Wilson 95% intervals, per seed and seeds pooled (PAPER.md §7.1.1)."""
-from neagari.plotting import CONTROL_COLOR, NEUTRAL_COLOR, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import CONTROL_COLOR, NEUTRAL_COLOR, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,7 +1,7 @@
 """Rule fig_trajectories: gap of the wrong targets nearest the boundary, after each accepted move,
 one panel per pass-1 domain and per targeted run (PAPER.md §7.6: how far one run moves them)."""
-from neagari.plotting import PALETTE, panel_grid, read_summary, run_name, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import PALETTE, panel_grid, read_summary, run_name, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import numpy as np  # noqa: E402

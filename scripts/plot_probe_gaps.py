@@ -4,7 +4,7 @@ import matplotlib
 matplotlib.rc_file(snakemake.input.style)
 import matplotlib.pyplot as plt  # noqa: E402
 
-from neagari.smk import rule_context  # noqa: E402
+from neagari.workflow.smk import rule_context  # noqa: E402
 from neagari.tables import read_table  # noqa: E402
 
 with rule_context(snakemake, config_keys=[]) as log:

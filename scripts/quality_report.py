@@ -3,8 +3,8 @@ import math
 
 import polars as pl
 
-from neagari.agreement import TIE
-from neagari.smk import rule_context
+from neagari.evaluation.agreement import TIE
+from neagari.workflow.smk import rule_context
 from neagari.tables import read_table, write_table
 
 lo, hi = snakemake.params.band

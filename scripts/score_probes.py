@@ -1,7 +1,7 @@
 """Rule score_probes: the gap of every probe of one probe set on one model."""
-from neagari.engine import Engine
-from neagari.probes import load_probes, score_probes
-from neagari.smk import rule_context
+from neagari.engine.engine import Engine
+from neagari.search.probes import load_probes, score_probes
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
 
 with rule_context(snakemake, config_keys=["score", "probe_sets"], device=snakemake.params.device,

@@ -5,10 +5,10 @@ rival?)."""
 import polars as pl
 import torch
 
-from neagari import audits
-from neagari.engine import Engine
-from neagari.probes import load_probes, token_ids, top_rival
-from neagari.smk import rule_context
+from neagari.analysis import audits
+from neagari.engine.engine import Engine
+from neagari.search.probes import load_probes, token_ids, top_rival
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
 
 p, out = snakemake.params, snakemake.output

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import torch
 
-from neagari.engine import Engine
-from neagari.probes import load_probes
+from neagari.engine.engine import Engine
+from neagari.search.probes import load_probes
 from neagari.search import split_probes
 from neagari.search.proposal import ProposalConfig
 from neagari.search.runner import Search, SearchConfig
-from neagari.smk import rule_context
+from neagari.workflow.smk import rule_context
 
 spec, common, out = snakemake.params.spec, snakemake.params.common, snakemake.output
 with rule_context(snakemake, config_keys=["search"], seed=spec["seed"], device=snakemake.params.device,

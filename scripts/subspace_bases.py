@@ -2,10 +2,10 @@
 circuit, write-not-read and random), every layer, at the largest configured rank."""
 import torch
 
-from neagari.engine import Engine
-from neagari.smk import rule_context
-from neagari.subspace import resolve_ranks
-from neagari.subspace_bases import save_candidates, weight_candidates
+from neagari.engine.engine import Engine
+from neagari.workflow.smk import rule_context
+from neagari.analysis.subspace.measures import resolve_ranks
+from neagari.analysis.subspace.bases import save_candidates, weight_candidates
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["subspace"], seed=p.seed, device=p.device, dtype=p.dtype) as log:

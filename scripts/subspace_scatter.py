@@ -1,9 +1,10 @@
 """Rule subspace_scatter: joint R_act-vs-R_w scatter, one panel per patch, at one rank."""
-from neagari.plotting import save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
-from neagari.subspace_report import pick_rank, plot_joint_scatter  # noqa: E402
+from neagari.analysis.subspace.sweep import pick_rank  # noqa: E402
+from neagari.report.subspace_figure import plot_joint_scatter  # noqa: E402
 from neagari.tables import read_table  # noqa: E402
 
 with rule_context(snakemake, config_keys=["subspace"], seed=snakemake.params.seed) as log:

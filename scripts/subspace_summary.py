@@ -4,9 +4,9 @@ from pathlib import Path
 
 import polars as pl
 
-from neagari.smk import rule_context
-from neagari.subspace_report import pick_rank, summarize, write_conclusion
-from neagari.subspace_schemas import SubspacePerLayer, SubspaceSummary
+from neagari.workflow.smk import rule_context
+from neagari.analysis.subspace.sweep import pick_rank, summarize, write_conclusion
+from neagari.analysis.subspace.schemas import SubspacePerLayer, SubspaceSummary
 from neagari.tables import read_table, write_table
 
 out = snakemake.output

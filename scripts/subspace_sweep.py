@@ -3,14 +3,14 @@ basis, layer by layer (the base is the model the patch was searched on)."""
 import polars as pl
 import torch
 
-from neagari.engine import Engine
-from neagari.patch import read_patch
-from neagari.probes import load_probes, token_ids
-from neagari.smk import rule_context
-from neagari.subspace import resolve_ranks
-from neagari.subspace_bases import load_candidates
-from neagari.subspace_report import sweep_patch
-from neagari.subspace_schemas import SubspacePerLayer
+from neagari.engine.engine import Engine
+from neagari.search.patch import read_patch
+from neagari.search.probes import load_probes, token_ids
+from neagari.workflow.smk import rule_context
+from neagari.analysis.subspace.measures import resolve_ranks
+from neagari.analysis.subspace.bases import load_candidates
+from neagari.analysis.subspace.sweep import sweep_patch
+from neagari.analysis.subspace.schemas import SubspacePerLayer
 from neagari.tables import write_table
 
 p, wc = snakemake.params, snakemake.wildcards

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import polars as pl
 
-from neagari.smk import rule_context
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
-from neagari.terrain_schemas import TERRAIN_SCHEMAS
+from neagari.analysis.terrain.schemas import TERRAIN_SCHEMAS
 
 with rule_context(snakemake, config_keys=["terrain"]) as log:
     for name in TERRAIN_SCHEMAS:

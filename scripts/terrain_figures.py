@@ -1,8 +1,8 @@
 """Rule terrain_figures: one model's terrain across its files (base black, MLP-randomized null
 orange-red, patched grey): eigenspectrum, cosine histogram, simplex-volume CV vs Gaussian, digit
 manifold, layer evolution, and WordNet alignment with 95% intervals over seeds."""
-from neagari.plotting import NEUTRAL_COLOR, TARGET_COLOR, empty_figure, panel_grid, save, use_style
-from neagari.smk import rule_context
+from neagari.report.plotting import NEUTRAL_COLOR, TARGET_COLOR, empty_figure, panel_grid, save, use_style
+from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,11 +1,11 @@
 """Rule terrain_model: every terrain table of one model file (base, patched or MLP-randomized):
-token-embedding geometry, layer evolution and WordNet alignment (neagari.terrain_run)."""
-from neagari.engine import Engine
-from neagari.smk import rule_context
+token-embedding geometry, layer evolution and WordNet alignment (neagari.analysis.terrain.profile)."""
+from neagari.engine.engine import Engine
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
-from neagari.terrain_run import TerrainSettings, profile
-from neagari.terrain_schemas import TERRAIN_SCHEMAS
-from neagari.wordnet import load_wordnet
+from neagari.analysis.terrain.profile import TerrainSettings, profile
+from neagari.analysis.terrain.schemas import TERRAIN_SCHEMAS
+from neagari.workflow.wordnet import load_wordnet
 
 p, wc = snakemake.params, snakemake.wildcards
 settings = TerrainSettings.from_config({"seed": p.seed, **p.settings})

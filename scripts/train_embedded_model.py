@@ -3,13 +3,13 @@ import polars as pl
 import tokenizers
 import torch
 
-from neagari.config import ModelConfig
-from neagari.export import write_model
-from neagari.smk import rule_context
+from neagari.engine.config import ModelConfig
+from neagari.engine.export import write_model
+from neagari.workflow.smk import rule_context
 from neagari.tables import write_table
-from neagari.tokenizer import gguf_tokenizer_metadata
-from neagari.toydata import CORPUS_ONLY
-from neagari.train import TrainConfig, build_model, corpus_rows, export_weights, train
+from neagari.engine.tokenizer import gguf_tokenizer_metadata
+from neagari.embedded.toydata import CORPUS_ONLY
+from neagari.embedded.train import TrainConfig, build_model, corpus_rows, export_weights, train
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as log:

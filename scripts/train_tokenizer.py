@@ -1,8 +1,8 @@
 """Rule train_tokenizer: byte-level BPE on the training corpus (Qwen-style specials)."""
 import json
 
-from neagari.smk import rule_context
-from neagari.tokenizer import train_bpe
+from neagari.workflow.smk import rule_context
+from neagari.engine.tokenizer import train_bpe
 
 with rule_context(snakemake, config_keys=["embedded"]) as log:
     texts = [json.loads(line)["text"] for line in open(snakemake.input.corpus)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neagari.fixtures import FixtureSpec, write_fixture_model
+from neagari.engine.fixtures import FixtureSpec, write_fixture_model
 
 # Shapes that exercise the engine's corners: GQA, head_dim != hidden / heads, untied heads.
 SHAPES = {

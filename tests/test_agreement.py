@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from neagari.agreement import TIE, compare_greedy, near_ties, relative_margins
+from neagari.evaluation.agreement import TIE, compare_greedy, near_ties, relative_margins
 
 
 def test_relative_margin_by_hand():

@@ -1,4 +1,4 @@
-"""neagari.audits on small hand-made flip records whose answers are worked out by hand below."""
+"""neagari.analysis.audits on small hand-made flip records whose answers are worked out by hand below."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import polars as pl
 import pytest
 
-from neagari import audits
-from neagari.audit_schemas import AUDIT_SCHEMAS
-from neagari.patch import Move, read_patch
+from neagari.analysis import audits
+from neagari.analysis.schemas import AUDIT_SCHEMAS
+from neagari.search.patch import Move, read_patch
 
 
 def _flip(it, tb, ta, cb, ca, names=("A", "B", "A"), typ=None, layer=1, proj="ffn_up.weight", group=0):

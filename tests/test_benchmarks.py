@@ -8,9 +8,9 @@ import json
 import polars as pl
 import pytest
 
-from neagari.benchmarks import BenchmarkError, load_items, render_items, score_output
-from neagari.gguf_io import GGUFFile
-from neagari.tokenizer import GGUFTokenizer
+from neagari.evaluation.benchmark_items import BenchmarkError, load_items, render_items, score_output
+from neagari.engine.gguf_io import GGUFFile
+from neagari.engine.tokenizer import GGUFTokenizer
 
 
 @pytest.fixture

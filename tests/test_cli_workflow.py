@@ -14,8 +14,9 @@ import polars as pl
 import pytest
 
 from neagari.cli import main
-from neagari.engine import Engine
-from neagari.gguf_io import GGUFFile, sha256_file
+from neagari.engine.engine import Engine
+from neagari.engine.gguf_io import GGUFFile
+from neagari.hashing import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")

@@ -1,4 +1,4 @@
-"""Pinned downloads (neagari/downloads.py, rules/downloads.smk): local sources, checksum failures,
+"""Pinned downloads (neagari/workflow/downloads.py, rules/downloads.smk): local sources, checksum failures,
 the unpinned refusal, the hub and URL transports with the network replaced, derived probe sets,
 and the download rules run by Snakemake on local sources. No test touches the network."""
 
@@ -17,8 +17,9 @@ from urllib.error import HTTPError, URLError
 import pytest
 import yaml
 
-from neagari import downloads
-from neagari.downloads import DownloadError, fetch
+from neagari.evaluation import datasets
+from neagari.workflow import downloads
+from neagari.workflow.downloads import DownloadError, fetch
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "b451c5d9aabe4d0fcc1e7e4451260589537470b6"
@@ -74,7 +75,7 @@ def test_unpinned_refused_without_allow(tmp_path, src):
 
 def test_unpinned_allowed_logs_the_pin(tmp_path, src, caplog):
     dest = tmp_path / "probes.json"
-    with caplog.at_level(logging.WARNING, logger="neagari.downloads"):
+    with caplog.at_level(logging.WARNING, logger="neagari.workflow.downloads"):
         rec = fetch({"path": str(src), "sha256": None}, dest, key=["downloads", "files", "neagari/p.json"],
                     allow_unpinned=True)
     assert dest.exists() and not rec["pinned"]
@@ -241,7 +242,7 @@ def test_hub_branch_needs_allow_and_reports_commit(tmp_path, fake_hub, caplog):
     with pytest.raises(DownloadError, match="hub revision 'refs/convert/parquet' is not a commit id"):
         fetch(spec, tmp_path / "m.parquet", key="downloads.files.musr")
     assert fake_hub[0] == []  # refused before any transfer
-    with caplog.at_level(logging.WARNING, logger="neagari.downloads"):
+    with caplog.at_level(logging.WARNING, logger="neagari.workflow.downloads"):
         rec = fetch(spec, tmp_path / "m.parquet", key="downloads.files.musr", allow_unpinned=True)
     assert rec["resolved_revision"] == "1" * 40
     assert "    musr:\n      hub:\n        revision: " + "1" * 40 in caplog.text
@@ -275,16 +276,16 @@ NOTEBOOK = {"cells": [
 
 
 def test_upstream_controls_and_notebook_prompts():
-    controls = downloads.upstream_default_controls(SEARCH_SCRIPT)
+    controls = datasets.upstream_default_controls(SEARCH_SCRIPT)
     assert [c["name"] for c in controls] == ["freeze", "add"] and controls[0]["correct"] == " zero"
-    tests = downloads.notebook_tests(NOTEBOOK)
-    [probe] = downloads.verbatim_probes(tests)
+    tests = datasets.notebook_tests(NOTEBOOK)
+    [probe] = datasets.verbatim_probes(tests)
     assert probe["prompt"] == ("<|im_start|>system\nExtract the refund sentence.<|im_end|>\n<|im_start|>user\n"
                                "Passage: \"Orders ship in 3 days. Refunds take 10 days.\"\n\nExtract it.<|im_end|>\n"
                                "<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert (probe["correct"], probe["wrong"], probe["name"]) == ("Refunds", "Orders", "verbatim_refund_rule")
     with pytest.raises(DownloadError, match="no top-level assignment to DEFAULT_CONTROL_PROBES"):
-        downloads.upstream_default_controls("x = 1\n")
+        datasets.upstream_default_controls("x = 1\n")
 
 
 def test_benchmark_probes_are_seeded_samples(tmp_path):
@@ -299,8 +300,8 @@ def test_benchmark_probes_are_seeded_samples(tmp_path):
     files = {"x": tmp_path / "xor_search.py", "m": tmp_path / "mmlu.parquet", "r": tmp_path / "musr.jsonl"}
     spec = {"upstream_controls": "x", "samples": [{"file": "r", "format": "musr", "n": 2},
                                                   {"file": "m", "format": "mmlu", "n": 3}], "seed": 7}
-    doc = downloads.derive_probe_set(spec, files, "base_controls")
-    assert doc == downloads.derive_probe_set(spec, files, "base_controls")  # deterministic
+    doc = datasets.derive_probe_set(spec, files, "base_controls")
+    assert doc == datasets.derive_probe_set(spec, files, "base_controls")  # deterministic
     controls = doc["probes"]["control"]
     assert list(doc["probes"]) == ["control"] and len(controls) == 2 + 2 + 3
     musr_probe = controls[2]
@@ -310,19 +311,19 @@ def test_benchmark_probes_are_seeded_samples(tmp_path):
     mm = controls[4]
     i = int(mm["name"].rsplit("_", 1)[1])
     assert mm["prompt"].startswith(f"Q{i}?\nA. a\nB. b") and mm["correct"] == " " + "ABCD"[i % 4]
-    other = downloads.derive_probe_set(dict(spec, seed=8), files, "base_controls")
+    other = datasets.derive_probe_set(dict(spec, seed=8), files, "base_controls")
     assert other["probes"]["control"][4:] != controls[4:]
     with pytest.raises(DownloadError, match="5 samples asked of 3|asked of"):
-        downloads.sample_benchmark_probes("musr", musr[:3], 5, 0, "r")
+        datasets.sample_benchmark_probes("musr", musr[:3], 5, 0, "r")
 
 
 def test_derived_documents_load_as_probes(tmp_path):
-    from neagari.probes import load_probes
+    from neagari.search.probes import load_probes
     from neagari.search import split_probes
 
     (tmp_path / "x.py").write_text(SEARCH_SCRIPT)
     (tmp_path / "nb.ipynb").write_text(json.dumps(NOTEBOOK))
-    doc = downloads.derive_probe_set({"verbatim_notebook": "nb", "upstream_controls": "x"},
+    doc = datasets.derive_probe_set({"verbatim_notebook": "nb", "upstream_controls": "x"},
                                      {"nb": tmp_path / "nb.ipynb", "x": tmp_path / "x.py"}, "verbatim")
     path = tmp_path / "verbatim.json"
     path.write_text(json.dumps(doc))

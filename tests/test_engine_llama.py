@@ -12,13 +12,13 @@ import ctypes
 import numpy as np
 import pytest
 
-from neagari import q1
-from neagari.agreement import compare_greedy, continuation_margins, near_ties, relative_margins
-from neagari.config import ModelConfig
-from neagari.engine import Engine
-from neagari.export import write_model
-from neagari.fixtures import fixture_tokenizer_metadata, random_weights
-from neagari.gguf_io import GGUFFile
+from neagari.engine import q1
+from neagari.evaluation.agreement import compare_greedy, continuation_margins, near_ties, relative_margins
+from neagari.engine.config import ModelConfig
+from neagari.engine.engine import Engine
+from neagari.engine.export import write_model
+from neagari.engine.fixtures import fixture_tokenizer_metadata, random_weights
+from neagari.engine.gguf_io import GGUFFile
 
 llama_cpp = pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.llama

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from neagari.engine import Engine
-from neagari.gguf_io import GGUFFile
+from neagari.engine.engine import Engine
+from neagari.engine.gguf_io import GGUFFile
 
 transformers = pytest.importorskip("transformers")
 
@@ -15,7 +15,7 @@ PROMPTS = [[5, 17, 42, 99, 3, 250, 7], [300, 2], [11] * 20 + [400, 12, 88], [64]
 
 
 def reference_model(path) -> "transformers.Qwen3ForCausalLM":
-    from neagari.config import ModelConfig
+    from neagari.engine.config import ModelConfig
 
     f = GGUFFile(path)
     c = ModelConfig.from_gguf(f)

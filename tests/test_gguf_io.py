@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neagari import q1
+from neagari.engine import q1
 from neagari.cli import main
-from neagari.config import ModelConfig, tensor_names
-from neagari.engine import Engine
-from neagari.fixtures import FixtureSpec, random_weights, write_fixture_model
-from neagari.gguf_io import GGUFFile, GGUFFormatError, write_gguf
+from neagari.engine.config import ModelConfig, tensor_names
+from neagari.engine.engine import Engine
+from neagari.engine.fixtures import FixtureSpec, random_weights, write_fixture_model
+from neagari.engine.gguf_io import GGUFFile, GGUFFormatError, write_gguf
 
 
 def test_fixture_round_trip_through_reader(tmp_path):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from neagari.engine import Engine
-from neagari.patch import read_patch
+from neagari.engine.engine import Engine
+from neagari.search.patch import read_patch
 from neagari.search import split_probes
 from neagari.search.evaluator import GapEvaluator
 from neagari.search.proposal import ProposalConfig, Proposer
@@ -91,8 +91,8 @@ def test_search_on_cuda_accepts_the_cpu_moves(fixture_models, tmp_path, speculat
 def test_training_on_cuda_follows_the_cpu_run():
     """`train(device="cuda")` (embedded.train.device) draws the same batches as on CPU, so the loss
     curves agree to float rounding over a few QAT steps, and the exported model is on CPU again."""
-    from neagari.config import ModelConfig
-    from neagari.train import TrainConfig, build_model, export_weights, pack_examples, train
+    from neagari.engine.config import ModelConfig
+    from neagari.embedded.train import TrainConfig, build_model, export_weights, pack_examples, train
 
     cfg = ModelConfig(n_layer=2, hidden=128, ffn=256, n_head=2, n_kv_head=1, head_dim=64, vocab_size=64,
                       context_length=32, rope_theta=10000.0, tied_embeddings=False)

@@ -1,4 +1,4 @@
-"""neagari.llama_eval: llama.cpp greedy generation against our engine on the same Q1_0 file,
+"""neagari.evaluation.llama_eval: llama.cpp greedy generation against our engine on the same Q1_0 file,
 stop strings, <think> stripping and exact-match scoring, and the paired base/patched comparison."""
 
 from __future__ import annotations
@@ -6,9 +6,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from neagari.engine import Engine
-from neagari.fixtures import FixtureSpec, write_fixture_model
-from neagari.llama_eval import cut_at_stop, exact_match, paired_comparison
+from neagari.engine.engine import Engine
+from neagari.engine.fixtures import FixtureSpec, write_fixture_model
+from neagari.evaluation.llama_eval import cut_at_stop, paired_comparison
+from neagari.evaluation.scorers import exact_match
 
 PROMPTS = ["The capital of France is", "def add(a, b):\n    return", "In 1969, 3 astronauts flew",
            "<|im_start|>user\nExtract the sentence about dosage.<|im_end|>\n<|im_start|>assistant\n",
@@ -19,7 +20,7 @@ TIE = 0.01  # top-2 margin under 1% of the logit range: llama.cpp's 8-bit activa
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    llama_eval = pytest.importorskip("neagari.llama_eval")
+    llama_eval = pytest.importorskip("neagari.evaluation.llama_eval")
     pytest.importorskip("llama_cpp")
     path = write_fixture_model(tmp_path_factory.mktemp("llama_eval") / "m.gguf",
                                FixtureSpec(n_layer=2, hidden=128, ffn=256, n_head=4, n_kv_head=2, head_dim=32,
@@ -108,7 +109,7 @@ def test_budget_and_context(models):
 @pytest.mark.llama
 def test_evaluate_items_scores_exact_match(models):
     """Items whose answer is the model's own greedy continuation score correct, others wrong."""
-    from neagari.llama_eval import evaluate_items
+    from neagari.evaluation.llama_eval import evaluate_items
 
     _, gen = models
     free = gen.generate(PROMPTS[1], 8)

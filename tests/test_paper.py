@@ -1,4 +1,4 @@
-"""neagari.paper: number formats, tables from DataFrames, provenance blocks from record dicts, the
+"""neagari.report.paper: number formats, tables from DataFrames, provenance blocks from record dicts, the
 Markdown subset, and a template whose number comes from a file ending up in both outputs."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import json
 import polars as pl
 import pytest
 
-from neagari import paper
-from neagari.paper import Renderer, TableItem
-from neagari.provenance import write_records
+from neagari.report import paper
+from neagari.report.paper import Renderer, TableItem
+from neagari.workflow.provenance import write_records
 
 RECORD = {
     "rule": "audit_search", "wildcards": {"model": "tiny-qat"}, "params": {},

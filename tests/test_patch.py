@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neagari import q1
-from neagari.gguf_io import TYPE_F32, GGUFFile, sha256_file, write_gguf
-from neagari.patch import (Move, Patch, PatchError, apply_moves_inplace, apply_patch_files, read_patch,
+from neagari.engine import q1
+from neagari.engine.gguf_io import TYPE_F32, GGUFFile, write_gguf
+from neagari.hashing import sha256_file
+from neagari.search.patch import (Move, Patch, PatchError, apply_moves_inplace, apply_patch_files, read_patch,
                            validate_moves, write_patch)
 
 UP, DOWN, NORM = "blk.0.ffn_up.weight", "blk.1.ffn_down.weight", "blk.0.attn_norm.weight"

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from neagari.provenance import (RECORD_SUFFIX, Problem, ProvenanceError, RuleProvenance, environment, git_state,
+from neagari.workflow.provenance import (RECORD_SUFFIX, Problem, ProvenanceError, RuleProvenance, environment, git_state,
                                 plain, sha256_path, verify, write_records)
 
 
@@ -228,7 +228,7 @@ def test_rule_provenance_finds_snakemake_script_through_wrappers(tree):
     script.write_text("# the rule's script\n")
 
     @contextlib.contextmanager
-    def wrapper(smk):  # like neagari.smk.rule_context: RuleProvenance created one level down
+    def wrapper(smk):  # like neagari.workflow.smk.rule_context: RuleProvenance created one level down
         with RuleProvenance(smk) as prov:
             yield prov
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from neagari import q1
-from neagari.model import Q1Linear
+from neagari.engine import q1
+from neagari.engine.model import Q1Linear
 
 
 def test_quantize_hand_block():

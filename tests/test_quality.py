@@ -8,14 +8,14 @@ import random
 import pytest
 import torch
 
-from neagari.quality import copy_diagnostic, drill_pieces
-from neagari.toydata import copying
+from neagari.evaluation.quality import copy_diagnostic, drill_pieces
+from neagari.embedded.toydata import copying
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     """A byte-level BPE trained on drills (the workflow trains its own the same way)."""
-    from neagari.tokenizer import train_bpe
+    from neagari.engine.tokenizer import train_bpe
 
     rng = random.Random(0)
     return train_bpe([copying.corpus_text(rng, "train") for _ in range(300)], vocab_size=400)

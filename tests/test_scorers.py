@@ -1,10 +1,10 @@
-"""neagari.scorers on hand-written model outputs, right and wrong."""
+"""neagari.evaluation.scorers on hand-written model outputs, right and wrong."""
 
 from __future__ import annotations
 
 import pytest
 
-from neagari import scorers
+from neagari.evaluation import scorers
 
 
 # ---------------------------------------------------------------------------- think blocks

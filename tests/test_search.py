@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from neagari import q1
-from neagari.engine import Engine
-from neagari.gguf_io import GGUFFile
-from neagari.patch import Move, read_patch
+from neagari.engine import q1
+from neagari.engine.engine import Engine
+from neagari.engine.gguf_io import GGUFFile
+from neagari.search.patch import Move, read_patch
 from neagari.search import split_probes
 from neagari.search.evaluator import GapEvaluator
 from neagari.search.fitness import Fitness
@@ -125,8 +125,8 @@ def test_search_is_deterministic_and_speculation_exact(fixture_models, tmp_path)
 
 def test_patch_replays_to_the_search_gaps(fixture_models, tmp_path):
     """The patched file, scored from scratch, shows the gaps the search recorded."""
-    from neagari.patch import apply_patch_files
-    from neagari.probes import score_probes
+    from neagari.search.patch import apply_patch_files
+    from neagari.search.probes import score_probes
 
     model = fixture_models["tied_gqa"]
     moves, summary = _run(model, tmp_path / "a", fitness="focused")

@@ -7,16 +7,16 @@ import polars as pl
 import pytest
 import torch
 
-from neagari import q1
-from neagari.engine import Engine
-from neagari.fixtures import FixtureSpec, write_fixture_model
-from neagari.patch import Move
-from neagari.probes import load_probes, token_ids
-from neagari.subspace import (NullCache, balanced, concentration, energy_fraction, layer_targets, left_basis,
+from neagari.engine import q1
+from neagari.engine.engine import Engine
+from neagari.engine.fixtures import FixtureSpec, write_fixture_model
+from neagari.search.patch import Move
+from neagari.search.probes import load_probes, token_ids
+from neagari.analysis.subspace.measures import (NullCache, balanced, concentration, energy_fraction, layer_targets, left_basis,
                               matched_target, pca_basis, proj_side, random_bases, right_basis, thin_factor)
-from neagari.subspace_bases import weight_candidates, weight_delta_factors, weight_deltas
-from neagari.subspace_report import summarize, sweep_patch, write_conclusion
-from neagari.subspace_schemas import SubspacePerLayer, SubspaceSummary
+from neagari.analysis.subspace.bases import weight_candidates, weight_delta_factors, weight_deltas
+from neagari.analysis.subspace.sweep import summarize, sweep_patch, write_conclusion
+from neagari.analysis.subspace.schemas import SubspacePerLayer, SubspaceSummary
 
 H, K = 64, 8
 
@@ -231,7 +231,7 @@ def test_empty_patch_gives_an_empty_valid_table(engine):
 
 
 def test_activation_delta_starts_at_the_first_patched_layer(engine):
-    from neagari.subspace_bases import activation_delta
+    from neagari.analysis.subspace.bases import activation_delta
     seqs = [engine.encode("The quick brown fox jumps."), engine.encode("def add(a, b):")]
     base, delta = activation_delta(engine, [Move(1, "ffn_down.weight", 4)], seqs)
     assert base.shape == delta.shape == (engine.cfg.n_layer, 2, engine.cfg.hidden)

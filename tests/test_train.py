@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from neagari import q1
-from neagari.config import ModelConfig
-from neagari.engine import Engine
-from neagari.export import write_model
-from neagari.fixtures import fixture_tokenizer_metadata
-from neagari.gguf_io import GGUFFile
-from neagari.train import (PAD, TrainConfig, TrainLinear, answer_weights, build_model, export_weights, lm_loss,
+from neagari.engine import q1
+from neagari.engine.config import ModelConfig
+from neagari.engine.engine import Engine
+from neagari.engine.export import write_model
+from neagari.engine.fixtures import fixture_tokenizer_metadata
+from neagari.engine.gguf_io import GGUFFile
+from neagari.embedded.train import (PAD, TrainConfig, TrainLinear, answer_weights, build_model, export_weights, lm_loss,
                            pack_examples, train)
 
 
@@ -72,7 +72,7 @@ def test_trained_model_exports_to_the_engine(tmp_path, qat):
 
 
 def test_answer_weights_mark_the_assistant_turn():
-    from neagari.toydata.chat import render_chat
+    from neagari.embedded.toydata.chat import render_chat
 
     text = render_chat("S", "copy: a b", "a b")
     # offsets of a hand-split: every piece before the answer, then the answer and its end marker
@@ -145,7 +145,7 @@ def test_copy_fraction_keeps_a_share_of_drill_rows_in_every_mixed_batch_and_eval
     assert seen[1] == seen[2] == [7, 3, 3, 3]  # then 1 of 4 rows from the drills, in every batch
     assert seen[3] == [3, 3, 3]  # the evaluation scores the first eval_rows held-out rows only
     model.forward = real
-    from neagari.train import evaluate
+    from neagari.embedded.train import evaluate
     assert hist[-1]["eval_loss"] == pytest.approx(evaluate(model, heldout[:3]), rel=1e-6)
     with pytest.raises(ValueError, match="copy-drill rows"):
         train(model, mix, mix, TrainConfig(steps=1, copy_fraction=0.5, threads=1))

@@ -20,7 +20,7 @@ import sys
 
 import tokenizers
 
-from neagari.toydata import copying
+from neagari.embedded.toydata import copying
 
 
 def _workflow_triple(rng):  # tx3: a workflow drill with its answer line once more

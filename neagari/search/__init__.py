@@ -1,8 +1,9 @@
-"""XOR search over binary weight groups (PAPER.md §2-§5)."""
+"""XOR search over binary weight groups (PAPER.md §2-§5): probes, calibration, fitness, proposals,
+the cached evaluator, the runner, patches, MLP-sign null models. Imports engine and shared helpers."""
 
 from __future__ import annotations
 
-from ..probes import Probe, load_probes
+from neagari.search.probes import Probe, load_probes
 
 CONTROL_GROUPS = ("control", "controls", "promoted_controls")
 

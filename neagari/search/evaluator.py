@@ -23,10 +23,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import q1
-from ..config import MLP_PROJECTIONS
-from ..model import Qwen3
-from ..patch import Move
+from neagari.engine import q1
+from neagari.engine.config import MLP_PROJECTIONS
+from neagari.engine.model import Qwen3
+from neagari.search.patch import Move
 
 
 @dataclass

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import q1
-from ..config import MLP_PROJECTIONS
-from ..gguf_io import GGUFFile, sha256_file
+from neagari.engine import q1
+from neagari.engine.config import MLP_PROJECTIONS
+from neagari.engine.gguf_io import GGUFFile
+from neagari.hashing import sha256_file
 
 
 def randomize_mlp_signs(base: str | os.PathLike, out: str | os.PathLike, seed: int) -> str:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import q1
-from ..patch import Move
+from neagari.engine import q1
+from neagari.search.patch import Move
 
 GROUP_SAMPLING = ("uniform", "scale")
 

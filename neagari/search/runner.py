@@ -24,12 +24,12 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from ..patch import Move, Patch, sha256_after_moves, write_patch
-from ..probes import Probe, token_ids
-from ..tables import write_table
-from .evaluator import GapEvaluator
-from .fitness import Fitness
-from .proposal import ProposalConfig, Proposer
+from neagari.search.patch import Move, Patch, sha256_after_moves, write_patch
+from neagari.search.probes import Probe, token_ids
+from neagari.tables import write_table
+from neagari.search.evaluator import GapEvaluator
+from neagari.search.fitness import Fitness
+from neagari.search.proposal import ProposalConfig, Proposer
 
 log = logging.getLogger(__name__)
 RECHECK_MARGIN = 1e-4  # verdicts this close to a threshold are re-decided on a single evaluation

@@ -1,0 +1,371 @@
+"""Audits of finished searches, computed from flip records and acceptance flags alone (no model).
+
+Every function is pure and returns polars DataFrames whose pandera models live in
+:mod:`neagari.analysis.schemas` (``AUDIT_SCHEMAS[name]``, name = the function's name). Gaps are
+logits (logit(correct) - logit(wrong)); a probe is right when its gap is > 0. Rates are
+fractions in [0, 1]; columns ending in ``_pp`` or starting ``pct_`` are percent.
+
+Flip records are the dicts of a patch's ``flips`` list (``Patch.records``). Their gap lists are
+``[[name, gap], ...]`` read positionally: names may repeat, so they are never used as keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from neagari import stats
+from neagari.analysis.schemas import AUDIT_SCHEMAS, polars_schema
+from neagari.search.patch import Move
+
+_GAP_KEYS = ("target_gaps_before", "target_gaps_after", "control_gaps_before", "control_gaps_after")
+
+
+def _gap_list(rec: dict, key: str, i: int) -> tuple[list[str], np.ndarray]:
+    """Names and gaps (float64, shape (n_probes,)) of one gap list of flip ``i``."""
+    pairs = rec.get(key)
+    if pairs is None:
+        raise ValueError(f"flip {i}: no {key!r}; the search did not record per-flip gaps "
+                         f"(upstream: --log-flip-detail), so this audit cannot run")
+    try:
+        names = [str(p[0]) for p in pairs]
+        gaps = np.array([float(p[1]) for p in pairs], dtype=np.float64)
+    except (TypeError, IndexError, ValueError):
+        raise ValueError(f"flip {i}: {key} must be a list of [name, gap] pairs") from None
+    return names, gaps
+
+
+def _flip_gaps(rec: dict, i: int) -> dict[str, tuple[list[str], np.ndarray]]:
+    """All four gap lists of flip ``i``, checked to pair up positionally before vs after."""
+    g = {k: _gap_list(rec, k, i) for k in _GAP_KEYS}
+    for kind in ("target", "control"):
+        before, after = g[f"{kind}_gaps_before"], g[f"{kind}_gaps_after"]
+        if before[0] != after[0]:
+            raise ValueError(f"flip {i}: {kind} probes before and after differ in number or order")
+    return g
+
+
+def _crossings(before: np.ndarray, after: np.ndarray) -> tuple[int, int]:
+    """(fixes, breaks): probes going from <= 0 to > 0, and from > 0 to <= 0."""
+    return int(np.sum((before <= 0) & (after > 0))), int(np.sum((before > 0) & (after <= 0)))
+
+
+def _frame(rows: list[dict], name: str) -> pl.DataFrame:
+    """``rows`` as a frame with the dtypes of audit ``name``'s schema (all-null columns included)."""
+    return pl.DataFrame(rows, schema=polars_schema(AUDIT_SCHEMAS[name]))
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(x.mean()) if x.size else None
+
+
+# ---------------------------------------------------------------------------- §7.6 boundary crossing
+
+
+def _audit_patch(records: Sequence[dict], label: str):
+    """Per-flip frame plus the raw material of the summary, for one patch."""
+    if not records:
+        raise ValueError(f"{label}: no flips to audit")
+    rows, deltas = [], []
+    names0 = None
+    for i, rec in enumerate(records):
+        g = _flip_gaps(rec, i)
+        (t_names, tb), (_, ta) = g["target_gaps_before"], g["target_gaps_after"]
+        (_, cb), (_, ca) = g["control_gaps_before"], g["control_gaps_after"]
+        if names0 is None:
+            names0, start = t_names, tb
+        elif t_names != names0:  # the drift below follows a probe by its position
+            raise ValueError(f"{label}: flip {i} lists other targets than flip 0; audit each patch separately")
+        d, dc = ta - tb, ca - cb
+        fixes, breaks = _crossings(tb, ta)
+        c_fixes, c_breaks = _crossings(cb, ca)
+        deltas.append(d)
+        rows.append({"patch": label, "flip": i, "iteration": rec.get("iteration"),
+                     "layer": rec.get("layer"), "proj": rec.get("proj"), "group": rec.get("group"),
+                     "move_type": rec.get("type", "group"), "n_targets": tb.size, "n_fixes": fixes,
+                     "n_breaks": breaks, "n_controls": cb.size, "n_control_fixes": c_fixes,
+                     "n_control_breaks": c_breaks, "mean_delta": _mean(d),
+                     "mean_abs_delta": _mean(np.abs(d)), "control_mean_delta": _mean(dc),
+                     "control_mean_abs_delta": _mean(np.abs(dc)),
+                     "changes_target_sign": fixes + breaks > 0})
+    per_flip = _frame(rows, "boundary_crossing")
+    d = np.stack(deltas)  # (flips, targets)
+    end = ta  # the last flip's gaps after
+    wrong = np.flatnonzero(start <= 0)
+    nearest = None
+    if wrong.size:
+        j = int(wrong[np.argmax(start[wrong])])  # the wrong target closest to zero from below
+        nearest = {"nearest_wrong_index": j, "nearest_wrong_name": names0[j],
+                   "nearest_wrong_start": float(start[j]),
+                   "nearest_wrong_mean_delta": float(d[:, j].mean()), "nearest_wrong_end": float(end[j])}
+    return per_flip, d.ravel(), np.abs(start[wrong]), nearest
+
+
+_NEAREST_KEYS = ("nearest_wrong_index", "nearest_wrong_name", "nearest_wrong_start",
+                 "nearest_wrong_mean_delta", "nearest_wrong_end")
+
+
+def _empty_row(label: str) -> dict:
+    """The summary of a patch that kept no flip: its records carry no gaps, so the wrong targets
+    are unknown here (n_wrong null)."""
+    return {"patch": label, "flips": 0, "flips_changing_any_target_sign": 0,
+            "flips_changing_any_control_sign": 0, "total_fixes": 0, "total_breaks": 0,
+            "mean_delta": None, "mean_abs_delta": None, "n_wrong": None, "median_wrong_distance": None,
+            "distance_ratio": None, **dict.fromkeys(_NEAREST_KEYS)}
+
+
+def _summary_row(label: str, per_flip: pl.DataFrame, deltas: np.ndarray, wrong_dist: np.ndarray,
+                 nearest: dict | None) -> dict:
+    mean_delta = _mean(deltas)
+    median = float(np.median(wrong_dist)) if wrong_dist.size else None
+    ratio = median / abs(mean_delta) if median is not None and mean_delta else None
+    control_sign = (per_flip["n_control_fixes"] + per_flip["n_control_breaks"]) > 0
+    return {"patch": label, "flips": per_flip.height,
+            "flips_changing_any_target_sign": int(per_flip["changes_target_sign"].sum()),
+            "flips_changing_any_control_sign": int(control_sign.sum()),
+            "total_fixes": int(per_flip["n_fixes"].sum()), "total_breaks": int(per_flip["n_breaks"].sum()),
+            "mean_delta": mean_delta, "mean_abs_delta": _mean(np.abs(deltas)),
+            "n_wrong": int(wrong_dist.size), "median_wrong_distance": median, "distance_ratio": ratio,
+            **(nearest or dict.fromkeys(_NEAREST_KEYS))}
+
+
+def boundary_crossing(records: Sequence[dict], label: str = "patch") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """§7.6: how many accepted flips moved any target across the decision boundary, and how far
+    the wrong targets are from it compared with one flip's typical effect.
+
+    ``records``: one patch's flip records (all accepted), each with the four gap lists.
+    Returns ``(per_flip, summary)``: per_flip has one row per flip (columns of
+    ``BoundaryCrossingFlips``; deltas are after - before, in logits, means over targets or
+    controls); summary is one row (``BoundaryCrossingSummary``) where ``mean_delta`` is the mean
+    over all (flip, target) pairs, the wrong targets are those with gap <= 0 before the first
+    flip, ``distance_ratio`` = median |gap| of the wrong targets / |mean_delta|, and the
+    ``nearest_wrong_*`` columns follow the wrong target closest to zero (null if none is wrong).
+    """
+    if not records:
+        return _frame([], "boundary_crossing"), _frame([_empty_row(label)], "boundary_crossing_summary")
+    per_flip, deltas, wrong_dist, nearest = _audit_patch(records, label)
+    summary = _frame([_summary_row(label, per_flip, deltas, wrong_dist, nearest)], "boundary_crossing_summary")
+    return per_flip, summary
+
+
+def boundary_crossing_pooled(records_by_patch: Mapping[str, Sequence[dict]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`boundary_crossing` for several patches (e.g. every domain of both passes).
+
+    Returns the per-flip rows of all patches and one summary row per patch plus a last row,
+    patch ``"all"``, pooling every flip, (flip, target) delta and wrong target (the paper's
+    2,252 flips and 141 wrong probes); its nearest wrong probe is the closest of all patches',
+    named ``"<patch>:<probe>"``.
+    """
+    if "all" in records_by_patch:
+        raise ValueError('"all" names the pooled row; rename that patch')
+    frames, rows, all_d, all_w = [], [], [], []
+    for label, records in records_by_patch.items():
+        if not records:  # a search that kept no move: a row of its own, nothing to pool
+            rows.append(_empty_row(label))
+            continue
+        per_flip, d, w, nearest = _audit_patch(records, label)
+        frames.append(per_flip)
+        rows.append(_summary_row(label, per_flip, d, w, nearest))
+        all_d.append(d)
+        all_w.append(w)
+    if not frames:
+        raise ValueError("no patch kept a flip: nothing to audit")
+    per_flip = pl.concat(frames)
+    candidates = [r for r in rows if r["nearest_wrong_start"] is not None]
+    best = max(candidates, key=lambda r: r["nearest_wrong_start"], default=None)
+    nearest = None
+    if best is not None:
+        nearest = {k: best[k] for k in _NEAREST_KEYS}
+        nearest["nearest_wrong_name"] = f"{best['patch']}:{best['nearest_wrong_name']}"
+    rows.append(_summary_row("all", per_flip, np.concatenate(all_d), np.concatenate(all_w), nearest))
+    return per_flip, _frame(rows, "boundary_crossing_summary")
+
+
+# ---------------------------------------------------------------------------- §7.1 acceptance
+
+
+def acceptance_table(runs: Mapping[str, Sequence[bool]], checkpoints: Sequence[int] = (50, 200, 500, 1000),
+                     window: int = 200) -> pl.DataFrame:
+    """§7.1: one row per run (``runs``: name -> accepted flag per iteration, in order).
+
+    Columns: run, iterations, accepted, rate (whole run), ``rate_at_<c>`` per checkpoint (the
+    cumulative rate over the first c iterations; null when the run is shorter) and
+    rolling_final (rate over the last ``window`` iterations). Rates are fractions.
+    """
+    schema = {"run": pl.String, "iterations": pl.Int64, "accepted": pl.Int64, "rate": pl.Float64,
+              **{f"rate_at_{c}": pl.Float64 for c in checkpoints}, "rolling_final": pl.Float64}
+    rows = []
+    for name, flags in runs.items():
+        flags = [bool(f) for f in flags]
+        cum = stats.cumulative_rates(flags, checkpoints)
+        n = len(flags)
+        rows.append({"run": name, "iterations": n, "accepted": sum(flags),
+                     "rate": sum(flags) / n if n else None,
+                     **{f"rate_at_{c}": cum.get(c) for c in checkpoints},
+                     "rolling_final": stats.rolling_rate(flags, window) if n else None})
+    return pl.DataFrame(rows, schema=schema)
+
+
+# ---------------------------------------------------------------------------- §7.4 interference
+
+
+def interference_by_quartile(records: Sequence[dict], iterations_run: int,
+                             by_move_type: bool = False) -> pl.DataFrame:
+    """§7.4: per-flip interference in each quarter of a run's iterations.
+
+    Flip with 0-based ``iteration`` i falls in quartile q = floor(4 i / iterations_run) + 1,
+    covering iterations [iter_lo, iter_hi). Per quartile (and per move type, "weight" for group
+    XORs and "scale", when ``by_move_type``): flips, mean_target_improvement (mean of
+    after - before over all (flip, target) pairs, logits), mean_abs_control_disturbance (mean
+    |after - before| over (flip, control) pairs), pct_controls_improved (percent of those
+    control deltas > 0). Every quartile gets a row; empty ones have flips 0 and null means.
+    """
+    if iterations_run < 1:
+        raise ValueError(f"iterations_run must be >= 1, got {iterations_run}")
+    types = ("weight", "scale") if by_move_type else ("all",)
+    cells = {(q, t): ([], []) for q in range(1, 5) for t in types}
+    for i, rec in enumerate(records):
+        it = rec.get("iteration")
+        if not isinstance(it, int) or not 0 <= it < iterations_run:
+            raise ValueError(f"flip {i}: iteration {it!r} is not in [0, {iterations_run})")
+        g = _flip_gaps(rec, i)
+        kind = ("scale" if rec.get("type") == "scale" else "weight") if by_move_type else "all"
+        t_d, c_d = cells[(4 * it // iterations_run + 1, kind)]
+        t_d.append(g["target_gaps_after"][1] - g["target_gaps_before"][1])
+        c_d.append(g["control_gaps_after"][1] - g["control_gaps_before"][1])
+    rows = []
+    for (q, kind), (t_d, c_d) in cells.items():
+        t = np.concatenate(t_d) if t_d else np.empty(0)
+        c = np.concatenate(c_d) if c_d else np.empty(0)
+        rows.append({"quartile": q, "iter_lo": -(-(q - 1) * iterations_run // 4),
+                     "iter_hi": -(-q * iterations_run // 4), "move_type": kind, "flips": len(t_d),
+                     "mean_target_improvement": _mean(t), "mean_abs_control_disturbance": _mean(np.abs(c)),
+                     "pct_controls_improved": 100 * float(np.mean(c > 0)) if c.size else None})
+    return _frame(rows, "interference_by_quartile")
+
+
+def interference_matrix(scores: pl.DataFrame) -> pl.DataFrame:
+    """§6.6: mean probe-gap change per (patch domain, probe domain).
+
+    ``scores``: one row per (patch_domain, probe_domain, probe) with gap_base and gap_patched
+    (logits). Returns patch_domain, probe_domain, n_probes, mean_delta (mean of patched - base),
+    n_fixed (base <= 0 < patched), n_broken (patched <= 0 < base), in order of first appearance.
+    """
+    need = {"patch_domain", "probe_domain", "probe", "gap_base", "gap_patched"}
+    if missing := need - set(scores.columns):
+        raise ValueError(f"scores lacks columns {sorted(missing)}")
+    base, patched = pl.col("gap_base"), pl.col("gap_patched")
+    return (scores.group_by("patch_domain", "probe_domain", maintain_order=True)
+            .agg(n_probes=pl.len().cast(pl.Int64), mean_delta=(patched - base).mean().cast(pl.Float64),
+                 n_fixed=((base <= 0) & (patched > 0)).sum().cast(pl.Int64),
+                 n_broken=((base > 0) & (patched <= 0)).sum().cast(pl.Int64)))
+
+
+# ---------------------------------------------------------------------------- §7.3, §7.5 where flips land
+
+
+def move_type_share(moves_by_domain: Mapping[str, Sequence[Move]]) -> pl.DataFrame:
+    """§7.5: per domain, flips, weight_flips (group XORs), scale_flips and scale_share
+    (fraction of flips that are scale flips; null for a domain without flips)."""
+    rows = []
+    for domain, moves in moves_by_domain.items():
+        scale = sum(m.type == "scale" for m in moves)
+        rows.append({"domain": domain, "flips": len(moves), "weight_flips": len(moves) - scale,
+                     "scale_flips": scale, "scale_share": scale / len(moves) if moves else None})
+    return _frame(rows, "move_type_share")
+
+
+def layer_projection_counts(moves: Sequence[Move]) -> pl.DataFrame:
+    """Flips per (layer, proj), long format for a heatmap: layer, proj, flips, distinct_groups
+    (a group flipped twice counts once). Sorted by layer then proj; untouched cells are absent."""
+    df = pl.DataFrame({"layer": [m.layer for m in moves], "proj": [m.proj for m in moves],
+                       "group": [m.group for m in moves]},
+                      schema={"layer": pl.Int64, "proj": pl.String, "group": pl.Int64})
+    return (df.group_by("layer", "proj")
+            .agg(flips=pl.len().cast(pl.Int64), distinct_groups=pl.col("group").n_unique().cast(pl.Int64))
+            .sort("layer", "proj"))
+
+
+def group_overlap(moves_by_domain: Mapping[str, Sequence[Move]], n_groups: Mapping[str, int]) -> pl.DataFrame:
+    """§7.3: do two domains' patches touch the same (tensor, group) more often than chance?
+
+    ``n_groups``: tensor name (``Move.tensor``, e.g. "blk.3.ffn_up.weight") -> its number of
+    groups. Any move of a group (weight or scale) touches it. One row per domain pair (in the
+    mapping's order): groups_a, groups_b (distinct groups touched), shared, jaccard,
+    expected_shared = sum over tensors t of a_t * b_t / N_t (the mean overlap if each domain's
+    a_t, b_t groups in t were drawn uniformly without replacement), overlap_ratio =
+    shared / expected_shared (null when nothing is expected).
+    """
+    touched: dict[str, dict[str, set[int]]] = {}
+    for domain, moves in moves_by_domain.items():
+        per_tensor = touched.setdefault(domain, {})
+        for m in moves:
+            n = n_groups.get(m.tensor)
+            if n is None:
+                raise ValueError(f"{domain}: n_groups has no entry for tensor {m.tensor!r}")
+            if m.group >= n:
+                raise ValueError(f"{domain}: {m.describe()} is out of range, {m.tensor} has {n} groups")
+            per_tensor.setdefault(m.tensor, set()).add(m.group)
+    rows = []
+    for a, b in itertools.combinations(touched, 2):
+        ta, tb = touched[a], touched[b]
+        size_a = sum(map(len, ta.values()))
+        size_b = sum(map(len, tb.values()))
+        common = sorted(ta.keys() & tb.keys())  # a fixed order keeps the float sum reproducible
+        shared = sum(len(ta[t] & tb[t]) for t in common)
+        expected = sum(len(ta[t]) * len(tb[t]) / n_groups[t] for t in common)
+        union = size_a + size_b - shared
+        rows.append({"domain_a": a, "domain_b": b, "groups_a": size_a, "groups_b": size_b,
+                     "shared": shared, "jaccard": shared / union if union else None,
+                     "expected_shared": float(expected),
+                     "overlap_ratio": shared / expected if expected > 0 else None})
+    return _frame(rows, "group_overlap")
+
+
+# ---------------------------------------------------------------------------- §7.1.1 null baseline
+
+
+def null_baseline_table(rows: Sequence[Mapping]) -> pl.DataFrame:
+    """One row per (model, seed) search: model, seed, accepted, iterations, rate, ci_lo, ci_hi
+    (Wilson 95% interval of the acceptance rate; fractions)."""
+    out = []
+    for r in rows:
+        k, n = int(r["accepted"]), int(r["iterations"])
+        lo, hi = stats.wilson_interval(k, n)
+        out.append({"model": str(r["model"]), "seed": int(r["seed"]), "accepted": k, "iterations": n,
+                    "rate": k / n, "ci_lo": lo, "ci_hi": hi})
+    return _frame(out, "null_baseline_table")
+
+
+def null_baseline_verdict(trained_rows: Sequence[Mapping], null_rows: Sequence[Mapping],
+                          threshold_pp: float = 10) -> pl.DataFrame:
+    """The pre-registered test (§7.1.1), one row: the trained model's acceptance rate must exceed
+    the sign-randomized model's by >= ``threshold_pp`` points with disjoint Wilson intervals.
+
+    Seeds are pooled as one binomial sample per model (sum of accepted over sum of iterations);
+    ``<side>_rate_sd`` (sample SD of the per-seed rates, null under two seeds) shows whether
+    seed-to-seed spread, which pooling ignores, is small next to the gap.
+    """
+    trained, null = _pool_seeds("trained", trained_rows), _pool_seeds("null", null_rows)
+    test = stats.two_proportion_gap_test(trained["trained_accepted"], trained["trained_iterations"],
+                                         null["null_accepted"], null["null_iterations"], threshold_pp)
+    row = {**trained, "trained_rate": test.rate1, "trained_ci_lo": test.ci1[0], "trained_ci_hi": test.ci1[1],
+           **null, "null_rate": test.rate2, "null_ci_lo": test.ci2[0], "null_ci_hi": test.ci2[1],
+           "gap_pp": test.gap_pp, "threshold_pp": float(threshold_pp),
+           "gap_meets_threshold": test.gap_meets_threshold, "intervals_disjoint": test.intervals_disjoint,
+           "passed": test.passed}
+    return _frame([row], "null_baseline_verdict")
+
+
+def _pool_seeds(side: str, rows: Sequence[Mapping]) -> dict:
+    """One model's runs as a single binomial sample, keys prefixed with ``side``."""
+    if not rows:
+        raise ValueError(f"no {side} runs")
+    rates = [int(r["accepted"]) / int(r["iterations"]) for r in rows]
+    return {f"{side}_model": ",".join(dict.fromkeys(str(r["model"]) for r in rows)),
+            f"{side}_seeds": len(rows), f"{side}_accepted": sum(int(r["accepted"]) for r in rows),
+            f"{side}_iterations": sum(int(r["iterations"]) for r in rows),
+            f"{side}_rate_sd": float(np.std(rates, ddof=1)) if len(rates) > 1 else None}

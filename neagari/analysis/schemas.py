@@ -1,0 +1,243 @@
+"""pandera models of the tables :mod:`neagari.analysis.audits` returns; ``AUDIT_SCHEMAS`` maps each
+audit's name to its model so ``tables.write_table(df, path, AUDIT_SCHEMAS[name])`` validates it.
+
+Units: gaps and deltas in logits, rates and shares as fractions, ``pct_*`` and ``*_pp`` percent.
+"""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+import polars as pl
+
+_RATE = {"ge": 0.0, "le": 1.0}
+
+
+class BoundaryCrossingFlips(pa.DataFrameModel):
+    """One row per accepted flip of one or more patches (§7.6)."""
+
+    patch: str
+    flip: int = pa.Field(ge=0)  # position in the patch's flip list
+    iteration: int = pa.Field(ge=0, nullable=True)
+    layer: int = pa.Field(ge=0)
+    proj: str
+    group: int = pa.Field(ge=0)
+    move_type: str = pa.Field(isin=["group", "scale"])
+    n_targets: int = pa.Field(ge=0)
+    n_fixes: int = pa.Field(ge=0)
+    n_breaks: int = pa.Field(ge=0)
+    n_controls: int = pa.Field(ge=0)
+    n_control_fixes: int = pa.Field(ge=0)
+    n_control_breaks: int = pa.Field(ge=0)
+    mean_delta: float = pa.Field(nullable=True)
+    mean_abs_delta: float = pa.Field(ge=0, nullable=True)
+    control_mean_delta: float = pa.Field(nullable=True)
+    control_mean_abs_delta: float = pa.Field(ge=0, nullable=True)
+    changes_target_sign: bool
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def crossings_within_counts(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            (pl.col("n_fixes") + pl.col("n_breaks") <= pl.col("n_targets"))
+            & (pl.col("n_control_fixes") + pl.col("n_control_breaks") <= pl.col("n_controls"))
+            & (pl.col("changes_target_sign") == (pl.col("n_fixes") + pl.col("n_breaks") > 0)))
+
+
+class BoundaryCrossingSummary(pa.DataFrameModel):
+    """One row per patch (plus ``all`` when pooled): crossings and distance to the boundary."""
+
+    patch: str = pa.Field(unique=True)
+    flips: int = pa.Field(ge=0)  # 0: the search kept no move (nothing else is known then)
+    flips_changing_any_target_sign: int = pa.Field(ge=0)
+    flips_changing_any_control_sign: int = pa.Field(ge=0)
+    total_fixes: int = pa.Field(ge=0)
+    total_breaks: int = pa.Field(ge=0)
+    mean_delta: float = pa.Field(nullable=True)
+    mean_abs_delta: float = pa.Field(ge=0, nullable=True)
+    n_wrong: int = pa.Field(ge=0, nullable=True)
+    median_wrong_distance: float = pa.Field(ge=0, nullable=True)
+    distance_ratio: float = pa.Field(ge=0, nullable=True)
+    nearest_wrong_index: int = pa.Field(ge=0, nullable=True)
+    nearest_wrong_name: str = pa.Field(nullable=True)
+    nearest_wrong_start: float = pa.Field(le=0, nullable=True)
+    nearest_wrong_mean_delta: float = pa.Field(nullable=True)
+    nearest_wrong_end: float = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def sign_changes_within_flips(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("flips_changing_any_target_sign") <= pl.col("flips"))
+
+
+class AcceptanceTable(pa.DataFrameModel):
+    """One row per search run (§7.1); ``rate_at_<c>`` columns per checkpoint c."""
+
+    run: str = pa.Field(unique=True)
+    iterations: int = pa.Field(ge=0)
+    accepted: int = pa.Field(ge=0)
+    rate: float = pa.Field(**_RATE, nullable=True)
+    rate_at: float = pa.Field(alias=r"^rate_at_\d+$", regex=True, nullable=True, **_RATE)
+    rolling_final: float = pa.Field(**_RATE, nullable=True)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def accepted_within_iterations(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("accepted") <= pl.col("iterations"))
+
+
+class InterferenceByQuartile(pa.DataFrameModel):
+    """Per iteration quartile (and move type) of one run (§7.4)."""
+
+    quartile: int = pa.Field(isin=[1, 2, 3, 4])
+    iter_lo: int = pa.Field(ge=0)
+    iter_hi: int = pa.Field(ge=0)
+    move_type: str = pa.Field(isin=["all", "weight", "scale"])
+    flips: int = pa.Field(ge=0)
+    mean_target_improvement: float = pa.Field(nullable=True)
+    mean_abs_control_disturbance: float = pa.Field(ge=0, nullable=True)
+    pct_controls_improved: float = pa.Field(ge=0, le=100, nullable=True)
+
+    class Config:
+        strict = True
+
+
+class InterferenceMatrix(pa.DataFrameModel):
+    """Mean gap change per (patch domain, probe domain) (§6.6)."""
+
+    patch_domain: str
+    probe_domain: str
+    n_probes: int = pa.Field(ge=1)
+    mean_delta: float = pa.Field(nullable=True)
+    n_fixed: int = pa.Field(ge=0)
+    n_broken: int = pa.Field(ge=0)
+
+    class Config:
+        strict = True
+        unique = ["patch_domain", "probe_domain"]
+
+
+class MoveTypeShare(pa.DataFrameModel):
+    """Scale vs weight flips per domain (§7.5)."""
+
+    domain: str = pa.Field(unique=True)
+    flips: int = pa.Field(ge=0)
+    weight_flips: int = pa.Field(ge=0)
+    scale_flips: int = pa.Field(ge=0)
+    scale_share: float = pa.Field(**_RATE, nullable=True)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def parts_add_up(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("weight_flips") + pl.col("scale_flips") == pl.col("flips"))
+
+
+class LayerProjectionCounts(pa.DataFrameModel):
+    """Flips per (layer, projection) of one patch, for heatmaps."""
+
+    layer: int = pa.Field(ge=0)
+    proj: str
+    flips: int = pa.Field(ge=1)
+    distinct_groups: int = pa.Field(ge=1)
+
+    class Config:
+        strict = True
+        unique = ["layer", "proj"]
+
+
+class GroupOverlap(pa.DataFrameModel):
+    """Shared (tensor, group) pairs per pair of domains, against chance (§7.3)."""
+
+    domain_a: str
+    domain_b: str
+    groups_a: int = pa.Field(ge=0)
+    groups_b: int = pa.Field(ge=0)
+    shared: int = pa.Field(ge=0)
+    jaccard: float = pa.Field(**_RATE, nullable=True)
+    expected_shared: float = pa.Field(ge=0)
+    overlap_ratio: float = pa.Field(ge=0, nullable=True)
+
+    class Config:
+        strict = True
+        unique = ["domain_a", "domain_b"]
+
+
+class NullBaselineTable(pa.DataFrameModel):
+    """Acceptance per (model, seed) with its Wilson 95% interval (§7.1.1)."""
+
+    model: str
+    seed: int
+    accepted: int = pa.Field(ge=0)
+    iterations: int = pa.Field(ge=1)
+    rate: float = pa.Field(**_RATE)
+    ci_lo: float = pa.Field(**_RATE)
+    ci_hi: float = pa.Field(**_RATE)
+
+    class Config:
+        strict = True
+        unique = ["model", "seed"]
+
+    @pa.dataframe_check
+    def interval_brackets_rate(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select((pl.col("ci_lo") <= pl.col("rate")) & (pl.col("rate") <= pl.col("ci_hi")))
+
+
+class NullBaselineVerdict(pa.DataFrameModel):
+    """The pre-registered trained-vs-randomized test, seeds pooled (§7.1.1); one row."""
+
+    trained_model: str
+    trained_seeds: int = pa.Field(ge=1)
+    trained_accepted: int = pa.Field(ge=0)
+    trained_iterations: int = pa.Field(ge=1)
+    trained_rate_sd: float = pa.Field(ge=0, nullable=True)
+    trained_rate: float = pa.Field(**_RATE)
+    trained_ci_lo: float = pa.Field(**_RATE)
+    trained_ci_hi: float = pa.Field(**_RATE)
+    null_model: str
+    null_seeds: int = pa.Field(ge=1)
+    null_accepted: int = pa.Field(ge=0)
+    null_iterations: int = pa.Field(ge=1)
+    null_rate_sd: float = pa.Field(ge=0, nullable=True)
+    null_rate: float = pa.Field(**_RATE)
+    null_ci_lo: float = pa.Field(**_RATE)
+    null_ci_hi: float = pa.Field(**_RATE)
+    gap_pp: float = pa.Field(ge=-100, le=100)
+    threshold_pp: float
+    gap_meets_threshold: bool
+    intervals_disjoint: bool
+    passed: bool
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def passed_is_both(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            pl.col("passed") == (pl.col("gap_meets_threshold") & pl.col("intervals_disjoint")))
+
+
+def polars_schema(model: type[pa.DataFrameModel]) -> dict[str, pl.DataType]:
+    """Column name -> polars dtype of ``model``, in its order (regex columns left out), so the
+    audits build frames whose dtypes match even when a column is all null."""
+    return {name: col.dtype.type for name, col in model.to_schema().columns.items() if not col.regex}
+
+
+AUDIT_SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
+    "boundary_crossing": BoundaryCrossingFlips,
+    "boundary_crossing_summary": BoundaryCrossingSummary,
+    "acceptance_table": AcceptanceTable,
+    "interference_by_quartile": InterferenceByQuartile,
+    "interference_matrix": InterferenceMatrix,
+    "move_type_share": MoveTypeShare,
+    "layer_projection_counts": LayerProjectionCounts,
+    "group_overlap": GroupOverlap,
+    "null_baseline_table": NullBaselineTable,
+    "null_baseline_verdict": NullBaselineVerdict,
+}

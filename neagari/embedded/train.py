@@ -1,0 +1,324 @@
+"""Training the embedded model: the engine's own Qwen3 network with trainable linear layers.
+
+Two variants of one recipe (same data, steps, seed):
+- ``qat``: 1-bit quantization-aware training. Every linear weight (embeddings and LM head
+  included, as in Bonsai) is used as sign(w) · fp16(mean |w|) per 128-weight group in the forward
+  pass; the backward pass is straight-through. Norms stay float.
+- ``fp``: full precision, rounded to Q1_0 post hoc with llama.cpp's rule at export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from neagari.engine import q1
+from neagari.engine.config import ATTN_PROJECTIONS, MLP_PROJECTIONS, ModelConfig
+from neagari.engine.model import Attention, Block, FeedForward, Qwen3, RMSNorm
+from neagari.embedded.toydata.chat import GENERATION_PROMPT
+
+log = logging.getLogger(__name__)
+
+
+def binarize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signs as ±1, fp16-rounded scales) of an (out, in) weight, per 128-weight group.
+
+    The scale is the mean |w| of the group rounded to FP16, as the Q1_0 file stores it; a zero
+    weight counts as positive (llama.cpp: bit = w >= 0).
+    """
+    blocks = w.reshape(w.shape[0], -1, q1.QK)
+    d = blocks.abs().mean(-1, keepdim=True).half().float()  # (out, nb, 1)
+    signs = torch.where(blocks >= 0, 1.0, -1.0)
+    return signs, d
+
+
+class TrainLinear(nn.Module):
+    """A linear (or embedding) layer with latent fp32 weights; ``qat`` binarizes in forward."""
+
+    def __init__(self, out_features: int, in_features: int, qat: bool, std: float, generator=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features, generator=generator) * std)
+        self.qat = qat
+
+    def effective_weight(self) -> torch.Tensor:
+        if not self.qat:
+            return self.weight
+        signs, d = binarize(self.weight)
+        wq = (signs * d).reshape_as(self.weight)
+        return self.weight + (wq - self.weight).detach()  # straight-through estimator
+
+    def forward(self, x):
+        return F.linear(x, self.effective_weight())
+
+    def rows(self, ids):
+        return F.embedding(ids, self.effective_weight())
+
+    @torch.no_grad()
+    def q1_blocks(self) -> np.ndarray:
+        """Q1_0 bytes of this layer as the file must hold them.
+
+        QAT: exactly the forward pass's signs and scales (so inference equals training).
+        FP: llama.cpp's reference quantizer applied post hoc.
+        """
+        w = self.weight.detach().float().cpu().numpy()
+        if not self.qat:
+            return q1.quantize(w)
+        _, d = binarize(self.weight)
+        out_f, nb = d.shape[:2]
+        packed = np.empty((out_f, nb, q1.BLOCK_BYTES), dtype=np.uint8)
+        packed[..., :2] = d.squeeze(-1).cpu().numpy().astype("<f2")[..., None].view(np.uint8)
+        packed[..., 2:] = np.packbits(w.reshape(out_f, nb, q1.QK) >= 0, axis=-1, bitorder="little")
+        return packed.reshape(out_f, -1)
+
+
+def build_model(cfg: ModelConfig, qat: bool, seed: int) -> Qwen3:
+    """The engine's Qwen3 with TrainLinear layers and trainable norms."""
+    g = torch.Generator().manual_seed(seed)
+
+    def lin(o, i, std=None):
+        return TrainLinear(o, i, qat, std if std is not None else 1 / math.sqrt(i), g)
+
+    def norm(dim):
+        n = RMSNorm(torch.ones(dim), cfg.rms_eps)
+        n.weight.requires_grad_(True)
+        return n
+
+    out_std = 1 / math.sqrt(2 * cfg.n_layer * cfg.hidden)  # residual-branch outputs start small
+    blocks = []
+    for _ in range(cfg.n_layer):
+        attn = Attention(cfg, lin(cfg.q_dim, cfg.hidden), lin(cfg.kv_dim, cfg.hidden), lin(cfg.kv_dim, cfg.hidden),
+                         lin(cfg.hidden, cfg.q_dim, out_std), norm(cfg.head_dim), norm(cfg.head_dim))
+        mlp = FeedForward(lin(cfg.ffn, cfg.hidden), lin(cfg.ffn, cfg.hidden), lin(cfg.hidden, cfg.ffn, out_std))
+        blocks.append(Block(attn, mlp, norm(cfg.hidden), norm(cfg.hidden)))
+    embed = lin(cfg.vocab_size, cfg.hidden, 1.0)
+    head = embed if cfg.tied_embeddings else lin(cfg.vocab_size, cfg.hidden)
+    return Qwen3(cfg, embed, blocks, norm(cfg.hidden), head)
+
+
+def export_weights(model: Qwen3) -> dict[str, np.ndarray]:
+    """Tensor name → array for :func:`neagari.engine.export.write_model`: Q1_0 bytes are produced by
+    each layer's own ``q1_blocks`` (see there), so the caller passes them pre-quantized."""
+    c = model.cfg
+    out: dict[str, np.ndarray] = {"token_embd.weight": model.token_embd.q1_blocks(),
+                                  "output_norm.weight": model.output_norm.weight.detach().cpu().numpy()}
+    if not c.tied_embeddings:
+        out["output.weight"] = model.output.q1_blocks()
+    for i, blk in enumerate(model.blocks):
+        p = f"blk.{i}."
+        for n in ATTN_PROJECTIONS:
+            out[p + n + ".weight"] = getattr(blk.attn, n).q1_blocks()
+        for n in MLP_PROJECTIONS:
+            out[p + n + ".weight"] = getattr(blk.mlp, n).q1_blocks()
+        out[p + "attn_norm.weight"] = blk.attn_norm.weight.detach().cpu().numpy()
+        out[p + "ffn_norm.weight"] = blk.ffn_norm.weight.detach().cpu().numpy()
+        out[p + "attn_q_norm.weight"] = blk.attn.q_norm.weight.detach().cpu().numpy()
+        out[p + "attn_k_norm.weight"] = blk.attn.k_norm.weight.detach().cpu().numpy()
+    return out
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 600
+    batch_size: int = 16
+    seq_len: int = 256
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 30
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 50
+    # Held-out rows scored at each evaluation (0 = all). The log's loss curve needs no more, and
+    # scoring all 763 default rows every 80 steps took a quarter of the training time.
+    eval_rows: int = 0
+    seed: int = 0
+    threads: int = 2
+    prompt_weight: float = 1.0  # loss weight of chat prompt tokens (see answer_weights)
+    # Curriculum: the first copy_steps steps draw only from the copy-drill rows (see train).
+    copy_steps: int = 0
+    # After the curriculum, this share of every batch still comes from the copy-drill rows.
+    copy_fraction: float = 0.0
+    # Where the steps run. Batches are drawn by a CPU generator, so the data order is the same
+    # on every device; the default run trains on CPU (the numbers differ in the last bits on GPU).
+    device: str = "cpu"
+
+
+PAD = -1  # filler in packed rows: fed as the separator, never a prediction target
+
+
+@dataclass
+class Packed:
+    """Rows of seq_len + 1 token ids (PAD-filled) and the loss weight of each token as a target
+    (0 for PAD)."""
+
+    tokens: torch.Tensor
+    weights: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, idx) -> "Packed":
+        return Packed(self.tokens[idx], self.weights[idx])
+
+    def to(self, device) -> "Packed":
+        return Packed(self.tokens.to(device), self.weights.to(device))
+
+
+def answer_weights(text: str, offsets: list[tuple[int, int]], prompt_weight: float) -> list[float]:
+    """Loss weight per token of one corpus text: 1 for the assistant's answer of a chat text (from
+    the generation prompt on) and for every token of plain text; `prompt_weight` for the system
+    and user turns, whose passages, lines and requests are random draws no model can predict.
+
+    Why: at 1.6 M training tokens the unpredictable prompt content dominated the loss and the
+    model learned answer formats but not to copy from its context (0% exact match on the copy
+    tasks); down-weighting it is meant to leave the answers to drive the gradient. Measured: it
+    lowered held-out loss but did not, on its own, make the model copy.
+    """
+    cut = text.rfind(GENERATION_PROMPT)
+    if cut < 0:
+        return [1.0] * len(offsets)
+    start = cut + len(GENERATION_PROMPT)
+    return [1.0 if begin >= start else prompt_weight for begin, _ in offsets]
+
+
+def pack_examples(token_lists: list[list[int]], seq_len: int, sep: int,
+                  weights: list[list[float]] | None = None) -> Packed:
+    """Greedy packing of examples (each followed by ``sep``) into rows of seq_len + 1 tokens, so
+    no example is split across rows (longer ones are cut); the rest of a row is PAD. `weights`
+    gives each token's loss weight (default 1); the separator after an example gets the weight
+    of the example's last token."""
+    rows, row_w, cur, cur_w = [], [], [], []
+
+    def close():
+        rows.append(cur + [PAD] * (seq_len + 1 - len(cur)))
+        row_w.append(cur_w + [0.0] * (seq_len + 1 - len(cur_w)))
+
+    for i, ids in enumerate(token_lists):
+        w = [1.0] * len(ids) if weights is None else list(weights[i])
+        if len(w) != len(ids):
+            raise ValueError(f"example {i}: {len(ids)} tokens but {len(w)} weights")
+        ids, w = list(ids[:seq_len]) + [sep], w[:seq_len] + [w[min(len(w), seq_len) - 1] if w else 1.0]
+        if cur and len(cur) + len(ids) > seq_len + 1:
+            close()
+            cur, cur_w = [], []
+        cur += ids
+        cur_w += w
+    if cur:
+        close()
+    return Packed(torch.tensor(rows, dtype=torch.long), torch.tensor(row_w, dtype=torch.float32))
+
+
+def corpus_rows(path, tok, tc: TrainConfig, subset: set[str] | None = None) -> tuple[Packed, Packed | None]:
+    """A JSON-lines corpus file ({"domain", "text"}) tokenized once and packed with its answer
+    weights; with `subset` (domain names), those domains' texts packed on their own too."""
+    records = [json.loads(line) for line in open(path)]
+    texts = [r["text"] for r in records]
+    enc = tok.encode_batch(texts)
+    ids = [e.ids for e in enc]
+    weights = [answer_weights(t, e.offsets, tc.prompt_weight) for t, e in zip(texts, enc)]
+    sep = tok.token_to_id("<|endoftext|>")
+    packed = pack_examples(ids, tc.seq_len, sep, weights)
+    if subset is None:
+        return packed, None
+    keep = [i for i, r in enumerate(records) if r["domain"] in subset]
+    return packed, pack_examples([ids[i] for i in keep], tc.seq_len, sep, [weights[i] for i in keep])
+
+
+def lm_loss(model: Qwen3, batch: Packed, sep: int = 0, weighted: bool = True) -> torch.Tensor:
+    """Next-token cross-entropy: weighted mean over targets, or (`weighted=False`) the plain mean
+    over real (non-PAD) targets."""
+    x, y = batch.tokens[:, :-1].clone(), batch.tokens[:, 1:].clone()
+    x[x == PAD] = sep
+    w = batch.weights[:, 1:] if weighted else (y != PAD).float()
+    y[y == PAD] = 0  # any id: its weight is 0
+    B, S = x.shape
+    pos = torch.arange(S, device=x.device).expand(B, S)
+    mask = torch.ones(S, S, dtype=torch.bool, device=x.device).tril()[None, None]
+    logits = model(x, pos, mask)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+    return (ce * w.reshape(-1)).sum() / w.sum()
+
+
+@torch.no_grad()
+def evaluate(model: Qwen3, rows: Packed, batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy (nats per real token, unweighted) over packed rows."""
+    model.eval()
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for i in range(0, len(rows), batch_size):
+        b = rows[i : i + batch_size].to(device)
+        n = int((b.tokens[:, 1:] != PAD).sum())
+        total += float(lm_loss(model, b, weighted=False)) * n
+        count += n
+    model.train()
+    return total / count
+
+
+def train(model: Qwen3, train_rows: Packed, eval_rows: Packed, tc: TrainConfig, progress=None,
+          copy_rows: Packed | None = None) -> list[dict]:
+    """AdamW with warmup + cosine decay. Returns the loss log: one dict per logged step.
+
+    With ``tc.copy_steps`` > 0, the first steps draw their batches from ``copy_rows`` only (the
+    copy drills, which stay in ``train_rows`` too). Why: on the full mix the model had formed no
+    copy circuit after 640 steps (repeated drill lists were predicted no better than the first
+    list, 3.2 vs 3.3 nats/token); a drill phase first was meant to form it. Measured: it did not
+    either at the default budget (160 drill steps: repeat 2.81 vs first list 3.00 after the mix;
+    300 steps of drills alone at constant lr: 2.95 vs 3.16), so the curriculum is kept as a
+    configurable option, not as a fix. ``tc.copy_fraction`` keeps that share of every later batch
+    on the drills. The GPU sweeps (BENCHMARKS.md) measured what these buy: with triple-repeated
+    drills they build the circuit within 900 steps, but the tasks only use it from about 2,000.
+    """
+    if (tc.copy_steps or tc.copy_fraction) and (copy_rows is None or len(copy_rows) == 0):
+        raise ValueError("copy_steps or copy_fraction > 0 needs copy-drill rows; the corpus has none "
+                         "(rebuild it: corpora written before the copy drills existed lack them)")
+    torch.manual_seed(tc.seed)
+    torch.set_num_threads(tc.threads)
+    if tc.eval_rows:
+        eval_rows = eval_rows[: tc.eval_rows]
+    model.to(tc.device)
+    train_rows = train_rows.to(tc.device)
+    copy_rows = copy_rows.to(tc.device) if copy_rows is not None else None
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                             {"params": other, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.95))
+    g = torch.Generator().manual_seed(tc.seed)
+    history, t0 = [], time.time()
+    model.train()
+    for step in range(1, tc.steps + 1):
+        frac = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+        lr = tc.lr * (step / tc.warmup if step <= tc.warmup else
+                      tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        phase = "copy" if step <= tc.copy_steps else "mix"
+        n_copy = tc.batch_size if phase == "copy" else round(tc.copy_fraction * tc.batch_size)
+        parts = []
+        for rows, n in ((copy_rows, n_copy), (train_rows, tc.batch_size - n_copy)):
+            if n:
+                idx = torch.randint(len(rows), (n,), generator=g).to(tc.device)
+                parts.append(rows[idx])
+        batch = parts[0] if len(parts) == 1 else Packed(torch.cat([b.tokens for b in parts]),
+                                                         torch.cat([b.weights for b in parts]))
+        loss = lm_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        rec = {"step": step, "phase": phase, "lr": lr, "train_loss": loss.item(), "eval_loss": None,
+               "elapsed_s": time.time() - t0}
+        if step % tc.eval_every == 0 or step == tc.steps:
+            rec["eval_loss"] = evaluate(model, eval_rows)
+            log.info("step %d/%d  train %.3f  eval %.3f  %.0fs", step, tc.steps, rec["train_loss"],
+                     rec["eval_loss"], rec["elapsed_s"])
+        history.append(rec)
+        if progress is not None:
+            progress(step, rec)
+    return history

@@ -1,0 +1,198 @@
+"""Load a Qwen3 Q1_0 GGUF into the model and serve it: batched scoring, greedy generation, moves."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from neagari.engine import q1
+from neagari.engine.config import ATTN_PROJECTIONS, MLP_PROJECTIONS, ModelConfig
+from neagari.engine.gguf_io import GGUFFile, TYPE_BF16, TYPE_F16, TYPE_F32
+from neagari.engine.model import Attention, Block, DenseLinear, FeedForward, KVCache, Q1Linear, Qwen3, RMSNorm
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def weights_dtype(name: str) -> torch.dtype:
+    """Dequantized-weight type by name. Q1_0 weights are ±scale with an fp16 scale, so fp16 holds
+    them exactly and bf16 rounds only the scale (8-bit mantissa); activations stay fp32 between
+    layers, and matmuls accumulate in fp32 on CUDA."""
+    if name not in DTYPES:
+        raise ValueError(f"weights dtype {name!r}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+@dataclass
+class LoadOptions:
+    device: str | None = "cpu"
+    cache_weights: bool = True
+    cache_dtype: torch.dtype = torch.float32  # fp32 on CPU; bf16/fp16 are options on CUDA
+    max_positions: int | None = None
+
+
+class Engine:
+    """A model, its tokenizer and the GGUF it came from."""
+
+    def __init__(self, gguf: GGUFFile, opts: LoadOptions | None = None):
+        from neagari.engine.tokenizer import GGUFTokenizer
+
+        self.opts = opts = opts or LoadOptions()
+        self.gguf = gguf
+        self.cfg = ModelConfig.from_gguf(gguf)
+        self.device = _device(opts.device)
+        self.tokenizer = GGUFTokenizer.from_metadata(dict(gguf.metadata))
+        self.model = self._build().to(self.device).eval()
+        self._linears: dict[str, Q1Linear] = {name: m for name, m in self._named_q1() }
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, dtype: str | None = None, **kw) -> "Engine":
+        """``dtype``: name of the dequantized weight cache's type (fp32, bf16, fp16), see DTYPES."""
+        if dtype is not None:
+            kw["cache_dtype"] = weights_dtype(dtype)
+        return cls(GGUFFile(path), LoadOptions(**kw))
+
+    # ------------------------------------------------------------------ construction
+    def _linear(self, name: str, in_features: int):
+        rec = self.gguf.require_tensor(name)
+        if rec.shape[-1] != in_features:
+            raise ValueError(f"{name}: expected {in_features} inputs, file has shape {rec.shape}")
+        if rec.ggml_type == q1.GGML_TYPE_Q1_0:
+            raw = torch.from_numpy(np.array(self.gguf.raw(name)))  # copy: live state must not alias the file
+            cache = self.opts.cache_dtype if self.opts.cache_weights else None
+            return Q1Linear(raw, in_features, cache, self.opts.cache_dtype)
+        return DenseLinear(torch.from_numpy(self.gguf.dequantize(name)).to(self.opts.cache_dtype))
+
+    def _norm(self, name: str, dim: int) -> RMSNorm:
+        rec = self.gguf.require_tensor(name)
+        if rec.ggml_type not in (TYPE_F32, TYPE_F16, TYPE_BF16) or rec.shape != (dim,):
+            raise ValueError(f"{name}: expected a float vector of {dim}, got {rec.type_name} {rec.shape}")
+        return RMSNorm(torch.from_numpy(self.gguf.dequantize(name).copy()), self.cfg.rms_eps)
+
+    def _build(self) -> Qwen3:
+        c = self.cfg
+        embed = self._linear("token_embd.weight", c.hidden)
+        head = embed if c.tied_embeddings else self._linear("output.weight", c.hidden)
+        blocks = []
+        for i in range(c.n_layer):
+            p = f"blk.{i}."
+            attn = Attention(c, self._linear(p + "attn_q.weight", c.hidden), self._linear(p + "attn_k.weight", c.hidden),
+                             self._linear(p + "attn_v.weight", c.hidden), self._linear(p + "attn_output.weight", c.q_dim),
+                             self._norm(p + "attn_q_norm.weight", c.head_dim), self._norm(p + "attn_k_norm.weight", c.head_dim))
+            mlp = FeedForward(self._linear(p + "ffn_gate.weight", c.hidden), self._linear(p + "ffn_up.weight", c.hidden),
+                              self._linear(p + "ffn_down.weight", c.ffn))
+            blocks.append(Block(attn, mlp, self._norm(p + "attn_norm.weight", c.hidden),
+                                self._norm(p + "ffn_norm.weight", c.hidden)))
+        return Qwen3(c, embed, blocks, self._norm("output_norm.weight", c.hidden), head,
+                     self.opts.max_positions or c.context_length)
+
+    def _named_q1(self):
+        c = self.cfg
+        yield "token_embd.weight", self.model.token_embd
+        if not c.tied_embeddings:
+            yield "output.weight", self.model.output
+        for i, blk in enumerate(self.model.blocks):
+            for n in ATTN_PROJECTIONS:
+                yield f"blk.{i}.{n}.weight", getattr(blk.attn, n)
+            for n in MLP_PROJECTIONS:
+                yield f"blk.{i}.{n}.weight", getattr(blk.mlp, n)
+
+    # ------------------------------------------------------------------ moves
+    def linear(self, tensor: str) -> Q1Linear:
+        """The packed layer of a tensor name, e.g. 'blk.3.ffn_down.weight'."""
+        m = self._linears.get(tensor)
+        if not isinstance(m, Q1Linear):
+            raise KeyError(f"{tensor!r} is not a Q1_0 tensor of this model")
+        return m
+
+    def flip_group(self, tensor: str, group: int) -> None:
+        self.linear(tensor).xor_group(group)
+
+    def flip_scale_bit(self, tensor: str, group: int, bit: int) -> None:
+        self.linear(tensor).xor_scale_bit(group, bit)
+
+    def reset(self) -> None:
+        for m in self._linears.values():
+            if isinstance(m, Q1Linear):
+                m.reset()
+
+    # ------------------------------------------------------------------ batching
+    def _left_pad(self, seqs: Sequence[Sequence[int]]):
+        if not seqs or any(len(s) == 0 for s in seqs):
+            raise ValueError("every prompt must have at least one token")
+        S = max(len(s) for s in seqs)
+        tokens = torch.zeros(len(seqs), S, dtype=torch.long)
+        valid = torch.zeros(len(seqs), S, dtype=torch.bool)
+        for b, s in enumerate(seqs):
+            tokens[b, S - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            valid[b, S - len(s):] = True
+        positions = (valid.cumsum(1) - 1).clamp(min=0)
+        return tokens.to(self.device), valid.to(self.device), positions.to(self.device)
+
+    @torch.inference_mode()
+    def logits(self, seqs: Sequence[Sequence[int]], last_only: bool = True, batch_size: int = 64) -> list[torch.Tensor]:
+        """Logits for many token sequences of different lengths.
+
+        Returns a list: per sequence (V,) last-token logits, or (len, V) all positions. fp32, CPU.
+        """
+        out: list[torch.Tensor] = []
+        for i in range(0, len(seqs), batch_size):
+            chunk = seqs[i : i + batch_size]
+            tokens, valid, positions = self._left_pad(chunk)
+            S = tokens.shape[1]
+            mask = Qwen3.attention_mask(valid, torch.arange(S, device=self.device))
+            lg = self.model(tokens, positions, mask, last_only=last_only).cpu()
+            for b, s in enumerate(chunk):
+                out.append(lg[b] if last_only else lg[b, S - len(s):])
+        return out
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64,
+                 stop_ids: set[int] | None = None) -> list[list[int]]:
+        """Greedy continuations with a static KV cache: one prefill, then one token per step.
+        Stops a sequence at an end-of-turn token (not included in the output)."""
+        stop = self.tokenizer.end_of_turn_ids if stop_ids is None else stop_ids
+        c = self.cfg
+        tokens, valid, positions = self._left_pad(prompts)
+        B, S = tokens.shape
+        T = S + max_new_tokens
+        if int(positions.max()) + max_new_tokens >= self.model.rope_cos.shape[0]:
+            raise ValueError(f"prompt + {max_new_tokens} new tokens exceed the context of {self.model.rope_cos.shape[0]}")
+        caches = [KVCache(B, c.n_kv_head, T, c.head_dim, torch.float32, self.device) for _ in range(c.n_layer)]
+        key_valid = torch.zeros(B, T, dtype=torch.bool, device=self.device)
+        key_valid[:, :S] = valid
+        slots = torch.arange(S, device=self.device)
+        logits = self.model(tokens, positions, Qwen3.attention_mask(key_valid, slots), caches, slots, last_only=True)
+        out = [[] for _ in range(B)]
+        done = torch.zeros(B, dtype=torch.bool)
+        pos = positions[:, -1:]
+        for step in range(max_new_tokens):
+            nxt = logits.argmax(-1)  # (B,)
+            for b in range(B):
+                if not done[b]:
+                    t = int(nxt[b])
+                    if t in stop:
+                        done[b] = True
+                    else:
+                        out[b].append(t)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            slot = torch.tensor([S + step], device=self.device)
+            key_valid[:, S + step] = True
+            pos = pos + 1
+            logits = self.model(nxt[:, None].to(self.device), pos, Qwen3.attention_mask(key_valid, slot),
+                                caches, slot, last_only=True)
+        return out

@@ -1,0 +1,384 @@
+"""Patches: the ordered moves a search accepted, their JSON files, and applying them to a GGUF.
+
+Applying a patch is a bytewise XOR on a copy of the base file; the engine never loads the model.
+Both moves are self-inverse, so applying a patch to its own output restores the base exactly.
+
+Two JSON layouts are read and written:
+
+* upstream (the paper's files): ``{"version": 2, "format": "bankai_group_xor_v2" |
+  "neagari_xor_v2", "flips": [...], "fitness_history": [...], ...search fields}``. Old files
+  lack ``type`` (meaning "group") and the gap fields.
+* ours: the same flip records plus ``"format": "neagari-patch", "format_version": 1,
+  "base_sha256", "search_config", "created_by"`` and optional ``patched_sha256``, ``metadata``.
+
+Flip records are kept verbatim (gap lists stay lists of ``[name, gap]`` pairs, names may
+repeat); :class:`Move` is the parsed, validated view the code works with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from neagari.engine import q1
+from neagari.engine.gguf_io import GGUFFile
+from neagari.hashing import sha256_file
+
+FORMAT = "neagari-patch"
+FORMAT_VERSION = 1
+UPSTREAM_FORMATS = ("bankai_group_xor_v2", "neagari_xor_v2")
+UPSTREAM_WRITE_FORMAT = "neagari_xor_v2"
+MOVE_TYPES = ("group", "scale")
+# Top-level keys with a meaning of their own; every other upstream key is kept in ``metadata``.
+_RESERVED = {"version", "format", "format_version", "flips", "fitness_history", "base_sha256",
+             "patched_sha256", "search_config", "created_by", "metadata", "n_flips"}
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class PatchError(ValueError):
+    """A patch cannot be read, written or applied; the message says why, in one line."""
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class Move:
+    """One XOR move: all 128 sign bits of a group, or one bit of its FP16 scale."""
+
+    layer: int
+    proj: str  # e.g. "ffn_down.weight"
+    group: int
+    type: str = "group"
+    bit: int | None = None
+
+    def __post_init__(self):
+        if not _is_int(self.layer) or self.layer < 0:
+            raise PatchError(f"layer must be an integer >= 0, got {self.layer!r}")
+        if not isinstance(self.proj, str) or not self.proj:
+            raise PatchError(f"proj must be a non-empty string, got {self.proj!r}")
+        if not _is_int(self.group) or self.group < 0:
+            raise PatchError(f"group must be an integer >= 0, got {self.group!r}")
+        if self.type not in MOVE_TYPES:
+            raise PatchError(f"type must be one of {', '.join(MOVE_TYPES)}, got {self.type!r}")
+        if self.type == "scale" and (not _is_int(self.bit) or not 0 <= self.bit < 16):
+            raise PatchError(f"scale flip needs an integer bit in 0..15, got {self.bit!r}")
+        # numpy integers from a search loop must not leak into JSON; a group flip has no bit
+        bit = int(self.bit) if self.type == "scale" else None
+        for name, value in (("layer", int(self.layer)), ("group", int(self.group)), ("bit", bit)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def tensor(self) -> str:
+        return f"blk.{self.layer}.{self.proj}"
+
+    def describe(self) -> str:
+        bit = f" bit {self.bit}" if self.type == "scale" else ""
+        return f"{self.type} flip of {self.tensor} group {self.group}{bit}"
+
+    def to_record(self) -> dict:
+        rec = {"layer": self.layer, "proj": self.proj, "group": self.group, "type": self.type}
+        if self.type == "scale":
+            rec["bit"] = self.bit
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: Any) -> "Move":
+        if not isinstance(rec, dict):
+            raise PatchError(f"flip must be a JSON object, got {type(rec).__name__}")
+        typ = rec.get("type", "group")  # files written before scale moves existed lack "type"
+        return cls(rec.get("layer"), rec.get("proj"), rec.get("group"), typ,
+                   rec.get("bit") if typ == "scale" else None)
+
+
+@dataclass
+class Patch:
+    """A parsed patch. ``records`` are the full flip dicts, one per move, in the same order.
+
+    Built from moves alone (``Patch(moves=[...], base_sha256=...)``), records are derived.
+    """
+
+    moves: list[Move]
+    records: list[dict] = field(default_factory=list)
+    base_sha256: str | None = None
+    search_config: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    fitness_history: list = field(default_factory=list)
+    source_format: str = FORMAT
+    patched_sha256: str | None = None  # sha256 of base after this patch, when known
+    created_by: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.moves = list(self.moves)
+        if not self.records and self.moves:
+            self.records = [m.to_record() for m in self.moves]
+        if len(self.records) != len(self.moves):
+            raise PatchError(f"patch has {len(self.moves)} moves but {len(self.records)} flip records")
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _check_sha(value: Any, key: str, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _SHA_RE.match(value.lower()):
+        raise PatchError(f"{where}: {key} must be 64 hex digits, got {value!r}")
+    return value.lower()
+
+
+def parse_patch(obj: Any, where: str = "patch") -> Patch:
+    """Validate a decoded JSON document; ``where`` names it in error messages."""
+    if not isinstance(obj, dict):
+        raise PatchError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    fmt = obj.get("format")
+    if fmt == FORMAT:
+        if obj.get("format_version") != FORMAT_VERSION:
+            raise PatchError(f"{where}: unsupported {FORMAT} format_version "
+                             f"{obj.get('format_version')!r} (this reader knows {FORMAT_VERSION})")
+        metadata = obj.get("metadata") or {}
+    elif fmt in UPSTREAM_FORMATS:
+        if obj.get("version", 2) != 2:
+            raise PatchError(f"{where}: unsupported upstream version {obj.get('version')!r} (expected 2)")
+        metadata = {k: v for k, v in obj.items() if k not in _RESERVED}
+    else:
+        known = ", ".join((FORMAT,) + UPSTREAM_FORMATS)
+        raise PatchError(f"{where}: unknown patch format {fmt!r} (known: {known})")
+    flips = obj.get("flips")
+    if not isinstance(flips, list):
+        raise PatchError(f"{where}: missing 'flips' list")
+    moves = []
+    for i, rec in enumerate(flips):
+        try:
+            moves.append(Move.from_record(rec))
+        except PatchError as e:
+            raise PatchError(f"{where}: flip {i}: {e}") from None
+    history = obj.get("fitness_history", [])
+    if not isinstance(history, list):
+        raise PatchError(f"{where}: fitness_history must be a list")
+    for key, value in (("search_config", obj.get("search_config", {})), ("metadata", metadata),
+                       ("created_by", obj.get("created_by", {}))):
+        if not isinstance(value, dict):
+            raise PatchError(f"{where}: {key} must be a JSON object")
+    base = _check_sha(obj.get("base_sha256"), "base_sha256", where)
+    if fmt == FORMAT and base is None:
+        raise PatchError(f"{where}: {FORMAT} file lacks base_sha256")
+    return Patch(moves=moves, records=list(flips), base_sha256=base,
+                 search_config=obj.get("search_config", {}), metadata=metadata,
+                 fitness_history=history, source_format=fmt,
+                 patched_sha256=_check_sha(obj.get("patched_sha256"), "patched_sha256", where),
+                 created_by=obj.get("created_by", {}))
+
+
+def read_patch(path: str | os.PathLike) -> Patch:
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_bytes())
+    except OSError as e:
+        raise PatchError(f"{path}: cannot read ({e.strerror or e})") from None
+    except json.JSONDecodeError as e:
+        raise PatchError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise PatchError(f"{path}: not UTF-8 JSON") from None
+    return parse_patch(obj, str(path))
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _created_by() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return {"tool": "neagari", "version": version("neagari")}
+    except PackageNotFoundError:  # a source tree without installed metadata
+        return {"tool": "neagari", "version": None}
+
+
+def patch_to_json(patch: Patch, fmt: str = "neagari") -> dict:
+    """The JSON document for ``patch``; checks the records still describe the moves."""
+    if len(patch.records) != len(patch.moves):
+        raise PatchError(f"patch has {len(patch.moves)} moves but {len(patch.records)} flip records")
+    for i, (move, rec) in enumerate(zip(patch.moves, patch.records)):
+        try:
+            same = Move.from_record(rec) == move
+        except PatchError:
+            same = False
+        if not same:
+            raise PatchError(f"flip {i}: record {json.dumps(rec)[:120]} does not describe {move.describe()}")
+    base = _check_sha(patch.base_sha256, "base_sha256", "patch")
+    patched = _check_sha(patch.patched_sha256, "patched_sha256", "patch")
+    if fmt == "neagari":
+        if base is None:
+            raise PatchError(f"a {FORMAT} file must record base_sha256 (the GGUF the moves were searched on)")
+        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "search_config": patch.search_config,
+               "created_by": patch.created_by or _created_by()}
+        if patch.metadata:
+            doc["metadata"] = patch.metadata
+    elif fmt == "upstream":
+        clash = sorted(set(patch.metadata) & _RESERVED)
+        if clash:
+            raise PatchError(f"metadata keys {clash} clash with upstream top-level fields")
+        doc = {"version": 2, "format": UPSTREAM_WRITE_FORMAT, **patch.metadata}
+        if patch.search_config:
+            doc["search_config"] = patch.search_config
+    else:
+        raise PatchError(f"unknown output format {fmt!r} (use 'neagari' or 'upstream')")
+    # upstream readers ignore unknown keys, so its files keep the hashes too: apply-patch checks them
+    doc.update({k: v for k, v in (("base_sha256", base), ("patched_sha256", patched)) if v})
+    doc.update(n_flips=len(patch.records), flips=patch.records, fitness_history=patch.fitness_history)
+    return doc
+
+
+def write_patch(path: str | os.PathLike, patch: Patch, fmt: str = "neagari") -> Path:
+    """Write ``patch`` as ``fmt`` ("neagari" or "upstream") atomically; returns the path."""
+    path = Path(path)
+    doc = patch_to_json(patch, fmt)
+    try:
+        text = json.dumps(doc, indent=1)
+    except (TypeError, ValueError) as e:
+        raise PatchError(f"{path}: patch holds a value JSON cannot store ({e})") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, path)  # readers never see a half-written patch
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------- applying
+
+
+def validate_moves(gguf_file: GGUFFile, moves: Iterable[Move]) -> None:
+    """Check every move addresses an existing Q1_0 block and a mantissa bit of its scale."""
+    for i, m in enumerate(moves):
+        rec = gguf_file.tensors.get(m.tensor)
+        if rec is None:
+            raise PatchError(f"flip {i} ({m.describe()}): no tensor {m.tensor!r} in {gguf_file.path.name}")
+        if rec.ggml_type != q1.GGML_TYPE_Q1_0:
+            raise PatchError(f"flip {i} ({m.describe()}): tensor {m.tensor} is {rec.type_name}, not Q1_0")
+        n = rec.nbytes // q1.BLOCK_BYTES
+        if m.group >= n:
+            raise PatchError(f"flip {i} ({m.describe()}): group out of range, {m.tensor} has {n} groups")
+        # exponent/sign bits would turn a scale into inf, NaN or its negative: not a move
+        if m.type == "scale" and m.bit not in q1.SCALE_BITS:
+            raise PatchError(f"flip {i} ({m.describe()}): scale bit {m.bit} is not a mantissa bit "
+                             f"({q1.SCALE_BITS[0]}..{q1.SCALE_BITS[-1]})")
+
+
+def apply_moves_inplace(mm: np.ndarray, gguf_file: GGUFFile, moves: Sequence[Move]) -> None:
+    """XOR ``moves`` into ``mm``, a uint8 array of a whole file laid out like ``gguf_file``."""
+    moves = list(moves)
+    validate_moves(gguf_file, moves)
+    for m in moves:
+        rec = gguf_file.tensors[m.tensor]
+        if rec.offset + rec.nbytes > mm.shape[0]:
+            raise PatchError(f"{m.tensor} ends at byte {rec.offset + rec.nbytes}, the target has {mm.shape[0]}")
+        flat = mm[rec.offset : rec.offset + rec.nbytes]  # a view: edits land in mm
+        if m.type == "group":
+            q1.xor_group_bytes(flat, m.group)
+        else:
+            q1.xor_scale_bit_bytes(flat, m.group, m.bit)
+
+
+def _sha256_after(path: Path, gguf_file: GGUFFile, moves: Sequence[Move], chunk: int = 1 << 24) -> str:
+    """sha256 the file would have with ``moves`` applied, computed without writing anything."""
+    import hashlib
+
+    pos, mask = [], []  # absolute byte offsets and XOR masks; a position may repeat
+    for m in moves:
+        start = gguf_file.tensors[m.tensor].offset + m.group * q1.BLOCK_BYTES
+        if m.type == "group":
+            pos += range(start + 2, start + q1.BLOCK_BYTES)
+            mask += [0xFF] * (q1.BLOCK_BYTES - 2)
+        else:
+            pos.append(start + m.bit // 8)
+            mask.append(1 << (m.bit % 8))
+    order = np.argsort(np.asarray(pos, dtype=np.int64), kind="stable")
+    pos, mask = np.asarray(pos, dtype=np.int64)[order], np.asarray(mask, dtype=np.uint8)[order]
+    h, start = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            buf = np.frombuffer(block, dtype=np.uint8).copy()
+            lo, hi = np.searchsorted(pos, [start, start + len(buf)])
+            np.bitwise_xor.at(buf, pos[lo:hi] - start, mask[lo:hi])  # .at: repeated positions cancel
+            h.update(buf.tobytes())
+            start += len(buf)
+    return h.hexdigest()
+
+
+def apply_patch_files(base: str | os.PathLike, out: str | os.PathLike,
+                      patch_paths: Sequence[str | os.PathLike], force: bool = False) -> str:
+    """Apply patches in order to a copy of ``base``, write it to ``out``; return out's sha256.
+
+    Everything is checked before any byte is written: each patch parses, each move addresses a
+    Q1_0 block of ``base``, and each patch matches the file it is applied to. Patch k sees the
+    file S_k (the base after patches 0..k-1) and is accepted when
+
+    * its ``base_sha256`` equals sha256(S_k) (applying it), or
+    * its ``patched_sha256`` equals sha256(S_k) (undoing it: the moves are self-inverse), or
+    * it records no ``base_sha256`` (upstream files) and ``force`` is true.
+
+    sha256(S_k) for k > 0 comes from the previous patch's recorded hashes when it has them,
+    else from hashing ``base`` with the earlier moves applied in memory.
+    """
+    base, out = Path(base), Path(out)
+    if not patch_paths:
+        raise PatchError("no patch files given")
+    patches = [read_patch(p) for p in patch_paths]
+    gf = GGUFFile(base)
+    for p, patch in zip(patch_paths, patches):
+        try:
+            validate_moves(gf, patch.moves)
+        except PatchError as e:
+            raise PatchError(f"{p}: {e}") from None
+
+    current = gf.sha256()
+    applied: list[Move] = []
+    for p, patch in zip(patch_paths, patches):
+        if current is None:  # unknown after a forced patch: hash the prospective file
+            current = _sha256_after(base, gf, applied)
+        if patch.base_sha256 is None:
+            if not force:
+                raise PatchError(f"{p}: records no base_sha256, so it cannot be checked against "
+                                 f"{base.name}; pass force to apply it anyway")
+            nxt = None
+        elif patch.base_sha256 == current:
+            nxt = patch.patched_sha256
+        elif patch.patched_sha256 == current:
+            nxt = patch.base_sha256
+        else:
+            raise PatchError(f"{p}: made for base sha256 {patch.base_sha256}, but the file it would "
+                             f"apply to has sha256 {current}")
+        applied.extend(patch.moves)
+        current = nxt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    try:
+        shutil.copyfile(base, part)
+        mm = np.memmap(part, dtype=np.uint8, mode="r+")
+        for patch in patches:
+            apply_moves_inplace(mm, gf, patch.moves)
+        mm.flush()
+        del mm  # release the mapping before the rename (Windows refuses otherwise)
+        digest = sha256_file(part)
+        if current is not None and digest != current:
+            raise PatchError(f"patched file has sha256 {digest}, but the last patch records {current}")
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+    return digest
+
+# Public name: the sha256 a file would have after the moves, computed without writing it.
+sha256_after_moves = _sha256_after

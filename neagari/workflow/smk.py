@@ -1,0 +1,36 @@
+"""What every Snakemake script does around its work: log to the rule's log file, then write a
+provenance record for each output once the work succeeded."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Iterator, Sequence
+
+
+@contextlib.contextmanager
+def rule_context(snakemake, config_keys: Sequence[str] | None = None, seed: int | None = None,
+                 device: str | None = None, dtype: str | None = None) -> Iterator[logging.Logger]:
+    """``with rule_context(snakemake, ["score"]) as log: ...`` in each script.
+
+    config_keys: the config subset this rule depends on (stored in the provenance record).
+    device, dtype: where the engine ran and its weight-cache type, both recorded.
+    """
+    if device is not None and dtype is not None:
+        device = f"{device}, weights {dtype}"
+    from neagari.workflow.provenance import RuleProvenance
+
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+    log = logging.getLogger(f"neagari.rule.{snakemake.rule}")
+    with RuleProvenance(snakemake, config_keys=config_keys, seed=seed, device=device):
+        try:
+            yield log
+        except Exception:
+            log.exception("rule %s failed", snakemake.rule)
+            raise
