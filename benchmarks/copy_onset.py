@@ -1,6 +1,6 @@
 """When does the embedded model start to copy? Train on copy drills only, then score the copy diagnostic.
 
-A cheap CPU probe of the copy (induction) circuit for issue 3: the config's embedded model and
+A cheap CPU probe of the copy (induction) circuit: the config's embedded model and
 training settings (validated as the workflow does), trained for --steps steps on the corpus's
 copy-drill rows only (the curriculum's drill phase), exported to
 Q1_0, then the quality report's copy diagnostic on held-out drills (NLL of a word list's

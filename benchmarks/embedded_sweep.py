@@ -1,6 +1,6 @@
 """Train one variant of the embedded model and measure what the quality report measures.
 
-For tuning the embedded default (issue 3) without running the workflow: the same corpus,
+For tuning the embedded model's recipe without running the workflow: the same corpus,
 tokenizer, probe sets and evaluation sets as a workflow run (results/ of a run that built them),
 one training run with config overrides, then held-out loss, per-domain exact match, the share of
 wrong target probes after calibration, held-out verbatim outcomes, and a copy diagnostic (loss on
