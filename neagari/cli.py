@@ -47,11 +47,12 @@ def _engine(a):
 
 def _cmd_score(a) -> int:
     from neagari.search.probes import load_probes, score_probes
+    from neagari.search.schemas import ProbeScores
     from neagari.tables import write_table
 
     probes = load_probes(a.probes)
     df = score_probes(_engine(a), probes, batch_size=a.batch_size)
-    write_table(df, a.out, "probe_scores")
+    write_table(df, a.out, ProbeScores)
     wrong = int((df["gap"] <= 0).sum())
     print(f"scored {len(df)} probes ({wrong} with gap <= 0) -> {a.out}", file=sys.stderr)
     return 0

@@ -5,15 +5,16 @@ import polars as pl
 from neagari.analysis import audits
 from neagari.search.patch import read_patch
 from neagari.workflow.smk import rule_context
+from neagari.analysis.schemas import AcceptanceTable, BoundaryCrossingFlips, BoundaryCrossingSummary, MoveTypeShare
 from neagari.tables import write_table
 
 out = snakemake.output
 with rule_context(snakemake, config_keys=["published_patches"]) as log:
     patches = {name: read_patch(path) for name, path in zip(snakemake.params.names, snakemake.input.patches)}
     per_flip, summary = audits.boundary_crossing_pooled({n: p.records for n, p in patches.items()})
-    write_table(per_flip, out.crossing_flips, "boundary_crossing")
-    write_table(summary, out.crossing_summary, "boundary_crossing_summary")
-    write_table(audits.move_type_share({n: p.moves for n, p in patches.items()}), out.scale_share, "move_type_share")
+    write_table(per_flip, out.crossing_flips, BoundaryCrossingFlips)
+    write_table(summary, out.crossing_summary, BoundaryCrossingSummary)
+    write_table(audits.move_type_share({n: p.moves for n, p in patches.items()}), out.scale_share, MoveTypeShare)
     flags = {}
     for name, patch in patches.items():
         # an upstream patch records the iteration of each kept flip and the iterations run
@@ -27,5 +28,5 @@ with rule_context(snakemake, config_keys=["published_patches"]) as log:
         else:
             log.warning("%s: no iteration count; left out of the acceptance table", name)
     write_table(audits.acceptance_table(flags, snakemake.params.checkpoints, snakemake.params.window),
-                out.acceptance, "acceptance_table")
+                out.acceptance, AcceptanceTable)
     log.info("audited %d published patches\n%s", len(patches), summary)

@@ -7,6 +7,7 @@ import polars as pl
 from neagari.evaluation.benchmark_items import load_items, render_items
 from neagari.engine.gguf_io import GGUFFile
 from neagari.workflow.smk import rule_context
+from neagari.evaluation.schemas import BenchmarkItemSets
 from neagari.tables import write_table
 from neagari.engine.tokenizer import GGUFTokenizer
 
@@ -24,4 +25,4 @@ with rule_context(snakemake, config_keys=["evaluation"], seed=p.seed) as log:
     with open(snakemake.output.item_file, "w") as f:
         for it in items:
             f.write(json.dumps(it, ensure_ascii=False) + "\n")
-    write_table(pl.DataFrame(sets), snakemake.output.sets, "benchmark_item_sets")
+    write_table(pl.DataFrame(sets), snakemake.output.sets, BenchmarkItemSets)

@@ -8,6 +8,7 @@ from neagari.evaluation.agreement import compare_greedy, continuation_margins
 from neagari.engine.engine import Engine
 from neagari.evaluation.llama_eval import LlamaGenerator
 from neagari.workflow.smk import rule_context
+from neagari.evaluation.schemas import LlamaCrosscheck
 from neagari.tables import write_table
 
 p = snakemake.params
@@ -32,7 +33,7 @@ with rule_context(snakemake, config_keys=["quality"]) as log:
                      "text_ours": engine.tokenizer.decode(ours), "text_llama": engine.tokenizer.decode(ref.ids)})
     llama.close()
     table = pl.DataFrame(rows, schema_overrides={"first_near_tie_ours": pl.Int64, "first_near_tie_llama": pl.Int64})
-    write_table(table, snakemake.output.table, "llama_crosscheck")
+    write_table(table, snakemake.output.table, LlamaCrosscheck)
     log.info("%s", table["verdict"].value_counts())
     if (table["verdict"] == "disagree").any():
         raise RuntimeError(f"llama.cpp disagrees with the engine beyond near-ties:\n{table.filter(pl.col('verdict') == 'disagree')}")

@@ -6,6 +6,7 @@ import polars as pl
 from neagari.evaluation.heldout import CLASSES
 from neagari.workflow.smk import rule_context
 from neagari.stats import wilson_interval
+from neagari.evaluation.schemas import HeldoutCrosstab, HeldoutSummary
 from neagari.tables import read_table, write_table
 
 wc, threshold = snakemake.wildcards, snakemake.params.threshold
@@ -34,12 +35,12 @@ with rule_context(snakemake, config_keys=[]) as log:
                 .with_columns(pl.col("count").fill_null(0), pl.lit(wc.model).alias("model"),
                               pl.lit(wc.fitness).alias("fitness"))
                 .select("model", "fitness", "base_outcome", "patched_outcome", "count"))
-    write_table(crosstab, snakemake.output.crosstab, "heldout_crosstab")
+    write_table(crosstab, snakemake.output.crosstab, HeldoutCrosstab)
     rows = [conversion(table, "all")]
     rows += [conversion(table.filter(pl.col("domain") == d), d) for d in sorted(table["domain"].unique())]
     summary = pl.DataFrame(rows, schema_overrides={"rate": pl.Float64, "ci_lo": pl.Float64, "ci_hi": pl.Float64,
                                                    "generalizes": pl.Boolean})
-    write_table(summary, snakemake.output.summary, "heldout_summary")
+    write_table(summary, snakemake.output.summary, HeldoutSummary)
     log.info("cross-tab (base -> patched):\n%s", crosstab.filter(pl.col("count") > 0))
     log.info("COPY -> PASS:\n%s", summary.select("domain", "base_copy", "converted", "rate", "ci_lo", "ci_hi",
                                                  "generalizes"))

@@ -11,6 +11,7 @@ from neagari.engine.engine import Engine
 from neagari.search.probes import load_probes
 from neagari.evaluation.quality import greedy_answers, verbatim_outcomes
 from neagari.workflow.smk import rule_context
+from neagari.evaluation.schemas import HeldoutGenerations, HeldoutVerbatim
 from neagari.tables import write_table
 
 p, inp = snakemake.params, snakemake.input
@@ -34,7 +35,7 @@ with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.d
              .select("name", "domain", "base_output", "patched_output", "base_outcome", "patched_outcome"))
     if table.height != len(heldout):
         raise RuntimeError(f"{table.height} joined rows for {len(heldout)} held-out probes")
-    write_table(table, snakemake.output.table, "heldout_verbatim")
+    write_table(table, snakemake.output.table, HeldoutVerbatim)
     gens = pl.DataFrame({
         "name": [t.name for t in trained],
         "domain": [str(t.extra.get("category", "")) for t in trained],
@@ -43,6 +44,6 @@ with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.d
         "patched_output": generations["patched"],
     }).with_columns(*(pl.col(f"{v}_output").str.strip_chars_start().str.starts_with(pl.col("correct"))
                       .alias(f"{v}_starts_correct") for v in ("base", "patched")))
-    write_table(gens, snakemake.output.generations, "heldout_generations")
+    write_table(gens, snakemake.output.generations, HeldoutGenerations)
     for r in gens.iter_rows(named=True):
         log.info("%s\n  base:    %r\n  patched: %r", r["name"], r["base_output"], r["patched_output"])

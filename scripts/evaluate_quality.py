@@ -8,6 +8,7 @@ import polars as pl
 from neagari.engine.engine import Engine
 from neagari.evaluation.quality import copy_diagnostic, evaluate_items, heldout_nll, uniform_nll, verbatim_outcomes
 from neagari.workflow.smk import rule_context
+from neagari.evaluation.schemas import CopyDiagnostic, EvalItems, QualitySummary, VerbatimOutcomes
 from neagari.tables import write_table
 from neagari.embedded.toydata.copying import heldout_drills
 
@@ -19,14 +20,14 @@ with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.d
     log.info("held-out NLL %.3f nats/token over %d tokens (perplexity %.1f)", nll, n_tokens, math.exp(nll))
     copying = copy_diagnostic(engine, heldout_drills(p.seed, p.n_copy_lists), batch_size=p.batch_size)
     write_table(pl.DataFrame([{"model": snakemake.wildcards.model, **copying}]), snakemake.output.copying,
-                "copy_diagnostic")
+                CopyDiagnostic)
     log.info("copy diagnostic: first list %.3f, repetition %.3f nats/token", copying["first_nll"], copying["repeat_nll"])
     items = [json.loads(line) for line in open(snakemake.input.eval_sets)]
     per_item = evaluate_items(engine, items, batch_size=p.batch_size, desc="eval items")
-    write_table(per_item, snakemake.output.eval_items, "eval_items")
+    write_table(per_item, snakemake.output.eval_items, EvalItems)
     verbatim = verbatim_outcomes(engine, json.loads(Path(snakemake.input.verbatim).read_text())["probes"],
                                  batch_size=p.batch_size, desc="verbatim")
-    write_table(verbatim, snakemake.output.verbatim, "verbatim_outcomes")
+    write_table(verbatim, snakemake.output.verbatim, VerbatimOutcomes)
     probe_rows = []
     for path in snakemake.input.probes:
         doc = json.loads(Path(path).read_text())
@@ -39,5 +40,5 @@ with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.d
                              pl.lit(uniform_nll(engine.cfg.vocab_size)).alias("uniform_nll"))
                .select("model", "domain", "eval_n", "eval_accuracy", "probes_n", "probes_wrong_share",
                        "heldout_nll", "uniform_nll").sort("domain"))
-    write_table(summary, snakemake.output.summary, "quality_summary")
+    write_table(summary, snakemake.output.summary, QualitySummary)
     log.info("\n%s\n%s", summary, verbatim["outcome"].value_counts())

@@ -5,12 +5,13 @@ import polars as pl
 
 from neagari.evaluation.agreement import TIE
 from neagari.workflow.smk import rule_context
+from neagari.evaluation.schemas import QualitySummary
 from neagari.tables import read_table, write_table
 
 lo, hi = snakemake.params.band
 with rule_context(snakemake, config_keys=["quality"]) as log:
     table = pl.concat([read_table(p) for p in snakemake.input.summaries])
-    write_table(table, snakemake.output.table, "quality_summary")
+    write_table(table, snakemake.output.table, QualitySummary)
     lines = ["# Embedded model quality", ""]
     for model, hist_path, verb_path, cc_path, copy_path in zip(
             table["model"].unique(maintain_order=True), snakemake.input.histories, snakemake.input.verbatim,

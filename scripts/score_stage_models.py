@@ -9,6 +9,7 @@ from neagari.analysis import audits
 from neagari.engine.engine import Engine
 from neagari.search.probes import load_probes, token_ids, top_rival
 from neagari.workflow.smk import rule_context
+from neagari.analysis.schemas import InterferenceMatrix, Rank2Drift, StageScores
 from neagari.tables import write_table
 
 p, out = snakemake.params, snakemake.output
@@ -30,7 +31,7 @@ with rule_context(snakemake, config_keys=["search"], device=p.device, dtype=p.dt
                 rows.append({"model": model, "stage_model": label, "step": step, "probe_set": name, "name": q.name,
                              "gap": gap, "calibrated_wrong_id": wid, "top_wrong_id": tw, "gap_vs_top_wrong": gtw})
     scores = pl.DataFrame(rows)
-    write_table(scores, out.scores, "stage_scores")
+    write_table(scores, out.scores, StageScores)
     # each domain's patch measured against the model it was searched on (its own base)
     pairs = []
     for step in range(1, len(p.stage_labels)):
@@ -40,7 +41,7 @@ with rule_context(snakemake, config_keys=["search"], device=p.device, dtype=p.dt
         pairs.append(joined.select(pl.lit(p.stage_labels[step]).alias("patch_domain"),
                                    pl.col("probe_set").alias("probe_domain"), pl.col("name").alias("probe"),
                                    "gap_base", "gap_patched"))
-    write_table(audits.interference_matrix(pl.concat(pairs)), out.matrix, "interference_matrix")
+    write_table(audits.interference_matrix(pl.concat(pairs)), out.matrix, InterferenceMatrix)
     drift = (scores.filter(pl.col("step") > 0)
              .group_by("model", "stage_model", "probe_set", maintain_order=True)
              .agg(pl.len().alias("probes"), (pl.col("top_wrong_id") != pl.col("calibrated_wrong_id")).sum().alias("drifted"),
@@ -49,5 +50,5 @@ with rule_context(snakemake, config_keys=["search"], device=p.device, dtype=p.dt
                            (pl.col("mean_gap_calibrated") - pl.col("mean_gap_top_wrong")).alias("mean_gap_difference"),
                            pl.col("probes").cast(pl.Int64), pl.col("drifted").cast(pl.Int64)))
     write_table(drift.select("model", "stage_model", "probe_set", "probes", "drifted", "drift_share",
-                             "mean_gap_calibrated", "mean_gap_top_wrong", "mean_gap_difference"), out.drift, "rank2_drift")
+                             "mean_gap_calibrated", "mean_gap_top_wrong", "mean_gap_difference"), out.drift, Rank2Drift)
     log.info("scored %d probe sets on %d models", len(probe_sets), len(p.stage_labels))

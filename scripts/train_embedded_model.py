@@ -6,6 +6,7 @@ import torch
 from neagari.engine.config import ModelConfig
 from neagari.engine.export import write_model
 from neagari.workflow.smk import rule_context
+from neagari.embedded.schemas import TrainingLoss
 from neagari.tables import write_table
 from neagari.engine.tokenizer import gguf_tokenizer_metadata
 from neagari.embedded.toydata import CORPUS_ONLY
@@ -33,5 +34,5 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
                 extra_metadata={"neagari.training.variant": p.variant})
     table = pl.DataFrame(history, schema_overrides={"eval_loss": pl.Float64}).with_columns(
         pl.lit(snakemake.wildcards.model).alias("model"), pl.lit(p.variant).alias("variant"))
-    write_table(table, snakemake.output.history, "training_loss")
+    write_table(table, snakemake.output.history, TrainingLoss)
     log.info("final train loss %.3f, eval loss %.3f", history[-1]["train_loss"], history[-1]["eval_loss"])

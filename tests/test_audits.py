@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from neagari.analysis import audits
-from neagari.analysis.schemas import AUDIT_SCHEMAS
+from neagari.analysis import schemas
 from neagari.search.patch import Move, read_patch
 
 
@@ -36,8 +36,8 @@ RECORDS = [
 ]
 
 
-def _valid(df: pl.DataFrame, name: str) -> pl.DataFrame:
-    AUDIT_SCHEMAS[name].validate(df)
+def _valid(df: pl.DataFrame, schema) -> pl.DataFrame:
+    schema.validate(df)
     return df
 
 
@@ -46,7 +46,7 @@ def _valid(df: pl.DataFrame, name: str) -> pl.DataFrame:
 
 def test_boundary_crossing_per_flip():
     per_flip, _ = audits.boundary_crossing(RECORDS)
-    _valid(per_flip, "boundary_crossing")
+    _valid(per_flip, schemas.BoundaryCrossingFlips)
     assert per_flip["iteration"].to_list() == [2, 5, 9]
     assert per_flip["move_type"].to_list() == ["group", "scale", "group"]
     assert per_flip["n_fixes"].to_list() == [0, 1, 0]
@@ -61,7 +61,7 @@ def test_boundary_crossing_per_flip():
 
 def test_boundary_crossing_summary():
     _, summary = audits.boundary_crossing(RECORDS, label="editing")
-    row = _valid(summary, "boundary_crossing_summary").row(0, named=True)
+    row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
     assert row["patch"] == "editing" and row["flips"] == 3
     assert row["flips_changing_any_target_sign"] == 1 and row["flips_changing_any_control_sign"] == 1
     assert (row["total_fixes"], row["total_breaks"]) == (1, 1)
@@ -97,8 +97,8 @@ def test_boundary_crossing_reads_an_upstream_patch(tmp_path):
 def test_boundary_crossing_pooled():
     other = [_flip(0, [-2.0], [-1.9], [], [], names=("Z",))]
     per_flip, summary = audits.boundary_crossing_pooled({"p1": RECORDS, "p2": other})
-    _valid(per_flip, "boundary_crossing")
-    _valid(summary, "boundary_crossing_summary")
+    _valid(per_flip, schemas.BoundaryCrossingFlips)
+    _valid(summary, schemas.BoundaryCrossingSummary)
     assert per_flip["patch"].to_list() == ["p1", "p1", "p1", "p2"]
     assert summary["patch"].to_list() == ["p1", "p2", "all"]
     total = summary.row(2, named=True)
@@ -115,7 +115,7 @@ def test_boundary_crossing_of_a_search_that_kept_no_flip():
     # the paper's math domain can end with no accepted move (our default run's did): its row says
     # so, and the pooled row is the pool of the other patches alone
     per_flip, summary = audits.boundary_crossing_pooled({"p1": RECORDS, "math": []})
-    _valid(summary, "boundary_crossing_summary")
+    _valid(summary, schemas.BoundaryCrossingSummary)
     assert summary["patch"].to_list() == ["p1", "math", "all"]
     empty = summary.row(1, named=True)
     assert empty["flips"] == 0 and empty["total_fixes"] == 0 and empty["n_wrong"] is None
@@ -142,7 +142,7 @@ def test_boundary_crossing_rejects_changing_target_lists():
 
 def test_acceptance_table():
     runs = {"a": [True, False, False, True, True, False, True, True], "empty": []}
-    df = _valid(audits.acceptance_table(runs, checkpoints=(2, 4, 10), window=3), "acceptance_table")
+    df = _valid(audits.acceptance_table(runs, checkpoints=(2, 4, 10), window=3), schemas.AcceptanceTable)
     a, empty = df.row(0, named=True), df.row(1, named=True)
     # 5 of 8; first 2: 1/2; first 4: 2/4; 10 is past the run; last 3 (F, T, T): 2/3
     assert (a["iterations"], a["accepted"], a["rate"]) == (8, 5, 0.625)
@@ -156,7 +156,7 @@ def test_acceptance_table():
 
 def test_interference_by_quartile():
     # 10 iterations: quartiles [0,3) [3,5) [5,8) [8,10); flips at 2, 5, 9 fall in 1, 3, 4
-    df = _valid(audits.interference_by_quartile(RECORDS, 10), "interference_by_quartile")
+    df = _valid(audits.interference_by_quartile(RECORDS, 10), schemas.InterferenceByQuartile)
     assert df["iter_lo"].to_list() == [0, 3, 5, 8] and df["iter_hi"].to_list() == [3, 5, 8, 10]
     assert df["flips"].to_list() == [1, 0, 1, 1]
     assert df["mean_target_improvement"].to_list() == pytest.approx([0.25 / 3, None, -0.1, 0.1 / 3])
@@ -166,7 +166,7 @@ def test_interference_by_quartile():
 
 def test_interference_by_quartile_split_by_move_type():
     df = audits.interference_by_quartile(RECORDS, 10, by_move_type=True)
-    _valid(df, "interference_by_quartile")
+    _valid(df, schemas.InterferenceByQuartile)
     assert df.height == 8
     flips = {(q, t): n for q, t, n in df.select("quartile", "move_type", "flips").iter_rows()}
     assert flips[(3, "scale")] == 1 and flips[(3, "weight")] == 0 and flips[(1, "weight")] == 1
@@ -181,7 +181,7 @@ def test_interference_matrix():
     scores = pl.DataFrame({
         "patch_domain": ["editing"] * 3, "probe_domain": ["math", "math", "editing"],
         "probe": ["m1", "m2", "e1"], "gap_base": [-1.0, 1.0, 0.2], "gap_patched": [0.5, 0.5, -0.1]})
-    df = _valid(audits.interference_matrix(scores), "interference_matrix")
+    df = _valid(audits.interference_matrix(scores), schemas.InterferenceMatrix)
     math_row, edit_row = df.row(0, named=True), df.row(1, named=True)
     # math: deltas +1.5 and -0.5 -> mean 0.5, m1 fixed; editing: -0.3, e1 broken
     assert (math_row["probe_domain"], math_row["n_probes"], math_row["n_fixed"]) == ("math", 2, 1)
@@ -199,14 +199,14 @@ UP1, DOWN2 = "ffn_up.weight", "ffn_down.weight"
 
 def test_move_type_share():
     moves = {"math": [Move(1, UP1, 3, "scale", 5), Move(1, UP1, 4)], "coding": []}
-    df = _valid(audits.move_type_share(moves), "move_type_share")
+    df = _valid(audits.move_type_share(moves), schemas.MoveTypeShare)
     assert df.row(0) == ("math", 2, 1, 1, 0.5)
     assert df.row(1) == ("coding", 0, 0, 0, None)
 
 
 def test_layer_projection_counts():
     moves = [Move(1, UP1, 0), Move(1, UP1, 0, "scale", 4), Move(1, UP1, 1), Move(0, DOWN2, 2)]
-    df = _valid(audits.layer_projection_counts(moves), "layer_projection_counts")
+    df = _valid(audits.layer_projection_counts(moves), schemas.LayerProjectionCounts)
     assert df.rows() == [(0, DOWN2, 1, 1), (1, UP1, 3, 2)]
 
 
@@ -217,7 +217,7 @@ def test_group_overlap():
         "y": [Move(1, UP1, 2), Move(1, UP1, 3), Move(2, DOWN2, 0), Move(2, DOWN2, 1)],
         "z": [Move(2, DOWN2, 3)],
     }
-    df = _valid(audits.group_overlap(moves, n_groups), "group_overlap")
+    df = _valid(audits.group_overlap(moves, n_groups), schemas.GroupOverlap)
     assert df.select("domain_a", "domain_b").rows() == [("x", "y"), ("x", "z"), ("y", "z")]
     xy = df.row(0, named=True)
     # x: up {0,1,2}, down {0}; y: up {2,3}, down {0,1}; shared up {2}, down {0}; union 4+4-2
@@ -247,14 +247,14 @@ NULL = [{"model": "bonsai-1.7b-randsign", "seed": 0, "accepted": 84, "iterations
 
 
 def test_null_baseline_table_reproduces_paper_intervals():
-    df = _valid(audits.null_baseline_table(TRAINED + NULL[:1]), "null_baseline_table")
+    df = _valid(audits.null_baseline_table(TRAINED + NULL[:1]), schemas.NullBaselineTable)
     assert df["rate"].to_list() == [0.468, 0.168]
     assert [round(x, 3) for x in df["ci_lo"]] == [0.425, 0.138]
     assert [round(x, 3) for x in df["ci_hi"]] == [0.512, 0.203]
 
 
 def test_null_baseline_verdict_pools_seeds():
-    row = _valid(audits.null_baseline_verdict(TRAINED, NULL), "null_baseline_verdict").row(0, named=True)
+    row = _valid(audits.null_baseline_verdict(TRAINED, NULL), schemas.NullBaselineVerdict).row(0, named=True)
     # null pooled: (84 + 90) / 1000 = 0.174; gap 46.8 - 17.4 = 29.4 pp
     assert (row["null_accepted"], row["null_iterations"], row["null_seeds"]) == (174, 1000, 2)
     assert row["gap_pp"] == pytest.approx(29.4)

@@ -202,9 +202,9 @@ def test_paired_comparison_domains_and_all():
     assert (rows["coding"]["b"], rows["coding"]["c"], rows["coding"]["mcnemar_p"]) == (0, 1, 1.0)
     assert (rows["all"]["n"], rows["all"]["b"], rows["all"]["c"]) == (15, 2, 1)
     assert rows["all"]["diff_pp"] == pytest.approx(100 / 15)
-    from neagari.tables import SCHEMAS
+    from neagari.evaluation.schemas import BenchComparison
 
-    SCHEMAS["bench_comparison"].validate(t.select(pl.lit("m").alias("model"), pl.all()))
+    BenchComparison.validate(t.select(pl.lit("m").alias("model"), pl.all()))
 
 
 def test_paired_comparison_refuses_different_items():

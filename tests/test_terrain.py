@@ -237,15 +237,14 @@ def test_hidden_states_start_at_embeddings_and_ignore_padding(fixture_models):
 
 def test_profile_tables_validate(fixture_models, wn):
     from neagari.engine.engine import Engine
-    from neagari.analysis.terrain.profile import TerrainSettings, profile
-    from neagari.analysis.terrain.schemas import TERRAIN_SCHEMAS
+    from neagari.analysis.terrain.profile import TABLES, TerrainSettings, profile
 
     engine = Engine.load(fixture_models["tied_gqa"])
     s = TerrainSettings(cosine_sample=300, simplices=40, simplex_seeds=2, wordnet_seeds=4, pairs_per_seed=200)
     tables = profile(engine, wn, s, "fixture", "base")
-    assert set(tables) == set(TERRAIN_SCHEMAS)
-    for name, df in tables.items():
-        TERRAIN_SCHEMAS[name].validate(df)
+    assert list(tables) == list(TABLES)
+    for name, schema in TABLES.items():
+        schema.validate(tables[name])
     emb = tables["embedding"].row(0, named=True)
     assert emb["vocab"] == engine.cfg.vocab_size and 1 <= emb["participation_ratio"] <= engine.cfg.hidden
     words = tables["wordnet_words"]["word"].to_list()

@@ -1,7 +1,7 @@
 """Audits of finished searches, computed from flip records and acceptance flags alone (no model).
 
 Every function is pure and returns polars DataFrames whose pandera models live in
-:mod:`neagari.analysis.schemas` (``AUDIT_SCHEMAS[name]``, name = the function's name). Gaps are
+:mod:`neagari.analysis.schemas` (each function names its model). Gaps are
 logits (logit(correct) - logit(wrong)); a probe is right when its gap is > 0. Rates are
 fractions in [0, 1]; columns ending in ``_pp`` or starting ``pct_`` are percent.
 
@@ -18,8 +18,10 @@ import numpy as np
 import polars as pl
 
 from neagari import stats
-from neagari.analysis.schemas import AUDIT_SCHEMAS, polars_schema
+from neagari.analysis.schemas import (BoundaryCrossingFlips, BoundaryCrossingSummary, GroupOverlap,
+                                      InterferenceByQuartile, MoveTypeShare, NullBaselineTable, NullBaselineVerdict)
 from neagari.search.patch import Move
+from neagari.tables import polars_schema
 
 _GAP_KEYS = ("target_gaps_before", "target_gaps_after", "control_gaps_before", "control_gaps_after")
 
@@ -53,9 +55,9 @@ def _crossings(before: np.ndarray, after: np.ndarray) -> tuple[int, int]:
     return int(np.sum((before <= 0) & (after > 0))), int(np.sum((before > 0) & (after <= 0)))
 
 
-def _frame(rows: list[dict], name: str) -> pl.DataFrame:
-    """``rows`` as a frame with the dtypes of audit ``name``'s schema (all-null columns included)."""
-    return pl.DataFrame(rows, schema=polars_schema(AUDIT_SCHEMAS[name]))
+def _frame(rows: list[dict], schema) -> pl.DataFrame:
+    """``rows`` as a frame with the dtypes of ``schema`` (all-null columns included)."""
+    return pl.DataFrame(rows, schema=polars_schema(schema))
 
 
 def _mean(x: np.ndarray) -> float | None:
@@ -91,7 +93,7 @@ def _audit_patch(records: Sequence[dict], label: str):
                      "mean_abs_delta": _mean(np.abs(d)), "control_mean_delta": _mean(dc),
                      "control_mean_abs_delta": _mean(np.abs(dc)),
                      "changes_target_sign": fixes + breaks > 0})
-    per_flip = _frame(rows, "boundary_crossing")
+    per_flip = _frame(rows, BoundaryCrossingFlips)
     d = np.stack(deltas)  # (flips, targets)
     end = ta  # the last flip's gaps after
     wrong = np.flatnonzero(start <= 0)
@@ -145,9 +147,9 @@ def boundary_crossing(records: Sequence[dict], label: str = "patch") -> tuple[pl
     ``nearest_wrong_*`` columns follow the wrong target closest to zero (null if none is wrong).
     """
     if not records:
-        return _frame([], "boundary_crossing"), _frame([_empty_row(label)], "boundary_crossing_summary")
+        return _frame([], BoundaryCrossingFlips), _frame([_empty_row(label)], BoundaryCrossingSummary)
     per_flip, deltas, wrong_dist, nearest = _audit_patch(records, label)
-    summary = _frame([_summary_row(label, per_flip, deltas, wrong_dist, nearest)], "boundary_crossing_summary")
+    summary = _frame([_summary_row(label, per_flip, deltas, wrong_dist, nearest)], BoundaryCrossingSummary)
     return per_flip, summary
 
 
@@ -181,7 +183,7 @@ def boundary_crossing_pooled(records_by_patch: Mapping[str, Sequence[dict]]) -> 
         nearest = {k: best[k] for k in _NEAREST_KEYS}
         nearest["nearest_wrong_name"] = f"{best['patch']}:{best['nearest_wrong_name']}"
     rows.append(_summary_row("all", per_flip, np.concatenate(all_d), np.concatenate(all_w), nearest))
-    return per_flip, _frame(rows, "boundary_crossing_summary")
+    return per_flip, _frame(rows, BoundaryCrossingSummary)
 
 
 # ---------------------------------------------------------------------------- §7.1 acceptance
@@ -244,7 +246,7 @@ def interference_by_quartile(records: Sequence[dict], iterations_run: int,
                      "iter_hi": -(-q * iterations_run // 4), "move_type": kind, "flips": len(t_d),
                      "mean_target_improvement": _mean(t), "mean_abs_control_disturbance": _mean(np.abs(c)),
                      "pct_controls_improved": 100 * float(np.mean(c > 0)) if c.size else None})
-    return _frame(rows, "interference_by_quartile")
+    return _frame(rows, InterferenceByQuartile)
 
 
 def interference_matrix(scores: pl.DataFrame) -> pl.DataFrame:
@@ -275,7 +277,7 @@ def move_type_share(moves_by_domain: Mapping[str, Sequence[Move]]) -> pl.DataFra
         scale = sum(m.type == "scale" for m in moves)
         rows.append({"domain": domain, "flips": len(moves), "weight_flips": len(moves) - scale,
                      "scale_flips": scale, "scale_share": scale / len(moves) if moves else None})
-    return _frame(rows, "move_type_share")
+    return _frame(rows, MoveTypeShare)
 
 
 def layer_projection_counts(moves: Sequence[Move]) -> pl.DataFrame:
@@ -322,7 +324,7 @@ def group_overlap(moves_by_domain: Mapping[str, Sequence[Move]], n_groups: Mappi
                      "shared": shared, "jaccard": shared / union if union else None,
                      "expected_shared": float(expected),
                      "overlap_ratio": shared / expected if expected > 0 else None})
-    return _frame(rows, "group_overlap")
+    return _frame(rows, GroupOverlap)
 
 
 # ---------------------------------------------------------------------------- §7.1.1 null baseline
@@ -337,7 +339,7 @@ def null_baseline_table(rows: Sequence[Mapping]) -> pl.DataFrame:
         lo, hi = stats.wilson_interval(k, n)
         out.append({"model": str(r["model"]), "seed": int(r["seed"]), "accepted": k, "iterations": n,
                     "rate": k / n, "ci_lo": lo, "ci_hi": hi})
-    return _frame(out, "null_baseline_table")
+    return _frame(out, NullBaselineTable)
 
 
 def null_baseline_verdict(trained_rows: Sequence[Mapping], null_rows: Sequence[Mapping],
@@ -357,7 +359,7 @@ def null_baseline_verdict(trained_rows: Sequence[Mapping], null_rows: Sequence[M
            "gap_pp": test.gap_pp, "threshold_pp": float(threshold_pp),
            "gap_meets_threshold": test.gap_meets_threshold, "intervals_disjoint": test.intervals_disjoint,
            "passed": test.passed}
-    return _frame([row], "null_baseline_verdict")
+    return _frame([row], NullBaselineVerdict)
 
 
 def _pool_seeds(side: str, rows: Sequence[Mapping]) -> dict:

@@ -1,5 +1,6 @@
-"""pandera models of the tables :mod:`neagari.analysis.audits` returns; ``AUDIT_SCHEMAS`` maps each
-audit's name to its model so ``tables.write_table(df, path, AUDIT_SCHEMAS[name])`` validates it.
+"""pandera models of the audit tables: those :mod:`neagari.analysis.audits` returns (pass the class to
+``tables.write_table(df, path, AcceptanceTable)``), their stacks over the pipeline's runs, and the
+tables of the fitness modes, the random-flip null and the stage models' scores.
 
 Units: gaps and deltas in logits, rates and shares as fractions, ``pct_*`` and ``*_pp`` percent.
 """
@@ -223,21 +224,82 @@ class NullBaselineVerdict(pa.DataFrameModel):
             pl.col("passed") == (pl.col("gap_meets_threshold") & pl.col("intervals_disjoint")))
 
 
-def polars_schema(model: type[pa.DataFrameModel]) -> dict[str, pl.DataType]:
-    """Column name -> polars dtype of ``model``, in its order (regex columns left out), so the
-    audits build frames whose dtypes match even when a column is all null."""
-    return {name: col.dtype.type for name, col in model.to_schema().columns.items() if not col.regex}
+class QuartilesByRun(InterferenceByQuartile):
+    """Per-flip interference by iteration quartile, for every pipeline run (stage, domain)."""
+
+    stage: str
+    domain: str
+
+    class Config:
+        strict = True
+        unique = ["stage", "domain", "quartile", "move_type"]
 
 
-AUDIT_SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
-    "boundary_crossing": BoundaryCrossingFlips,
-    "boundary_crossing_summary": BoundaryCrossingSummary,
-    "acceptance_table": AcceptanceTable,
-    "interference_by_quartile": InterferenceByQuartile,
-    "interference_matrix": InterferenceMatrix,
-    "move_type_share": MoveTypeShare,
-    "layer_projection_counts": LayerProjectionCounts,
-    "group_overlap": GroupOverlap,
-    "null_baseline_table": NullBaselineTable,
-    "null_baseline_verdict": NullBaselineVerdict,
-}
+class LayerProjectionByRun(LayerProjectionCounts):
+    """Accepted moves per layer and projection, for every pipeline run (stage, domain)."""
+
+    stage: str
+    domain: str
+
+    class Config:
+        strict = True
+        unique = ["stage", "domain", "layer", "proj"]
+
+
+class FitnessModes(pa.DataFrameModel):
+    """PAPER.md §6.8 table: one row per targeted run (fitness function)."""
+
+    model: str
+    fitness: str = pa.Field(unique=True)
+    iterations: int = pa.Field(ge=0)
+    accepted: int = pa.Field(ge=0)
+    rate: float = pa.Field(ge=0, le=1)
+    first_crossing: int = pa.Field(ge=0, nullable=True)
+    second_crossing: int = pa.Field(ge=0, nullable=True)
+    crossings: int = pa.Field(ge=0)
+    targets_wrong_at_start: int = pa.Field(ge=0)
+    controls: int = pa.Field(ge=0)
+    controls_broken: int = pa.Field(ge=0)
+    broken_control_baselines: str
+
+
+class RandomFlipNull(pa.DataFrameModel):
+    """A real pass-1 patch against the same number of random flips kept regardless of fitness."""
+
+    model: str
+    domain: str
+    kind: str = pa.Field(isin=["search", "random"])
+    flips: int = pa.Field(ge=0)
+    mean_target_delta: float
+    targets_fixed: int = pa.Field(ge=0)
+    targets_broken: int = pa.Field(ge=0)
+    mean_control_delta: float
+    controls_broken: int = pa.Field(ge=0)
+
+
+class StageScores(pa.DataFrameModel):
+    """One row per probe of each probe set, scored on one model along the five-domain pipeline (or the base)."""
+
+    model: str
+    stage_model: str
+    step: int = pa.Field(ge=0)
+    probe_set: str
+    name: str
+    gap: float
+    calibrated_wrong_id: int = pa.Field(ge=0)
+    top_wrong_id: int = pa.Field(ge=0)
+    gap_vs_top_wrong: float
+
+
+class Rank2Drift(pa.DataFrameModel):
+    """One row per stage model and probe set: does the calibrated wrong token stay the top rival (§5.2)?"""
+
+    model: str
+    stage_model: str
+    probe_set: str
+    probes: int = pa.Field(ge=1)
+    drifted: int = pa.Field(ge=0)
+    drift_share: float = pa.Field(ge=0, le=1)
+    mean_gap_calibrated: float
+    mean_gap_top_wrong: float
+    mean_gap_difference: float = pa.Field(ge=-1e-4)

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from neagari.search.patch import Move, Patch, sha256_after_moves, write_patch
 from neagari.search.probes import Probe, token_ids
-from neagari.tables import write_table
+from neagari.search.schemas import SearchIterations
+from neagari.tables import polars_schema, write_table
 from neagari.search.evaluator import GapEvaluator
 from neagari.search.fitness import Fitness
 from neagari.search.proposal import ProposalConfig, Proposer
@@ -247,7 +248,7 @@ class Search:
         parts = result.extra["parts"]
         df = (pl.concat([pl.read_parquet(self.ckpt_dir / p) for p in parts]) if parts
               else pl.DataFrame(schema=ITERATION_SCHEMA)).sort("iteration")
-        write_table(df.cast(ITERATION_SCHEMA), iterations_path, "search_iterations")
+        write_table(df.cast(ITERATION_SCHEMA), iterations_path, SearchIterations)
         names = [p.name for p in self.probes]
         tn, cn = names[: self.n_t], names[self.n_t :]
         records, prev = [], np.array(result.base_gaps)
@@ -284,9 +285,7 @@ class Search:
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
 
 
-ITERATION_SCHEMA = {"iteration": pl.Int64, "layer": pl.Int64, "proj": pl.String, "group": pl.Int64,
-                    "move_type": pl.String, "bit": pl.Int64, "accepted": pl.Boolean, "fitness_before": pl.Float64,
-                    "fitness_after": pl.Float64, "focus": pl.Int64, "gaps": pl.List(pl.Float64)}
+ITERATION_SCHEMA = polars_schema(SearchIterations)  # the dtypes the checkpoint parts are cast to
 
 
 def _main_thread() -> bool:

@@ -14,15 +14,15 @@ from neagari.analysis.subspace.measures import (COMBINED_TARGETS, NullCache, lay
                        resolve_ranks, score_rows)
 from neagari.analysis.subspace.bases import (Candidate, activation_candidates, activation_delta, last_token_residuals,
                              weight_delta_factors)
+from neagari.analysis.subspace.schemas import SubspacePerLayer
+from neagari.tables import polars_schema
 
 _ZERO = 1e-20  # an activation delta below this energy per layer is "untouched" (layers before the patch)
 
 
-# the columns of score_rows, plus the candidate's definition
-ROW_SCHEMA = {"layer": pl.Int64, "candidate": pl.String, "kind": pl.String, "target": pl.String,
-              "target_side": pl.String, "k": pl.Int64, "rank": pl.Int64, "dim": pl.Int64, "energy": pl.Float64,
-              "R": pl.Float64, "null_mean": pl.Float64, "null_std": pl.Float64, "z": pl.Float64,
-              "n_random": pl.Int64, "delta_norm": pl.Float64, "definition": pl.String}
+# the columns of score_rows, plus the candidate's definition: the per-layer table less the patch's keys
+# (model, patch, stage, run), which the caller adds
+ROW_SCHEMA = {k: v for k, v in polars_schema(SubspacePerLayer).items() if k not in ("model", "patch", "stage", "run")}
 
 
 def split_fit_eval(n: int) -> tuple[list[int], list[int]]:

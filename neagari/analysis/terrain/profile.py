@@ -1,4 +1,4 @@
-"""One model file's terrain: every table of :mod:`neagari.analysis.terrain.schemas` from an Engine.
+"""One model file's terrain: every table of :data:`TABLES` from an Engine.
 
 :func:`profile` is what rule ``terrain_model`` runs; :class:`TerrainSettings` holds the
 ``config["terrain"]`` keys it reads (defaults here, so a config without the block still runs).
@@ -13,6 +13,11 @@ import polars as pl
 
 from neagari.analysis.terrain import measures as tg
 from neagari.analysis.terrain import wordnet_alignment as tw
+from neagari.analysis.terrain.schemas import (TerrainCategories, TerrainCosineHistogram, TerrainDigits,
+                                              TerrainEmbedding, TerrainLayers, TerrainSimplex, TerrainSpectrum,
+                                              WordnetBands, WordnetHypernym, WordnetSeeds, WordnetSummary,
+                                              WordnetWords)
+from neagari.tables import polars_schema
 
 # Seed 003's categories, as " word" tokens where the tokenizer has them; the corpus's own pools
 # (colors, animals) make several of them single tokens of the embedded model too.
@@ -65,17 +70,21 @@ class TerrainSettings:
         return cls(**{k: v for k, v in (block or {}).items() if k in names})
 
 
-def _polars_schema(name: str) -> dict:
-    from neagari.analysis.terrain.schemas import TERRAIN_SCHEMAS
+# Every table profile returns, by name: the name is the table's file stem and the terrain rules'
+# output key, so the rules that write them all loop over these pairs.
+TABLES = {
+    "embedding": TerrainEmbedding, "spectrum": TerrainSpectrum, "cosine_hist": TerrainCosineHistogram,
+    "simplex": TerrainSimplex, "digits": TerrainDigits, "categories": TerrainCategories, "layers": TerrainLayers,
+    "wordnet_words": WordnetWords, "wordnet_seeds": WordnetSeeds, "wordnet_summary": WordnetSummary,
+    "wordnet_bands": WordnetBands, "wordnet_hypernym": WordnetHypernym,
+}
 
-    return {c: col.dtype.type for c, col in TERRAIN_SCHEMAS[name].to_schema().columns.items()}
 
-
-def _keyed(name: str, rows: list[dict], model: str, label: str) -> pl.DataFrame:
-    """Rows of table ``name`` with the model and label keys, typed by its schema (an all-null
+def _keyed(schema, rows: list[dict], model: str, label: str) -> pl.DataFrame:
+    """Rows of one table with the model and label keys, typed by its ``schema`` (an all-null
     column stays Float64, no row gives an empty table of the right columns)."""
     rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in rows]
-    return pl.DataFrame([{"model": model, "label": label, **r} for r in rows], schema=_polars_schema(name))
+    return pl.DataFrame([{"model": model, "label": label, **r} for r in rows], schema=polars_schema(schema))
 
 
 def embedding_tables(E: np.ndarray, tokenizer, s: TerrainSettings, model: str, label: str) -> dict[str, pl.DataFrame]:
@@ -132,9 +141,12 @@ def embedding_tables(E: np.ndarray, tokenizer, s: TerrainSettings, model: str, l
     cum = np.cumsum(ev) / ev.sum()
     spectrum = [{"rank": k + 1, "eigenvalue": float(ev[k]), "cumulative_share": float(min(cum[k], 1.0))}
                 for k in range(H)]
-    rows = {"embedding": [row], "spectrum": spectrum, "cosine_hist": hist, "simplex": simplex, "digits": digit_rows,
-            "categories": cats}
-    return {name: _keyed(name, r, model, label) for name, r in rows.items()}
+    return {"embedding": _keyed(TerrainEmbedding, [row], model, label),
+            "spectrum": _keyed(TerrainSpectrum, spectrum, model, label),
+            "cosine_hist": _keyed(TerrainCosineHistogram, hist, model, label),
+            "simplex": _keyed(TerrainSimplex, simplex, model, label),
+            "digits": _keyed(TerrainDigits, digit_rows, model, label),
+            "categories": _keyed(TerrainCategories, cats, model, label)}
 
 
 def word_representations(engine, words: tw.WordSet, context: str, batch_size: int) -> list[np.ndarray]:
@@ -149,10 +161,10 @@ def wordnet_tables(engine, wn, s: TerrainSettings, model: str, label: str) -> di
     words = tw.match_words(wn, engine.tokenizer, s.max_words, s.seed)
     listed = [{"word": w, "token_id": t, "synset": sy.name(), "lexname": sy.lexname()}
               for w, t, sy in zip(words.words, words.token_ids, words.synsets)]
-    out = {"wordnet_words": _keyed("wordnet_words", listed, model, label)}
+    out = {"wordnet_words": _keyed(WordnetWords, listed, model, label)}
     if len(words) < 3:
         for name in ("wordnet_seeds", "wordnet_summary", "wordnet_bands", "wordnet_hypernym"):
-            out[name] = _keyed(name, [], model, label)
+            out[name] = _keyed(TABLES[name], [], model, label)
         return out
     sim = tw.path_similarity_matrix(words.synsets)
     hyp = tw.hypernym_pairs(words.synsets, s.max_depth)
@@ -176,21 +188,21 @@ def wordnet_tables(engine, wn, s: TerrainSettings, model: str, label: str) -> di
             m, lo, hi = tg.interval([r["cos_mean"] for r in hr if r["depth"] == d])
             decay.append({"layer": layer, "depth": d, "n_pairs": sum(1 for p in hyp if p[2] == d),
                           "cos_mean": m, "ci_lo": lo, "ci_hi": hi})
-    out.update(wordnet_seeds=_keyed("wordnet_seeds", seeds, model, label),
-               wordnet_summary=_keyed("wordnet_summary", summary, model, label),
-               wordnet_bands=_keyed("wordnet_bands", bands, model, label),
-               wordnet_hypernym=_keyed("wordnet_hypernym", decay, model, label))
+    out.update(wordnet_seeds=_keyed(WordnetSeeds, seeds, model, label),
+               wordnet_summary=_keyed(WordnetSummary, summary, model, label),
+               wordnet_bands=_keyed(WordnetBands, bands, model, label),
+               wordnet_hypernym=_keyed(WordnetHypernym, decay, model, label))
     return out
 
 
 def profile(engine, wn, settings: TerrainSettings, model: str, label: str,
             sentences: tuple[str, ...] = SENTENCES) -> dict[str, pl.DataFrame]:
-    """Every terrain table of one model file, keyed by :data:`~neagari.analysis.terrain.schemas.TERRAIN_SCHEMAS` name."""
+    """Every terrain table of one model file, keyed by its name in :data:`TABLES`."""
     E = tg.token_embeddings(engine)
     out = embedding_tables(E, engine.tokenizer, settings, model, label)
     seqs = [engine.tokenizer.encode(t, parse_special=False) for t in sentences]
     layers = tg.layer_evolution(tg.hidden_states(engine, seqs, settings.batch_size))
-    out["layers"] = _keyed("layers", layers, model, label)
+    out["layers"] = _keyed(TerrainLayers, layers, model, label)
     out.update(wordnet_tables(engine, wn, settings, model, label))
     return out
 

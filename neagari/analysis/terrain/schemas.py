@@ -1,5 +1,5 @@
-"""pandera models of the terrain tables (:mod:`neagari.analysis.terrain.profile`); ``TERRAIN_SCHEMAS`` maps
-each table's name to its model for ``tables.write_table(df, path, TERRAIN_SCHEMAS[name])``.
+"""pandera models of the terrain tables (:mod:`neagari.analysis.terrain.profile`; its ``TABLES`` pairs
+each table's name with its model for the rules that write them all).
 
 Every table carries ``model`` (the config's model name) and ``label`` (``base``, ``pass1-editing``,
 ``null-s0``, ...: which GGUF of that model). Cosines are dimensionless in [-1, 1]; norms, variances
@@ -192,11 +192,3 @@ class WordnetHypernym(_Keyed):
     cos_mean: float = pa.Field(nullable=True)
     ci_lo: float = pa.Field(nullable=True)
     ci_hi: float = pa.Field(nullable=True)
-
-
-TERRAIN_SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
-    "embedding": TerrainEmbedding, "spectrum": TerrainSpectrum, "cosine_hist": TerrainCosineHistogram,
-    "simplex": TerrainSimplex, "digits": TerrainDigits, "categories": TerrainCategories, "layers": TerrainLayers,
-    "wordnet_words": WordnetWords, "wordnet_seeds": WordnetSeeds, "wordnet_summary": WordnetSummary,
-    "wordnet_bands": WordnetBands, "wordnet_hypernym": WordnetHypernym,
-}

@@ -1,0 +1,46 @@
+"""pandera models of the tables the search writes: probe gaps on one model and the per-iteration
+record of a search. Gaps are logits, logit(correct) - logit(wrong)."""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+import polars as pl
+
+
+class ProbeScores(pa.DataFrameModel):
+    """One row per probe scored on one model (``neagari score``)."""
+
+    name: str
+    role: str
+    n_prompt_tokens: int = pa.Field(ge=1)
+    correct_id: int = pa.Field(ge=0)
+    wrong_id: int = pa.Field(ge=0)
+    correct_logit: float
+    wrong_logit: float
+    gap: float
+    top1_id: int = pa.Field(ge=0)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def gap_is_difference(cls, data) -> pl.LazyFrame:
+        lf = data.lazyframe
+        return lf.select(((pl.col("correct_logit") - pl.col("wrong_logit") - pl.col("gap")).abs() < 1e-4))
+
+
+class SearchIterations(pa.DataFrameModel):
+    """One row per search iteration: the move, the verdict, and every probe's gap after it
+    (targets first, then controls, in the order of the search's ``probes`` list)."""
+
+    iteration: int = pa.Field(ge=0, unique=True)
+    layer: int = pa.Field(ge=0)
+    proj: str
+    group: int = pa.Field(ge=0)
+    move_type: str = pa.Field(isin=["group", "scale"])
+    bit: int = pa.Field(ge=0, le=15, nullable=True)
+    accepted: bool
+    fitness_before: float
+    fitness_after: float
+    focus: int = pa.Field(ge=0, nullable=True)
+    gaps: list[float] = pa.Field(nullable=False)
