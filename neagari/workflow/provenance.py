@@ -144,7 +144,7 @@ def plain(obj: Any) -> Any:
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):
         return obj.tolist()
     if isinstance(obj, list) and getattr(obj, "_names", None):  # Snakemake Namedlist with names
-        out = {name: plain(getattr(obj, name)) for name in obj._names}
+        out = {name: plain(getattr(obj, name)) for name in obj.keys()}
         positional = [plain(item) for name, item in _named_items(obj) if name is None]
         return {**out, "_positional": positional} if positional else out
     if isinstance(obj, (list, tuple)):
