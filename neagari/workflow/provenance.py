@@ -5,21 +5,32 @@ through :class:`RuleProvenance`, a sidecar ``<output>.prov.json`` per output: th
 inputs, of itself and of the script, the rule's params/wildcards/config, the git commit and the
 package versions. A directory output gets ``<dir>.prov.json`` with a hash per contained file.
 The record lies next to its output, so a tree can be moved and still verified.
+
+``verify`` validates every record against :class:`Record` before using it: a record that is not
+JSON, lacks a field or holds a field of the wrong type is reported as ``bad-record`` and the other
+records are still checked. The output's kind (file, directory or symlink; read from the record's
+``kind`` or, in records written before it existed, inferred from whether it lists ``files``) must
+match what is on disk, else ``kind-changed``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import platform
+import re
+import stat
 import subprocess
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neagari.hashing import sha256_file
 
@@ -74,6 +85,20 @@ def _size(path: Path) -> int:
     if path.is_dir():
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return path.stat().st_size
+
+
+def _kind(path: Path, follow: bool = False) -> str | None:
+    """``file``, ``directory``, ``symlink`` (unless ``follow``) or ``other`` (fifo, socket,
+    device); None when nothing is there (``follow``: also a dangling link)."""
+    try:
+        mode = (path.stat() if follow else path.lstat()).st_mode
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):  # ELOOP: a circle of links leads nowhere
+            return None
+        raise
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "file" if stat.S_ISREG(mode) else "directory" if stat.S_ISDIR(mode) else "other"
 
 
 # ---------------------------------------------------------------------------- environment
@@ -144,7 +169,7 @@ def plain(obj: Any) -> Any:
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):
         return obj.tolist()
     if isinstance(obj, list) and getattr(obj, "_names", None):  # Snakemake Namedlist with names
-        out = {name: plain(getattr(obj, name)) for name in obj._names}
+        out = {name: plain(getattr(obj, name)) for name in obj.keys()}
         positional = [plain(item) for name, item in _named_items(obj) if name is None]
         return {**out, "_positional": positional} if positional else out
     if isinstance(obj, (list, tuple)):
@@ -200,6 +225,10 @@ def write_records(outputs: Iterable[str | os.PathLike], *, rule: str, inputs, pa
     missing = [str(o) for o in outputs if not o.exists()]
     if missing:
         raise ProvenanceError(f"rule {rule}: outputs missing, no provenance written: {', '.join(missing)}")
+    odd = [str(o) for o in outputs if _kind(o, follow=True) == "other"]
+    if odd:
+        raise ProvenanceError(f"rule {rule}: outputs neither files nor directories, no provenance written: "
+                              f"{', '.join(odd)}")
     script_path = Path(script) if script else None
     shared = {
         "record_version": RECORD_VERSION, "rule": rule, "wildcards": plain(wildcards) or {},
@@ -216,8 +245,8 @@ def write_records(outputs: Iterable[str | os.PathLike], *, rule: str, inputs, pa
     written = []
     for out in outputs:
         st = out.stat()
-        entry: dict[str, Any] = {"path": _rel(out), "size": _size(out), "mtime": st.st_mtime,
-                                 "mtime_ns": st.st_mtime_ns}
+        entry: dict[str, Any] = {"path": _rel(out), "kind": _kind(out), "size": _size(out),
+                                 "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns}
         if out.is_dir():
             entry["files"] = _dir_files(out)
             entry["sha256"] = _dir_digest(entry["files"])
@@ -301,11 +330,127 @@ class RuleProvenance:
 # ---------------------------------------------------------------------------- verification
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+PathText = Annotated[str, Field(min_length=1, pattern=r"^[^\x00]+$")]  # a NUL cannot be in a path
+Kind = Literal["file", "directory", "symlink"]
+
+
+class _Schema(BaseModel):
+    # strict: no coercion (``"5"`` is no size, ``true`` no integer); fields verify does not read pass
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
+class OutputEntry(_Schema):
+    path: PathText
+    sha256: Sha256
+    size: Annotated[int, Field(ge=0)]
+    mtime: float | None = None
+    mtime_ns: int | None = None
+    kind: Kind | None = None  # absent in records written before kinds were recorded
+    files: dict[PathText, Sha256] | None = None  # a directory's files (also a link to a directory)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "OutputEntry":
+        if self.kind == "directory" and self.files is None:
+            raise ValueError("a directory record must list its files")
+        if self.kind == "file" and self.files is not None:
+            raise ValueError("a file record cannot list files")
+        if self.files is not None and _dir_digest(self.files) != self.sha256:
+            raise ValueError("sha256 does not match the digest of the listed files")
+        return self
+
+    @property
+    def recorded_kind(self) -> str:
+        """The kind at writing time; older records without ``kind`` told it only by ``files``."""
+        return self.kind or ("directory" if self.files is not None else "file")
+
+
+class InputEntry(_Schema):
+    name: str | None = None
+    path: PathText
+    sha256: Sha256 | None  # None: did not exist when the rule ran
+    size: Annotated[int, Field(ge=0)] | None = None
+    mtime_ns: int | None = None  # set for files, None for directories
+
+    @property
+    def recorded_kind(self) -> str | None:
+        if self.sha256 is None:
+            return None
+        return "file" if self.mtime_ns is not None else "directory"
+
+
+class Record(_Schema):
+    """The fields of a ``.prov.json`` that ``verify`` relies on; the rest is kept as written."""
+    record_version: Annotated[int, Field(ge=1, le=RECORD_VERSION)]
+    rule: str
+    output: OutputEntry
+    inputs: list[InputEntry]
+
+
+class BadRecord(ValueError):
+    """A record that cannot be used; the message says why, in one line."""
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(e: ValidationError, shown: int = 3) -> str:
+    errors = e.errors(include_url=False)
+    parts = []
+    for err in errors[:shown]:
+        loc = ".".join(str(x) for x in err["loc"]) or "record"
+        got = f" (got {_short_repr(err['input'])})" if err["type"] != "missing" else ""
+        parts.append(f"{loc}: {err['msg']}{got}")
+    if len(errors) > shown:
+        parts.append(f"{len(errors) - shown} more")
+    return "; ".join(parts)
+
+
+def load_record(path: str | os.PathLike) -> Record:
+    """Read and validate one record file; :class:`BadRecord` (one line) for anything unusable."""
+    path = Path(path)
+    try:
+        if _kind(path, follow=True) != "file":  # a fifo would block the read, a device never end
+            raise BadRecord("not a regular file")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except BadRecord:
+        raise
+    except OSError as e:
+        raise BadRecord(f"unreadable ({type(e).__name__}: {e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise BadRecord(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise BadRecord(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise BadRecord("JSON nested too deeply to read") from None
+    try:
+        return Record.model_validate(data)
+    except ValidationError as e:
+        raise BadRecord(_describe(e)) from None
+    except RecursionError:
+        raise BadRecord("nested too deeply to validate") from None
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _one_line(text: str) -> str:
+    """Control characters, line separators and undecodable bytes of file names, escaped."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     path: str
-    kind: str  # missing | modified | stale-input | input-missing | no-record | bad-record
+    # missing | modified | kind-changed | stale-input | input-missing | no-record | bad-record | unreadable
+    kind: str
     detail: str
+
+    def __post_init__(self):  # one line per problem, printable whatever the file names hold
+        object.__setattr__(self, "path", _one_line(str(self.path)))
+        object.__setattr__(self, "detail", _one_line(str(self.detail)))
 
     @property
     def severity(self) -> str:
@@ -324,17 +469,34 @@ def _workdir(out: Path, stored: str) -> Path:
     return Path.cwd()
 
 
+def _a(kind: str | None) -> str:
+    return {None: "nothing", "symlink": "a symlink", "other": "neither a file, a directory nor a symlink",
+            "directory": "a directory"}.get(kind, f"a {kind}")
+
+
+def _oserror(e: OSError) -> str:
+    where = f" ({e.filename})" if e.filename else ""
+    return f"{type(e).__name__}: {e.strerror or e}{where}"
+
+
 def verify(root: str | os.PathLike, deep: bool = False, large_bytes: int = 256 * 2**20) -> list[Problem]:
     """Check every record under ``root`` against the files, and every file for a record.
 
     Files larger than ``large_bytes`` whose size and mtime match the record are not re-hashed
     unless ``deep``; a changed mtime always triggers a hash, so a copied tree still verifies.
+    Bad records, unreadable files and changed kinds are problems of their own; nothing under
+    ``root`` makes this raise.
     """
     root = Path(root)
     if not root.is_dir():
         raise ProvenanceError(f"{root}: not a directory")
+    problems: list[Problem] = []
     records, others = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def walk_error(e: OSError):  # os.walk would skip an unreadable directory silently
+        problems.append(Problem(str(e.filename or root), "unreadable", f"directory not searched ({_oserror(e)})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=walk_error):
         dirnames[:] = sorted(d for d in dirnames if d != ".snakemake")
         for name in sorted(filenames):
             full = Path(dirpath) / name
@@ -343,60 +505,93 @@ def verify(root: str | os.PathLike, deep: bool = False, large_bytes: int = 256 *
             elif not name.endswith(IGNORED_SUFFIXES) and name != SNAKEMAKE_TIMESTAMP:
                 others.append(full)
 
-    problems: list[Problem] = []
     cache: dict[str, str] = {}  # each path hashed at most once per run (inputs are shared)
 
-    def unchanged(path: Path, recorded: Mapping) -> tuple[bool, str]:
-        """Whether ``path`` still holds the recorded content; its sha ("" when trusted unhashed)."""
+    def unchanged(path: Path, recorded: OutputEntry | InputEntry) -> tuple[bool, str]:
+        """Whether ``path`` (a regular file or directory) still holds the recorded content; its sha
+        ("" when trusted unhashed)."""
         if path.is_file():
             st = path.stat()
-            if recorded.get("size") is not None and st.st_size != recorded["size"]:
+            if recorded.size is not None and st.st_size != recorded.size:
                 return False, f"size {st.st_size}"
-            if not deep and st.st_size > large_bytes and recorded.get("mtime_ns") == st.st_mtime_ns:
+            if not deep and st.st_size > large_bytes and recorded.mtime_ns == st.st_mtime_ns:
                 return True, ""
         key = os.path.abspath(path)
         sha = cache[key] = cache.get(key) or sha256_path(path)
-        return sha == recorded.get("sha256"), sha
+        return sha == recorded.sha256, sha
 
-    covered_files, covered_dirs = set(), []
+    def check_output(out: Path, rec: Record) -> None:
+        stored = rec.output
+        was, now = stored.recorded_kind, _kind(out)
+        if now is None:
+            problems.append(Problem(str(out), "missing", f"recorded by rule {rec.rule} but absent"))
+            return
+        if now == "directory":
+            covered_dirs.append(out)  # its files are this record's business, not stray files
+        if now != was:
+            dangling = " (dangling)" if now == "symlink" and _kind(out, follow=True) is None else ""
+            problems.append(Problem(str(out), "kind-changed", f"recorded {_a(was)}, found {_a(now)}{dangling}"))
+            return
+        target = _kind(out, follow=True)  # differs from ``now`` only for a symlink
+        if target == "directory" and stored.files is not None:
+            current = _dir_files(out)
+            changed = sorted(k for k in set(current) | set(stored.files) if current.get(k) != stored.files.get(k))
+            if changed:
+                problems.append(Problem(str(out), "modified", f"{len(changed)} file(s) differ from the record: "
+                                                              f"{', '.join(changed[:5])}"))
+        elif target == "file" and stored.files is None:
+            same, sha = unchanged(out, stored)
+            if not same:
+                problems.append(Problem(str(out), "modified", f"recorded sha256 {stored.sha256}, now {sha}"))
+        else:  # a symlink whose target changed kind
+            recorded_target = "directory" if stored.files is not None else "file"
+            problems.append(Problem(str(out), "modified", f"symlink to {_a(recorded_target)} when recorded, "
+                                                          f"now to {_a(target)}"))
+
+    def check_inputs(out: Path, rec: Record) -> None:
+        workdir = _workdir(out, rec.output.path)
+        for inp in rec.inputs:
+            if inp.sha256 is None:
+                continue  # did not exist when the rule ran: nothing to compare
+            ipath = Path(inp.path)
+            ipath = ipath if ipath.is_absolute() else workdir / ipath
+            now = _kind(ipath, follow=True)  # inputs may be links: what counts is what they lead to
+            if now is None:
+                problems.append(Problem(str(out), "input-missing", f"input {inp.path} no longer exists"))
+                continue
+            if now != inp.recorded_kind:
+                problems.append(Problem(str(out), "stale-input", f"input {inp.path} was {_a(inp.recorded_kind)} "
+                                                                 f"when the output was made, now {_a(now)}"))
+                continue
+            try:
+                same, sha = unchanged(ipath, inp)
+            except OSError as e:
+                problems.append(Problem(str(out), "unreadable", f"input {inp.path} cannot be hashed ({_oserror(e)})"))
+                continue
+            if not same:
+                problems.append(Problem(str(out), "stale-input", f"input {inp.path} changed since the output "
+                                                                 f"was made (recorded {inp.sha256}, now {sha})"))
+
+    covered_files: set[Path] = set()
+    covered_dirs: list[Path] = []
     for rec_path in records:
         out = rec_path.with_name(rec_path.name[: -len(RECORD_SUFFIX)])
         covered_files.add(out)
         try:
-            rec = json.loads(rec_path.read_text(encoding="utf-8"))
-            stored = rec["output"]
-            inputs = rec.get("inputs", [])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            problems.append(Problem(str(rec_path), "bad-record", f"unreadable record ({type(e).__name__}: {e})"))
+            rec = load_record(rec_path)
+        except BadRecord as e:
+            problems.append(Problem(str(rec_path), "bad-record", str(e)))
+            if out.is_dir() and not out.is_symlink():
+                covered_dirs.append(out)  # one problem for one bad record, not one per file inside
             continue
-        if not out.exists():
-            problems.append(Problem(str(out), "missing", f"recorded by rule {rec.get('rule')} but absent"))
-            continue
-        if out.is_dir():
-            covered_dirs.append(out)
-            now = _dir_files(out)
-            was = stored.get("files", {})
-            changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
-            if changed:
-                problems.append(Problem(str(out), "modified", f"{len(changed)} file(s) differ from the record: "
-                                                              f"{', '.join(changed[:5])}"))
-        else:
-            same, sha = unchanged(out, stored)
-            if not same:
-                problems.append(Problem(str(out), "modified", f"recorded sha256 {stored.get('sha256')}, now {sha}"))
-        workdir = _workdir(out, str(stored.get("path", "")))
-        for inp in inputs:
-            if inp.get("sha256") is None:
-                continue  # did not exist when the rule ran: nothing to compare
-            ipath = Path(inp["path"])
-            ipath = ipath if ipath.is_absolute() else workdir / ipath
-            if not ipath.exists():
-                problems.append(Problem(str(out), "input-missing", f"input {inp['path']} no longer exists"))
-                continue
-            same, sha = unchanged(ipath, inp)
-            if not same:
-                problems.append(Problem(str(out), "stale-input", f"input {inp['path']} changed since the output "
-                                                                 f"was made (recorded {inp['sha256']}, now {sha})"))
+        try:
+            check_output(out, rec)
+        except OSError as e:
+            problems.append(Problem(str(out), "unreadable", f"output cannot be hashed ({_oserror(e)})"))
+        try:
+            check_inputs(out, rec)
+        except (OSError, ValueError) as e:  # e.g. a recorded path too long for the file system
+            problems.append(Problem(str(out), "unreadable", f"inputs cannot be checked ({type(e).__name__}: {e})"))
     for f in others:
         if f in covered_files or any(d in f.parents for d in covered_dirs):
             continue
