@@ -5,7 +5,7 @@
 # neagari/workflow/downloads.py; any of them may be a local `path:` instead, for offline machines.
 # Downloads run on the machine Snakemake runs on (localrules): cluster nodes often have no
 # network. Nothing here touches the network while the DAG is built.
-from neagari import downloads as dl
+from neagari.workflow import downloads as dl
 
 dl.check_downloads_config(config)
 DOWNLOADS = config.get("downloads", {})

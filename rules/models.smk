@@ -3,7 +3,7 @@
 # precision rounded post hoc (the paper's §8 cross-quantization comparison). Downloaded models
 # (source: download, e.g. PrismML's Bonsai GGUFs) come from a pinned source, checked by sha256.
 
-from neagari import downloads as dl
+from neagari.workflow import downloads as dl
 
 DOWNLOAD_MODELS = [m for m, s in config["models"].items() if s["source"] == "download"]
 
