@@ -91,24 +91,11 @@ def _cmd_verify(a) -> int:
     return 0
 
 
-def search_config_from_args(a):
-    from neagari.search.proposal import ProposalConfig
-    from neagari.search.runner import SearchConfig
-
-    proposal = ProposalConfig(layers=tuple(a.layers), projections=tuple(a.projections),
-                              group_sampling=a.group_sampling, scale_prob=a.scale_prob,
-                              scale_bits=tuple(a.scale_bits))
-    return SearchConfig(iterations=a.iterations, proposal=proposal, fitness=a.fitness, lam=a.lam,
-                        epsilon=a.epsilon, slack_ratio=a.slack_ratio, seed=a.seed, window=a.window,
-                        min_rate=a.min_rate, speculate=a.speculate, checkpoint_every=a.checkpoint_every,
-                        accept_all=a.accept_all)
-
-
 def _cmd_search(a) -> int:
     import logging
 
     from neagari.search import split_probes
-    from neagari.search.runner import Search
+    from neagari.search.runner import Search, search_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.threads:
@@ -118,7 +105,7 @@ def _cmd_search(a) -> int:
     eng = _engine(a)
     if a.layers is None:
         a.layers = list(range(eng.cfg.n_layer))
-    cfg = search_config_from_args(a)
+    cfg = search_config(vars(a))
     targets, controls = split_probes(a.probes, a.controls or ())
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,21 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--controls", nargs="*", help="control probe files")
     s.add_argument("--out", required=True, help="directory for patch.json, iterations.parquet, summary.json")
     s.add_argument("--iterations", type=int, required=True)
-    s.add_argument("--fitness", default="average",
-                   choices=["average", "borderline", "focused", "focused_proportional"])
-    s.add_argument("--lambda", dest="lam", type=float, default=1.0, help="control penalty weight")
-    s.add_argument("--epsilon", type=float, default=0.5, help="focused: fixed control slack")
-    s.add_argument("--slack-ratio", type=float, default=0.5, help="focused_proportional: slack / |baseline|")
+    from neagari.search.fitness import FITNESS_NAMES
+    from neagari.search.proposal import GROUP_SAMPLING
+    from neagari.search.runner import search_defaults
+
+    d = search_defaults()  # the search's defaults are its config dataclasses'
+    s.add_argument("--fitness", default=d["fitness"], choices=FITNESS_NAMES)
+    s.add_argument("--lambda", dest="lam", type=float, default=d["lam"], help="control penalty weight")
+    s.add_argument("--epsilon", type=float, default=d["epsilon"], help="focused: fixed control slack")
+    s.add_argument("--slack-ratio", type=float, default=d["slack_ratio"],
+                   help="focused_proportional: slack / |baseline|")
     s.add_argument("--layers", type=int, nargs="+", default=None, help="search layers (default: all)")
-    s.add_argument("--projections", nargs="+", default=["ffn_gate", "ffn_up", "ffn_down"])
-    s.add_argument("--group-sampling", default="uniform", choices=["uniform", "scale"])
-    s.add_argument("--scale-prob", type=float, default=0.0, help="probability of a scale-mantissa move")
-    s.add_argument("--scale-bits", type=int, nargs="+", default=[4, 5, 6, 7, 8, 9])
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--window", type=int, default=200)
-    s.add_argument("--min-rate", type=float, default=0.01)
-    s.add_argument("--speculate", type=int, default=1, help="proposals evaluated per batch")
-    s.add_argument("--checkpoint-every", type=int, default=50)
+    s.add_argument("--projections", nargs="+", default=list(d["projections"]))
+    s.add_argument("--group-sampling", default=d["group_sampling"], choices=GROUP_SAMPLING)
+    s.add_argument("--scale-prob", type=float, default=d["scale_prob"], help="probability of a scale-mantissa move")
+    s.add_argument("--scale-bits", type=int, nargs="+", default=list(d["scale_bits"]))
+    s.add_argument("--seed", type=int, default=d["seed"])
+    s.add_argument("--window", type=int, default=d["window"])
+    s.add_argument("--min-rate", type=float, default=d["min_rate"])
+    s.add_argument("--speculate", type=int, default=d["speculate"], help="proposals evaluated per batch")
+    s.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
     s.add_argument("--accept-all", action="store_true", help="random-flip null: keep every proposal")
     s.add_argument("--upstream", action="store_true", help="also write patch.upstream.json")
     s.add_argument("--threads", type=int, default=0)

@@ -1,10 +1,15 @@
 # Stage 6: audits (PAPER.md §6-§7). From the search records alone, except the stage scores
 # (interference matrix, rank-2 drift), which score every probe set on the pipeline's models.
 
+# The acceptance table's settings, alike for our searches and the published patches
+ACCEPTANCE = {k: config["audits"][k] for k in ("checkpoints", "window")}
+
 
 rule audit_search:
     input:
-        runs=audit_inputs,
+        patches=lambda wc: [r.file("patch.json") for r in runs_of(RUNS, wc.model)],
+        summaries=lambda wc: [r.file("summary.json") for r in runs_of(RUNS, wc.model)],
+        iterations=lambda wc: [r.file("iterations.parquet") for r in runs_of(RUNS, wc.model)],
         base_model="results/models/{model}.gguf",
     output:
         crossing_flips="results/audits/{model}/boundary_crossing.flips.parquet",
@@ -20,10 +25,10 @@ rule audit_search:
         fitness_modes="results/audits/{model}/fitness_modes.parquet",
         random_flip="results/audits/{model}/random_flip_null.parquet",
     params:
-        runs=lambda wc: audit_runs(wc.model),
-        checkpoints=config.get("audits", {}).get("checkpoints", [50, 200, 500, 1000]),
-        window=config.get("audits", {}).get("window", 200),
-        threshold_pp=config.get("audits", {}).get("null_threshold_pp", 10),
+        # the records of the runs, in the order of the input lists
+        runs=lambda wc: [r.as_dict() for r in runs_of(RUNS, wc.model)],
+        **ACCEPTANCE,
+        threshold_pp=config["audits"]["null_threshold_pp"],
     log:
         "logs/audits/{model}/search.log",
     benchmark:
@@ -50,7 +55,7 @@ rule score_stage_models:
     params:
         stage_labels=lambda wc: stage_models(wc.model)[0],
         device=config["device"],
-        dtype=config.get("weights_dtype", "fp32"),
+        dtype=config["weights_dtype"],
     log:
         "logs/audits/{model}/stage_scores.log",
     benchmark:
@@ -66,16 +71,15 @@ rule score_stage_models:
 
 rule audit_published:
     input:
-        patches=list(config.get("published_patches", {}).values()),
+        patches=list(config["published_patches"].values()),
     output:
         crossing_flips="results/audits/published/boundary_crossing.flips.parquet",
         crossing_summary="results/audits/published/boundary_crossing.summary.parquet",
         scale_share="results/audits/published/scale_share.parquet",
         acceptance="results/audits/published/acceptance.parquet",
     params:
-        names=list(config.get("published_patches", {})),
-        checkpoints=config.get("audits", {}).get("checkpoints", [50, 200, 500, 1000]),
-        window=config.get("audits", {}).get("window", 200),
+        names=list(config["published_patches"]),
+        **ACCEPTANCE,
     log:
         "logs/audits/published.log",
     benchmark:

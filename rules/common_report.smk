@@ -6,7 +6,13 @@ NEAREST_WRONG = 3  # wrong targets followed in the trajectory figure (the paper'
 
 
 def search_run_files(model, kind, stages):
-    return [f"results/search/{model}/{s}/{r}/{kind}" for s, r in search_runs(model) if s in stages]
+    """One file of every search run of these stages (see search_run_ids for which is which)."""
+    return [r.file(kind) for r in runs_of(RUNS, model, stages)]
+
+
+def search_run_ids(model, stages):
+    """[stage, run] of each file search_run_files lists, in its order."""
+    return [[r.stage, r.name] for r in runs_of(RUNS, model, stages)]
 
 
 def evaluation_included():
@@ -50,7 +56,9 @@ def paper_model_files(model):
     files = {
         "figures": {f: f"results/figures/{f}/{model}.png" for f in PAPER_FIGURES},
         "audits": {k: f"results/audits/{model}/{v}.parquet" for k, v in PAPER_AUDITS.items()},
-        "summaries": {f"{s}/{r}": f"results/search/{model}/{s}/{r}/summary.json" for s, r in search_runs(model)},
+        "summaries": {r.label: r.file("summary.json") for r in runs_of(RUNS, model)},
+        # the run of each summary (by the same key): its stage, wildcard name and probe domain
+        "runs": {r.label: {"stage": r.stage, "run": r.name, "domain": r.domain} for r in runs_of(RUNS, model)},
         "heldout": heldout,
         "bench": bench,
     }
@@ -63,7 +71,7 @@ def paper_manifest():
     """Every file the paper reads, by role; the build script receives it as a param."""
     models = {m: {"source": s["source"], "variant": s.get("variant")} for m, s in config["models"].items()}
     manifest = {
-        "run_name": config.get("run_name", "run"),
+        "run_name": config["run_name"],
         "models": models,
         "order": ORDER,
         "searched": {m: paper_model_files(m) for m in SEARCH_MODELS},
@@ -78,7 +86,7 @@ def paper_manifest():
             "report": "results/quality/report.md",
             "training": {m: f"results/figures/training/{m}.loss.png" for m in EMBEDDED_MODELS},
         }
-    if rules.has("terrain_collect") and config.get("terrain", {}).get("enabled", True) and TERRAIN_MODELS:
+    if rules.has("terrain_collect") and TERRAIN_MODELS:
         manifest["terrain"] = {
             m: {"tables": {t: f"results/terrain/{m}/{t}.parquet" for t in ("embedding", "simplex", "layers",
                                                                            "wordnet_summary")},
@@ -91,7 +99,7 @@ def paper_manifest():
                 "figure": f"results/figures/subspace/{m}.scatter.png"}
             for m in subspace_models()
         }
-    if config.get("published_patches"):
+    if config["published_patches"]:
         manifest["published"] = {
             k: f"results/audits/published/{v}.parquet"
             for k, v in {"crossing": "boundary_crossing.summary", "scale_share": "scale_share",

@@ -2,7 +2,7 @@
 # disjoint train/held-out content, probe sets, verbatim sets and evaluation sets.
 
 
-N_WORDNET_TEXTS = config.get("embedded", {}).get("corpus", {}).get("n_wordnet", 0)
+N_WORDNET_TEXTS = config["embedded"]["corpus"]["n_wordnet"]
 
 
 rule build_corpus:

@@ -8,9 +8,9 @@
 from neagari.workflow import downloads as dl
 
 dl.check_downloads_config(config)
-DOWNLOADS = config.get("downloads", {})
-DOWNLOAD_FILES = DOWNLOADS.get("files", {})
-DERIVED_PROBES = DOWNLOADS.get("derived", {})
+DOWNLOADS = config["downloads"]
+DOWNLOAD_FILES = DOWNLOADS["files"]
+DERIVED_PROBES = DOWNLOADS["derived"]
 
 
 localrules:
@@ -25,7 +25,7 @@ rule download_file:
     params:
         spec=lambda wc: DOWNLOAD_FILES[wc.name],
         key=lambda wc: ["downloads", "files", wc.name],
-        upstream=DOWNLOADS.get("upstream"),
+        upstream=DOWNLOADS.get("upstream"),  # optional: only upstream sources need it
         allow_unpinned=dl.allow_unpinned(config),
     wildcard_constraints:
         name=wildcard_choice(list(DOWNLOAD_FILES)),

@@ -10,9 +10,9 @@ BENCH_SEED = 42  # llama.cpp server seed
 BENCH_MAX_NEW_TOKENS = None  # None: the longest answer plus 4 tokens, as the quality stage
 # At paper scale (config `evaluation.benchmarks`): GSM8K, IFEval, MMLU, MuSR from the downloads,
 # rendered through each model's chat template, instead of the embedded model's evaluation sets.
-EVAL_CFG = config.get("evaluation", {})
-BENCHMARK_FILES = EVAL_CFG.get("benchmarks", {})
-HELDOUT_VERBATIM = EVAL_CFG.get("heldout_verbatim", "results/data/heldout/verbatim_heldout.json")
+EVAL_CFG = config["evaluation"]
+BENCHMARK_FILES = EVAL_CFG["benchmarks"]
+HELDOUT_VERBATIM = EVAL_CFG["heldout_verbatim"]
 EVAL_FITNESSES = SEARCH["targeted"]["fitnesses"] if SEARCH else []
 # "patched" = the fully patched model of the five-domain pipeline (pass 2 unless it is off)
 EVAL_FINAL_STAGE = "pass2" if SEARCH and SEARCH["scale_pass"]["enabled"] else "pass1"
@@ -22,7 +22,7 @@ EVAL_TARGETS = [
     for m in SEARCH_MODELS
     for f in EVAL_FITNESSES
     for kind in ("crosstab", "summary", "generations")
-] + [f"results/eval/{m}/bench/comparison.parquet" for m in SEARCH_MODELS if EVAL_CFG.get("run_benchmarks", True)]
+] + [f"results/eval/{m}/bench/comparison.parquet" for m in SEARCH_MODELS if EVAL_CFG["run_benchmarks"]]
 
 
 rule eval_heldout_verbatim:
@@ -38,7 +38,7 @@ rule eval_heldout_verbatim:
         max_new_tokens=HELDOUT_MAX_NEW_TOKENS,
         batch_size=config["quality"]["batch_size"],
         device=config["device"],
-        dtype=config.get("weights_dtype", "fp32"),
+        dtype=config["weights_dtype"],
     wildcard_constraints:
         model=wildcard_choice(SEARCH_MODELS),
         fitness=wildcard_choice(EVAL_FITNESSES),
@@ -89,9 +89,9 @@ rule build_benchmark_items:
         sets="results/eval/{model}/bench/item_sets.parquet",
     params:
         benchmarks={name: dl.download_path(k) for name, k in BENCHMARK_FILES.items()},
-        limit=EVAL_CFG.get("benchmark_limit"),
-        thinking=EVAL_CFG.get("thinking", True),
-        max_new_tokens=EVAL_CFG.get("max_new_tokens", {}),
+        limit=EVAL_CFG["benchmark_limit"],
+        thinking=EVAL_CFG["thinking"],
+        max_new_tokens=EVAL_CFG["max_new_tokens"],
         seed=BENCH_SEED,
     wildcard_constraints:
         model=wildcard_choice(SEARCH_MODELS),
@@ -120,7 +120,7 @@ rule eval_benchmark:
         n_ctx=BENCH_N_CTX,
         seed=BENCH_SEED,
         max_new_tokens=BENCH_MAX_NEW_TOKENS,
-        n_gpu_layers=EVAL_CFG.get("n_gpu_layers", 0),
+        n_gpu_layers=EVAL_CFG["n_gpu_layers"],
     wildcard_constraints:
         model=wildcard_choice(SEARCH_MODELS),
         variant="base|patched",

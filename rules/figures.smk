@@ -64,7 +64,8 @@ rule fig_acceptance:
         ),
         pdf="results/figures/acceptance/{model}.pdf",
     params:
-        window=config.get("audits", {}).get("window", 200),
+        runs=lambda wc: search_run_ids(wc.model, ["pass1"]),  # [stage, run] of each input file
+        window=config["audits"]["window"],
         seed=FIGURE_SEED,
     wildcard_constraints:
         model=wildcard_choice(SEARCH_MODELS),
@@ -93,6 +94,7 @@ rule fig_fitness:
         ),
         pdf="results/figures/fitness/{model}.pdf",
     params:
+        runs=lambda wc: search_run_ids(wc.model, ["pass1", "pass2"]),  # [stage, run] of each input file
         seed=FIGURE_SEED,
     wildcard_constraints:
         model=wildcard_choice(SEARCH_MODELS),
@@ -180,6 +182,7 @@ rule fig_trajectories:
         ),
         pdf="results/figures/trajectories/{model}.pdf",
     params:
+        runs=lambda wc: search_run_ids(wc.model, ["pass1", "targeted"]),  # [stage, run] of each input file
         n_nearest=NEAREST_WRONG,
         seed=FIGURE_SEED,
     wildcard_constraints:

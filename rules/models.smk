@@ -18,7 +18,7 @@ rule download_model:
     params:
         spec=lambda wc: config["models"][wc.model]["download"],
         key=lambda wc: ["models", wc.model, "download"],
-        upstream=config.get("downloads", {}).get("upstream"),
+        upstream=config["downloads"].get("upstream"),  # optional: only upstream sources need it
         allow_unpinned=dl.allow_unpinned(config),
     wildcard_constraints:
         model=wildcard_choice(DOWNLOAD_MODELS),

@@ -12,7 +12,7 @@ rule calibrate_probes:
     params:
         batch_size=config["score"]["batch_size"],
         device=config["device"],
-        dtype=config.get("weights_dtype", "fp32"),
+        dtype=config["weights_dtype"],
     log:
         "logs/probes/{model}/{probeset}.log",
     benchmark:

@@ -21,7 +21,7 @@ rule evaluate_quality:
         seed=config["embedded"]["seed"],
         batch_size=config["quality"]["batch_size"],
         device=config["device"],
-        dtype=config.get("weights_dtype", "fp32"),
+        dtype=config["weights_dtype"],
     log:
         "logs/quality/{model}.log",
     benchmark:

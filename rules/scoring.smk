@@ -11,7 +11,7 @@ rule score_probes:
     params:
         batch_size=config["score"]["batch_size"],
         device=config["device"],
-        dtype=config.get("weights_dtype", "fp32"),
+        dtype=config["weights_dtype"],
     log:
         "logs/scores/{model}/{probeset}.log",
     benchmark:

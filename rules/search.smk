@@ -1,7 +1,10 @@
 # Stage 4: searches (PAPER.md §5). One rule runs every kind of search: the sequential five-domain
 # pipeline (pass1: weight XOR; pass2: scale moves on top), isolation ablations, the lambda sweep,
-# targeted borderline/focused runs, null baselines and the random-flip null. `search_spec` in
-# common.smk says what each (stage, run) starts from and how it is configured.
+# targeted borderline/focused runs, null baselines and the random-flip null. Each run's record
+# (neagari.workflow.runs, RUNS in common.smk) says what it starts from and how it is configured.
+# The settings every run of the config shares
+SEARCH_COMMON = ("layers", "projections", "group_sampling", "window", "min_rate", "speculate", "checkpoint_every",
+                 "scale_bits")
 
 
 rule randomize_null_model:
@@ -26,11 +29,11 @@ rule randomize_null_model:
 
 rule search:
     input:
-        model=lambda wc: search_spec(wc.model, wc.stage, wc.run)["model"],
-        probes=lambda wc: search_spec(wc.model, wc.stage, wc.run)["probes"],
-        controls=lambda wc: search_spec(wc.model, wc.stage, wc.run)["controls"],
-        promoted=lambda wc: search_spec(wc.model, wc.stage, wc.run)["promoted"],
-        iterations_from=lambda wc: search_spec(wc.model, wc.stage, wc.run)["iterations_from"],
+        model=lambda wc: run_of(wc).start,
+        probes=lambda wc: run_of(wc).probes,
+        controls=lambda wc: run_of(wc).controls,
+        promoted=lambda wc: run_of(wc).promoted,
+        iterations_from=lambda wc: run_of(wc).iterations_from,
     output:
         patch="results/search/{model}/{stage}/{run}/patch.json",
         upstream="results/search/{model}/{stage}/{run}/patch.upstream.json",
@@ -38,14 +41,13 @@ rule search:
         summary="results/search/{model}/{stage}/{run}/summary.json",
         promoted="results/search/{model}/{stage}/{run}/promoted.json",
     params:
-        spec=lambda wc: search_spec(wc.model, wc.stage, wc.run),
-        common=lambda wc: {k: SEARCH[k] for k in ("layers", "projections", "group_sampling", "window",
-                                                   "min_rate", "speculate", "checkpoint_every", "scale_bits")},
-        promoted_cap=SEARCH.get("pipeline", {}).get("promoted_cap", 30),
+        # SearchConfig field -> value; the fields a run does not set keep the search's defaults
+        settings=lambda wc: {**{k: SEARCH[k] for k in SEARCH_COMMON}, **run_of(wc).search_settings()},
+        promoted_cap=SEARCH["pipeline"]["promoted_cap"] if SEARCH else None,
         device=config["device"],
-        dtype=config.get("weights_dtype", "fp32"),
+        dtype=config["weights_dtype"],
     wildcard_constraints:
-        stage="pass1|pass2|isolated|lambda|targeted|nullbase|randomflip",
+        stage="|".join(STAGES),
     threads: 1
     log:
         "logs/search/{model}/{stage}/{run}.log",
@@ -62,7 +64,7 @@ rule search:
 
 rule assemble_patch:
     input:
-        model=lambda wc: search_spec(wc.model, wc.stage, wc.run)["model"],
+        model=lambda wc: run_of(wc).start,
         patch="results/search/{model}/{stage}/{run}/patch.json",
     output:
         gguf="results/patched/{model}/{stage}/{run}.gguf",

@@ -1,24 +1,25 @@
-# Stage: subspace sweep (issue 6, seed 001). Which residual-stream subspaces each patch's weight and
+# Stage: subspace sweep (seed 001). Which residual-stream subspaces each patch's weight and
 # activation deltas live in, against random subspaces of the same rank: candidate bases once per
 # model from its weights, one sweep per patch, then per model the summary, conclusion and scatter.
 
-SUBSPACE = config.get("subspace", {})
+SUBSPACE = config["subspace"]  # {enabled: false} unless the config has a subspace block
+# the rank the scatter figure shows: the configured one, else the largest swept
+SUBSPACE_FIGURE_RANK = SUBSPACE.get("figure_rank", max(SUBSPACE["ranks"]))
 
 
 def subspace_models():
-    return SUBSPACE.get("models", SEARCH_MODELS) if SUBSPACE else []
+    return SUBSPACE.get("models", SEARCH_MODELS) if SUBSPACE["enabled"] else []  # default: the searched models
 
 
 def subspace_runs(model):
-    """(stage, run) of every patch swept on one model: the configured stages, the targeted runs
+    """The run of every patch swept on one model: the configured stages, the targeted runs
     filtered to the configured fitnesses."""
-    stages = SUBSPACE.get("stages", ["pass1", "pass2", "targeted", "randomflip"])
-    targeted = SUBSPACE.get("targeted", ["borderline", "focused"])
-    return [(s, r) for s, r in search_runs(model) if s in stages and (s != "targeted" or r in targeted)]
+    return [r for r in runs_of(RUNS, model, SUBSPACE["stages"])
+            if r.stage != "targeted" or r.name in SUBSPACE["targeted"]]
 
 
 def subspace_tables(wildcards):
-    return [f"results/subspace/{wildcards.model}/{s}/{r}.per_layer.parquet" for s, r in subspace_runs(wildcards.model)]
+    return [f"results/subspace/{r.model}/{r.stage}/{r.name}.per_layer.parquet" for r in subspace_runs(wildcards.model)]
 
 
 def subspace_targets():
@@ -35,11 +36,11 @@ rule subspace_bases:
     output:
         bases="results/subspace/{model}/bases.pt",
     params:
-        ranks=SUBSPACE.get("ranks", [8, 32]),
-        broad_rank=SUBSPACE.get("broad_rank", 64),
+        ranks=SUBSPACE["ranks"],
+        broad_rank=SUBSPACE["broad_rank"],
         seed=config["seed"],
         device=config["device"],
-        dtype=config.get("weights_dtype", "fp32"),
+        dtype=config["weights_dtype"],
     log:
         "logs/subspace/{model}/bases.log",
     benchmark:
@@ -55,20 +56,20 @@ rule subspace_bases:
 
 rule subspace_sweep:
     input:
-        model=lambda wc: search_spec(wc.model, wc.stage, wc.run)["model"],
+        model=lambda wc: run_of(wc).start,
         patch="results/search/{model}/{stage}/{run}/patch.json",
         bases="results/subspace/{model}/bases.pt",
-        probes=lambda wc: search_spec(wc.model, wc.stage, wc.run)["probes"],
-        controls=lambda wc: f"results/probes/{wc.model}/{SUBSPACE.get('control_set', 'controls')}.json",
+        probes=lambda wc: run_of(wc).probes,
+        controls=lambda wc: f"results/probes/{wc.model}/{SUBSPACE['control_set']}.json",
     output:
         table="results/subspace/{model}/{stage}/{run}.per_layer.parquet",
     params:
-        ranks=SUBSPACE.get("ranks", [8, 32]),
-        n_random=SUBSPACE.get("n_random", 200),
-        batch_size=SUBSPACE.get("batch_size", 32),
+        ranks=SUBSPACE["ranks"],
+        n_random=SUBSPACE["n_random"],
+        batch_size=SUBSPACE["batch_size"],
         seed=config["seed"],
         device=config["device"],
-        dtype=config.get("weights_dtype", "fp32"),
+        dtype=config["weights_dtype"],
     wildcard_constraints:
         # not nullbase: its null runs start from the MLP-randomized model, not the model of the bases
         stage="pass1|pass2|isolated|lambda|targeted|randomflip",
@@ -97,7 +98,7 @@ rule subspace_summary:
             category="Subspace sweep",
         ),
     params:
-        rank=SUBSPACE.get("figure_rank", max(SUBSPACE.get("ranks", [8, 32]))),
+        rank=SUBSPACE_FIGURE_RANK,
     log:
         "logs/subspace/{model}/summary.log",
     benchmark:
@@ -123,7 +124,7 @@ rule subspace_scatter:
         ),
         pdf="results/figures/subspace/{model}.scatter.pdf",
     params:
-        rank=SUBSPACE.get("figure_rank", max(SUBSPACE.get("ranks", [8, 32]))),
+        rank=SUBSPACE_FIGURE_RANK,
         seed=config["seed"],
     log:
         "logs/figures/subspace/{model}.scatter.log",

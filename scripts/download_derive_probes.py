@@ -7,7 +7,7 @@ from neagari.evaluation.datasets import derive_probe_set
 from neagari.workflow.smk import rule_context
 
 p = snakemake.params
-with rule_context(snakemake, config_keys=["downloads"], seed=p.spec.get("seed", 0)) as log:
+with rule_context(snakemake, config_keys=["downloads"], seed=p.spec["seed"]) as log:
     files = dict(zip(p.download_keys, snakemake.input.files))
     doc = derive_probe_set(p.spec, files, snakemake.wildcards.name)
     Path(snakemake.output.probes).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -1,6 +1,6 @@
 """Rule fig_acceptance: rolling-window and cumulative acceptance rate against iteration, one line
 per pass-1 domain (PAPER.md §7.1)."""
-from neagari.report.plotting import domain_colors, run_name, save, use_style
+from neagari.report.plotting import domain_colors, save, use_style
 from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
@@ -12,8 +12,8 @@ from neagari.stats import rolling_series  # noqa: E402
 
 window = snakemake.params.window
 with rule_context(snakemake, config_keys=["audits"], seed=snakemake.params.seed) as log:
-    runs = {run_name(p)[1]: pl.read_parquet(p, columns=["iteration", "accepted"]).sort("iteration")
-            for p in snakemake.input.iterations}
+    runs = {run: pl.read_parquet(p, columns=["iteration", "accepted"]).sort("iteration")
+            for (_, run), p in zip(snakemake.params.runs, snakemake.input.iterations)}
     colors = domain_colors(list(runs))
     fig, (ax_roll, ax_cum) = plt.subplots(1, 2, figsize=(9.6, 3.6), sharey=True)
     for domain, df in runs.items():

@@ -1,6 +1,6 @@
 """Rule fig_fitness: best fitness (fitness after each accepted move) against iteration, one panel
 per pipeline domain, one line per pass (PAPER.md §6.5 "Fitness" column)."""
-from neagari.report.plotting import domain_colors, panel_grid, run_name, save, use_style
+from neagari.report.plotting import domain_colors, panel_grid, save, use_style
 from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
@@ -9,8 +9,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
     runs = {}
-    for path in snakemake.input.iterations:
-        stage, domain = run_name(path)
+    for (stage, domain), path in zip(snakemake.params.runs, snakemake.input.iterations):
         runs.setdefault(domain, {})[stage] = pl.read_parquet(
             path, columns=["iteration", "accepted", "fitness_before", "fitness_after"]).sort("iteration")
     stages = sorted({s for per in runs.values() for s in per})

@@ -1,6 +1,6 @@
 """Rule fig_trajectories: gap of the wrong targets nearest the boundary, after each accepted move,
 one panel per pass-1 domain and per targeted run (PAPER.md §7.6: how far one run moves them)."""
-from neagari.report.plotting import PALETTE, panel_grid, read_summary, run_name, save, use_style
+from neagari.report.plotting import PALETTE, panel_grid, read_summary, save, use_style
 from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
@@ -11,7 +11,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 n_nearest = snakemake.params.n_nearest
 with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
     fig, axes = panel_grid(len(snakemake.input.iterations), ncols=3)
-    for ax, it_path, summary_path in zip(axes, snakemake.input.iterations, snakemake.input.summaries):
+    for ax, (stage, run), it_path, summary_path in zip(axes, snakemake.params.runs, snakemake.input.iterations,
+                                                       snakemake.input.summaries):
         s = read_summary(summary_path)
         base = np.asarray(s["base_gaps"][: s["n_targets"]], dtype=float)
         wrong = np.flatnonzero(base <= 0)
@@ -27,7 +28,6 @@ with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
             y = np.concatenate([[base[j]], gaps[:, j]])
             ax.step(x, y, where="post", color=color, label=s["probes"][j]["name"])
         ax.axhline(0, color="black", lw=0.8)
-        stage, run = run_name(it_path)
         ax.set_title(f"{stage}/{run} ({kept.height} kept)")
         ax.set_xlabel("iteration")
         ax.set_ylabel("gap (logits)")

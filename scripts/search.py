@@ -7,33 +7,26 @@ import torch
 from neagari.engine.engine import Engine
 from neagari.search.probes import load_probes
 from neagari.search import split_probes
-from neagari.search.proposal import ProposalConfig
-from neagari.search.runner import Search, SearchConfig
+from neagari.search.runner import Search, search_config
 from neagari.workflow.smk import rule_context
 
-spec, common, out = snakemake.params.spec, snakemake.params.common, snakemake.output
-with rule_context(snakemake, config_keys=["search"], seed=spec["seed"], device=snakemake.params.device,
+settings, out, wc = dict(snakemake.params.settings), snakemake.output, snakemake.wildcards
+with rule_context(snakemake, config_keys=["search"], seed=settings["seed"], device=snakemake.params.device,
                   dtype=snakemake.params.dtype) as log:
     torch.set_num_threads(snakemake.threads)
     engine = Engine.load(snakemake.input.model, device=snakemake.params.device, dtype=snakemake.params.dtype)
     promoted = [p for f in snakemake.input.promoted for p in load_probes(f, allow_empty=True)]
     targets, controls = split_probes(snakemake.input.probes, snakemake.input.controls, promoted)
-    iterations = spec["iterations"]
     if snakemake.input.iterations_from:  # random-flip null: as many flips as the real patch kept
-        iterations = json.loads(Path(snakemake.input.iterations_from[0]).read_text())["accepted"]
-    proposal = ProposalConfig(layers=tuple(common["layers"]), projections=tuple(common["projections"]),
-                              group_sampling=common["group_sampling"], scale_prob=spec["scale_prob"],
-                              scale_bits=tuple(common["scale_bits"]))
-    cfg = SearchConfig(iterations=max(1, iterations), proposal=proposal, fitness=spec["fitness"], lam=spec["lam"],
-                       seed=spec["seed"], window=common["window"], min_rate=common["min_rate"],
-                       speculate=common["speculate"], checkpoint_every=common["checkpoint_every"],
-                       accept_all=spec["accept_all"])
-    label = "/".join(Path(out.patch).parts[-4:-1])
+        settings["iterations"] = json.loads(Path(snakemake.input.iterations_from[0]).read_text())["accepted"]
+    settings["iterations"] = max(1, settings["iterations"])
+    cfg = search_config(settings)
+    label = f"{wc.model}/{wc.stage}/{wc.run}"
     log.info("%s: %d targets, %d controls, %s", label, len(targets), len(controls), cfg.as_dict())
     search = Search(engine, snakemake.input.model, targets, controls, cfg, Path(out.patch).parent, label=label)
     result = search.run(progress=False)
     search.finish(result, out.patch, out.iterations, out.summary, out.upstream,
-                  metadata={"stage": snakemake.wildcards.stage, "run": snakemake.wildcards.run})
+                  metadata={"stage": wc.stage, "run": wc.run})
     # targets this run carried across zero become controls for later domains (capped, newest kept)
     newly = [p for p, b, f in zip(targets, result.base_gaps, result.final_gaps) if b <= 0 < f]
     kept = (promoted + newly)[-snakemake.params.promoted_cap:] if snakemake.params.promoted_cap else []

@@ -268,3 +268,32 @@ def test_null_baseline_verdict_fails_small_gap():
     row = audits.null_baseline_verdict(weak, NULL[:1]).row(0, named=True)
     # 20.0% - 16.8% = 3.2 pp < 10
     assert row["gap_pp"] == pytest.approx(3.2) and not row["gap_meets_threshold"] and not row["passed"]
+
+
+def _run(stage, name, accepted, iterations, base, final, n_targets=1, kind=None, seed=None, records=()):
+    from types import SimpleNamespace
+
+    summary = {"accepted": accepted, "iterations_run": iterations, "acceptance_rate": accepted / iterations,
+               "n_targets": n_targets, "base_gaps": base, "final_gaps": final}
+    flags = [i < accepted for i in range(iterations)]
+    return audits.AuditedRun(stage=stage, name=name, patch=SimpleNamespace(records=list(records), moves=[]),
+                             summary=summary, flags=flags, kind=kind, seed=seed)
+
+
+def test_audits_of_one_models_runs():
+    runs = [_run("pass1", "math", 3, 10, [-1.0, 2.0], [1.0, 1.5]),
+            _run("lambda", "math-lam3.0", 2, 10, [-1.0, 2.0], [-0.5, 2.0]),
+            _run("nullbase", "trained-s0", 4, 10, [0.0], [0.0], kind="trained", seed=0),
+            _run("nullbase", "null-s0", 1, 10, [0.0], [0.0], kind="null", seed=0),
+            _run("randomflip", "math", 3, 3, [-1.0, 2.0], [-2.0, -1.0])]
+    assert audits.search_acceptance(runs, [5], 5)["run"].to_list() == ["pass1/math", "lambda/math-lam3.0",
+                                                                       "nullbase/trained-s0", "nullbase/null-s0"]
+    assert audits.search_acceptance(runs, [5], 5, stage="lambda")["run"].to_list() == ["lambda/math-lam3.0"]
+    trained, null = audits.null_baseline_sides(runs, "m")
+    assert trained == [{"model": "m", "seed": 0, "accepted": 4, "iterations": 10}]
+    assert null == [{"model": "m-mlp-randomized", "seed": 0, "accepted": 1, "iterations": 10}]
+    rf = audits.random_flip_null(runs, "m")
+    assert rf.select("kind", "flips", "targets_fixed", "controls_broken").rows() == [("search", 3, 1, 0),
+                                                                                  ("random", 3, 0, 1)]
+    assert audits.fitness_modes(runs, "m").is_empty()
+    assert audits.pipeline_layer_projection(runs).is_empty()

@@ -120,3 +120,17 @@ def test_smoke_workflow_with_provenance(tmp_path):
     res = verify()
     assert res.returncode == 1
     assert "smoke.pdf" in res.stdout and "stray.txt" in res.stdout and "smoke.json" in res.stdout, res.stdout
+
+
+def test_search_arguments_default_to_the_search_config():
+    from neagari.cli import build_parser
+    from neagari.search.proposal import ProposalConfig
+    from neagari.search.runner import SearchConfig, search_config
+
+    a = build_parser().parse_args(["search", "m.gguf", "--probes", "p.json", "--out", "o", "--iterations", "5"])
+    a.layers = [0, 1]  # the command fills in every layer of the model
+    assert search_config(vars(a)) == SearchConfig(iterations=5, proposal=ProposalConfig(layers=(0, 1)))
+    a = build_parser().parse_args(["search", "m.gguf", "--probes", "p.json", "--out", "o", "--iterations", "5",
+                                   "--layers", "1", "--fitness", "focused", "--epsilon", "0.25", "--scale-prob", "0.5"])
+    cfg = search_config(vars(a))
+    assert (cfg.fitness, cfg.epsilon, cfg.proposal.layers, cfg.proposal.scale_prob) == ("focused", 0.25, (1,), 0.5)

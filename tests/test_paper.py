@@ -1,9 +1,10 @@
 """neagari.report.paper: number formats, tables from DataFrames, provenance blocks from record dicts, the
-Markdown subset, and a template whose number comes from a file ending up in both outputs."""
+Markdown to HTML, and a template whose number comes from a file ending up in both outputs."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -100,16 +101,22 @@ def test_load_record_reads_the_sidecar(tmp_path):
     assert paper.load_record(out)["rule"] == "audit_search"
 
 
-def test_markdown_subset_to_html():
+def test_markdown_to_html():
     body, toc = paper.markdown_to_html(
         "# Title\n\n## Null baseline (§7.1.1) {#null}\n\nA *b* **c** `d_e` [f](#null) 3 < 4.\n\n"
-        "- one\n  more\n- two\n\n> **Verdict:** passed.\n\n<div>raw</div>")
-    assert '<h2 id="null">Null baseline (§7.1.1)</h2>' in body
-    assert "<p>A <em>b</em> <strong>c</strong> <code>d_e</code> <a href=\"#null\">f</a> 3 &lt; 4.</p>" in body
-    assert "<ul><li>one more</li><li>two</li></ul>" in body
-    assert "<blockquote><p><strong>Verdict:</strong> passed.</p></blockquote>" in body
-    assert "<div>raw</div>" in body
-    assert toc == [(1, "title", "Title"), (2, "null", "Null baseline (§7.1.1)")]
+        "- one\n  more\n- two\n\n1. first\n2. second\n\n> **Verdict:** passed.\n\n<div>raw</div>\n\n"
+        "| a | b |\n|---|---:|\n| x | 2 |\n\n```\nx < y\n```\n\n## Again {#null}\n")
+    flat = re.sub(r">\n+<", "><", body)  # markdown-it puts block tags on lines of their own
+    assert '<h2 id="null">Null baseline (§7.1.1)</h2>' in flat
+    assert "<p>A <em>b</em> <strong>c</strong> <code>d_e</code> <a href=\"#null\">f</a> 3 &lt; 4.</p>" in flat
+    assert "<ul><li>one\nmore</li><li>two</li></ul>" in flat and "<ol><li>first</li><li>second</li></ol>" in flat
+    assert "<blockquote><p><strong>Verdict:</strong> passed.</p></blockquote>" in flat
+    assert "<div>raw</div>" in flat
+    assert '<thead><tr><th>a</th><th style="text-align:right">b</th></tr></thead>' in flat
+    assert "<pre><code>x &lt; y\n</code></pre>" in flat
+    assert '<h2 id="null-x">Again</h2>' in flat  # anchors stay unique
+    assert toc == [(1, "title", "Title"), (2, "null", "Null baseline (§7.1.1)"), (2, "null-x", "Again")]
+    assert paper.inline("*a* `b` [c](d.json)") == '<em>a</em> <code>b</code> <a href="d.json">c</a>'
 
 
 def _template(tmp_path):

@@ -12,6 +12,7 @@ Flip records are the dicts of a patch's ``flips`` list (``Patch.records``). Thei
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ import polars as pl
 from neagari import stats
 from neagari.analysis.schemas import (BoundaryCrossingFlips, BoundaryCrossingSummary, GroupOverlap,
                                       InterferenceByQuartile, MoveTypeShare, NullBaselineTable, NullBaselineVerdict)
-from neagari.search.patch import Move
+from neagari.search.patch import Move, Patch
 from neagari.tables import polars_schema
 
 _GAP_KEYS = ("target_gaps_before", "target_gaps_after", "control_gaps_before", "control_gaps_after")
@@ -371,3 +372,132 @@ def _pool_seeds(side: str, rows: Sequence[Mapping]) -> dict:
             f"{side}_seeds": len(rows), f"{side}_accepted": sum(int(r["accepted"]) for r in rows),
             f"{side}_iterations": sum(int(r["iterations"]) for r in rows),
             f"{side}_rate_sd": float(np.std(rates, ddof=1)) if len(rates) > 1 else None}
+
+
+# ---------------------------------------------------------------------------- one model's searches
+# What rule audit_search computes from every search run of one model (scripts/audit_search.py reads
+# the records and writes the tables). The pipeline is pass 1 and pass 2, in the config's order.
+
+PIPELINE_STAGES = ("pass1", "pass2")
+
+
+@dataclass(frozen=True)
+class AuditedRun:
+    """One finished search run: its record's identity, its patch, summary.json and acceptance
+    flags (one per iteration, in iteration order)."""
+
+    stage: str
+    name: str
+    patch: Patch
+    summary: Mapping
+    flags: Sequence[bool]
+    kind: str | None = None  # null baselines: "trained" or "null"
+    seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage}/{self.name}"
+
+
+def _pipeline(runs: Sequence[AuditedRun]) -> list[AuditedRun]:
+    return [r for r in runs if r.stage in PIPELINE_STAGES]
+
+
+def search_crossing(runs: Sequence[AuditedRun]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """§7.6 boundary crossing, pooled over every pipeline patch: (per flip, summary)."""
+    return boundary_crossing_pooled({r.label: r.patch.records for r in _pipeline(runs)})
+
+
+def search_acceptance(runs: Sequence[AuditedRun], checkpoints: Sequence[int], window: int,
+                      stage: str | None = None) -> pl.DataFrame:
+    """§7.1 acceptance of every search (of one stage, given one) but the random-flip null, which
+    accepts every proposal."""
+    return acceptance_table({r.label: list(r.flags) for r in runs
+                             if r.stage != "randomflip" and (stage is None or r.stage == stage)}, checkpoints, window)
+
+
+def pipeline_quartiles(runs: Sequence[AuditedRun]) -> pl.DataFrame:
+    """§7.4 interference by iteration quartile of each pipeline run; pass 2 split by move type."""
+    frames = []
+    for r in _pipeline(runs):
+        q = interference_by_quartile(r.patch.records, r.summary["iterations_run"], by_move_type=r.stage == "pass2")
+        frames.append(q.with_columns(pl.lit(r.stage).alias("stage"), pl.lit(r.name).alias("domain")))
+    return pl.concat(frames)
+
+
+def pipeline_move_share(runs: Sequence[AuditedRun]) -> pl.DataFrame:
+    """§7.5 scale share of the pass-2 flips (of every pipeline patch when there is no pass 2)."""
+    pass2 = {r.name: r.patch.moves for r in _pipeline(runs) if r.stage == "pass2"}
+    return move_type_share(pass2 or {r.name: r.patch.moves for r in _pipeline(runs)})
+
+
+def pipeline_layer_projection(runs: Sequence[AuditedRun]) -> pl.DataFrame:
+    """§7.3 where each pipeline patch acts: flips per (layer, projection), with stage and domain."""
+    frames = [layer_projection_counts(r.patch.moves).with_columns(pl.lit(r.stage).alias("stage"),
+                                                                  pl.lit(r.name).alias("domain"))
+              for r in _pipeline(runs) if r.patch.moves]
+    if frames:
+        return pl.concat(frames)
+    return pl.DataFrame(schema={**dict.fromkeys(["layer", "flips", "distinct_groups"], pl.Int64), "proj": pl.String,
+                                "stage": pl.String, "domain": pl.String})
+
+
+def pipeline_group_overlap(runs: Sequence[AuditedRun], n_groups: Mapping[str, int]) -> pl.DataFrame:
+    """§7.3 overlap of the groups the pass-1 patches flip (``n_groups``: tensor -> Q1_0 groups)."""
+    return group_overlap({r.name: r.patch.moves for r in _pipeline(runs) if r.stage == "pass1"}, n_groups)
+
+
+def null_baseline_sides(runs: Sequence[AuditedRun], model: str) -> tuple[list[dict], list[dict]]:
+    """§7.1.1 (trained rows, null rows): one per seed of each side of the null baseline."""
+    rows = {"trained": [], "null": []}
+    for r in runs:
+        if r.stage == "nullbase":
+            rows[r.kind].append({"model": model if r.kind == "trained" else f"{model}-mlp-randomized",
+                                 "seed": int(r.seed), "accepted": r.summary["accepted"],
+                                 "iterations": r.summary["iterations_run"]})
+    return rows["trained"], rows["null"]
+
+
+def fitness_modes(runs: Sequence[AuditedRun], model: str) -> pl.DataFrame:
+    """§6.8 one row per targeted run (one fitness function each): rate, the iterations of the
+    first two target crossings, targets crossed, controls broken."""
+    modes = []
+    for r in runs:
+        if r.stage != "targeted":
+            continue
+        summ = r.summary
+        nt = summ["n_targets"]
+        base_t, base_c = np.array(summ["base_gaps"][:nt]), np.array(summ["base_gaps"][nt:])
+        crossings = [rec["iteration"] for rec in r.patch.records
+                     if any(b <= 0 < a for (_, b), (_, a) in zip(rec["target_gaps_before"], rec["target_gaps_after"]))]
+        final_c = np.array(summ["final_gaps"][nt:])
+        broken = (base_c > 0) & (final_c <= 0)
+        modes.append({"model": model, "fitness": r.name, "iterations": summ["iterations_run"],
+                      "accepted": summ["accepted"], "rate": summ["acceptance_rate"],
+                      "first_crossing": crossings[0] if crossings else None,
+                      "second_crossing": crossings[1] if len(crossings) > 1 else None,
+                      "crossings": int(((base_t <= 0) & (np.array(summ["final_gaps"][:nt]) > 0)).sum()),
+                      "targets_wrong_at_start": int((base_t <= 0).sum()), "controls": len(base_c),
+                      "controls_broken": int(broken.sum()),
+                      "broken_control_baselines": ", ".join(f"{b:+.3f}" for b in base_c[broken])})
+    return pl.DataFrame(modes, schema_overrides={"first_crossing": pl.Int64, "second_crossing": pl.Int64})
+
+
+def random_flip_null(runs: Sequence[AuditedRun], model: str) -> pl.DataFrame:
+    """§8 random-flip null: each random-flip run (as many flips as its domain's pass-1 search
+    kept, all kept) beside that pass-1 search."""
+    randomized = {r.name for r in runs if r.stage == "randomflip"}
+    rows = []
+    for r in runs:
+        if r.stage != "randomflip" and not (r.stage == "pass1" and r.name in randomized):
+            continue
+        summ = r.summary
+        nt = summ["n_targets"]
+        b, f = np.array(summ["base_gaps"]), np.array(summ["final_gaps"])
+        rows.append({"model": model, "domain": r.name, "kind": "random" if r.stage == "randomflip" else "search",
+                     "flips": summ["accepted"], "mean_target_delta": float((f[:nt] - b[:nt]).mean()),
+                     "targets_fixed": int(((b[:nt] <= 0) & (f[:nt] > 0)).sum()),
+                     "targets_broken": int(((b[:nt] > 0) & (f[:nt] <= 0)).sum()),
+                     "mean_control_delta": float((f[nt:] - b[nt:]).mean()) if len(b) > nt else 0.0,
+                     "controls_broken": int(((b[nt:] > 0) & (f[nt:] <= 0)).sum())})
+    return pl.DataFrame(rows)

@@ -6,13 +6,14 @@ The template calls ``table(name, caption)``, ``figure(name, caption)``, ``cite(p
 renders in the current mode and carries the provenance of its source files (the
 ``<file>.prov.json`` records :mod:`neagari.workflow.provenance` writes): in HTML a collapsible block with
 the rule, inputs and their sha256, config subset and git commit, plus a relative link to the record.
-The HTML is made from the Markdown by :func:`markdown_to_html`, which knows only what the template
-uses: headings, paragraphs, lists, block quotes, inline code/bold/italic/links, and raw HTML blocks.
+The HTML is made from the Markdown by :func:`markdown_to_html` (CommonMark through markdown-it-py,
+with pipe tables, raw HTML blocks and "{#id}" heading anchors).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import math
@@ -248,28 +249,22 @@ def provenance_markdown(path: str, record: Mapping | None, href: str) -> str:
 
 
 # ---------------------------------------------------------------------------- Markdown → HTML
+# CommonMark (markdown-it-py) with pipe tables and raw HTML (the HTML renderer's tables and figures
+# are HTML blocks); a heading may end in "{#id}", its anchor, else its anchor is its slug.
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)(?:\s+\{#([\w-]+)\})?\s*$")
-_ITEM = re.compile(r"^(\s*)([-*]|\d+\.)\s+(.*)$")
-_CODE = re.compile(r"`([^`]+)`")
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_EM = re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])")
+_ANCHOR = re.compile(r"\s*\{#([\w-]+)\}\s*$")
+
+
+@functools.lru_cache(maxsize=1)
+def _markdown():
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable("table")
 
 
 def inline(text: str) -> str:
-    """Inline Markdown of one block: `code`, **bold**, *italic*, [text](href); the rest escaped."""
-    codes: list[str] = []
-
-    def keep(m):
-        codes.append(f"<code>{html.escape(m.group(1))}</code>")
-        return f"\x00{len(codes) - 1}\x00"
-
-    text = html.escape(_CODE.sub(keep, text), quote=False)
-    text = _LINK.sub(lambda m: f'<a href="{html.escape(m.group(2))}">{m.group(1)}</a>', text)
-    text = _BOLD.sub(r"<strong>\1</strong>", text)
-    text = _EM.sub(r"<em>\1</em>", text)
-    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], text)
+    """The HTML of one line of inline Markdown (code, emphasis, links; the rest escaped)."""
+    return _markdown().renderInline(text)
 
 
 def slug(text: str) -> str:
@@ -277,45 +272,26 @@ def slug(text: str) -> str:
 
 
 def markdown_to_html(text: str) -> tuple[str, list[tuple[int, str, str]]]:
-    """(HTML body, table of contents as (level, id, title)) of the template's Markdown subset.
-
-    A block (lines up to a blank line) that starts with ``<`` is raw HTML, passed through.
-    """
-    out, toc, used = [], [], set()
-    for block in re.split(r"\n\s*\n", text.strip()):
-        lines = block.splitlines()
-        first = lines[0].lstrip()
-        if first.startswith("<"):
-            out.append(block)
-        elif m := _HEADING.match(lines[0]):
-            level, title, anchor = len(m.group(1)), m.group(2), m.group(3) or slug(m.group(2))
-            while anchor in used:
-                anchor += "-x"
-            used.add(anchor)
-            toc.append((level, anchor, title))
-            out.append(f'<h{level} id="{anchor}">{inline(title)}</h{level}>')
-            if len(lines) > 1:
-                out.append(f"<p>{inline(' '.join(lines[1:]))}</p>")
-        elif _ITEM.match(lines[0]):
-            out.append(_list_html(lines))
-        elif first.startswith(">"):
-            body = " ".join(l.lstrip()[1:].strip() for l in lines)
-            out.append(f"<blockquote><p>{inline(body)}</p></blockquote>")
-        else:
-            out.append(f"<p>{inline(' '.join(l.strip() for l in lines))}</p>")
-    return "\n".join(out), toc
-
-
-def _list_html(lines: Sequence[str]) -> str:
-    items: list[str] = []
-    ordered = bool(re.match(r"^\s*\d+\.", lines[0]))
-    for line in lines:
-        if m := _ITEM.match(line):
-            items.append(m.group(3))
-        elif items:  # a continuation line of the item above
-            items[-1] += " " + line.strip()
-    tag = "ol" if ordered else "ul"
-    return f"<{tag}>" + "".join(f"<li>{inline(i)}</li>" for i in items) + f"</{tag}>"
+    """(HTML body, table of contents as (level, id, title)) of the paper's Markdown."""
+    md = _markdown()
+    tokens = md.parse(text)
+    toc, used = [], set()
+    for heading, content in zip(tokens, tokens[1:]):
+        if heading.type != "heading_open":
+            continue
+        title, anchor = content.content, None
+        if m := _ANCHOR.search(title):
+            title, anchor = title[: m.start()], m.group(1)
+            last = content.children[-1] if content.children else None
+            if last is not None and last.type == "text":
+                last.content = _ANCHOR.sub("", last.content)
+        anchor = anchor or slug(title)
+        while anchor in used:
+            anchor += "-x"
+        used.add(anchor)
+        heading.attrSet("id", anchor)
+        toc.append((int(heading.tag[1]), anchor, title))
+    return md.renderer.render(tokens, md.options, {}), toc
 
 
 # ---------------------------------------------------------------------------- rendering

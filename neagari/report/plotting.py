@@ -70,12 +70,6 @@ def empty_figure(message: str, size: tuple[float, float] = (6.4, 2.0)):
     return fig
 
 
-def run_name(path: str | Path) -> tuple[str, str]:
-    """(stage, run) of a search output path ``results/search/<model>/<stage>/<run>/<file>``."""
-    parts = Path(path).parts
-    return parts[-3], parts[-2]
-
-
 def read_summary(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -16,9 +16,9 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -63,6 +63,32 @@ class SearchConfig:
         d.pop("speculate")
         d.pop("checkpoint_every")
         return d
+
+
+def search_defaults() -> dict[str, Any]:
+    """Every search setting that has a default, by field name (SearchConfig's and ProposalConfig's
+    fields together): the one place those defaults are written."""
+    out = {}
+    for cls in (ProposalConfig, SearchConfig):
+        for f in fields(cls):
+            if f.default is not MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                out[f.name] = f.default_factory()
+    return out
+
+
+def search_config(settings: Mapping[str, Any]) -> SearchConfig:
+    """The SearchConfig (with its ProposalConfig) of a flat mapping of field names, as the search
+    rule's params and the command line's arguments give them; absent or None values take the
+    dataclasses' defaults, other keys are ignored."""
+
+    def given(cls) -> dict[str, Any]:
+        names = [f.name for f in fields(cls) if f.name != "proposal"]
+        return {k: settings[k] for k in names if settings.get(k) is not None}
+
+    proposal = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in given(ProposalConfig).items()}
+    return SearchConfig(proposal=ProposalConfig(**proposal), **given(SearchConfig))
 
 
 @dataclass

@@ -1,0 +1,156 @@
+"""Search runs as records. Every search the workflow makes (PAPER.md §5-§7: the sequential
+pipeline, isolation ablations, the λ sweep, targeted fitnesses, null baselines, random flips) is
+one :class:`SearchRun`, built once from the validated config by :func:`search_runs`. Its ``name``
+is the ``{run}`` wildcard of the search rules; rules look records up by (model, stage, name) and
+hand their fields on, so nothing downstream parses a name back into λ, seed or kind.
+
+Standard library only (neagari.workflow may not import the engine or the search): a field left
+``None`` means "the search's own default" (neagari.search.runner.SearchConfig).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+STAGES = ("pass1", "pass2", "isolated", "lambda", "targeted", "nullbase", "randomflip")
+NULLBASE_KINDS = ("trained", "null")  # the trained model, then its MLP-randomized copy
+
+
+def base_model_path(model: str) -> str:
+    return f"results/models/{model}.gguf"
+
+
+def null_model_path(model: str, seed: int) -> str:
+    """The MLP-randomized copy of a model (rule randomize_null_model)."""
+    return f"results/models/null/{model}-s{seed}.gguf"
+
+
+def probe_path(model: str, probe_set: str) -> str:
+    return f"results/probes/{model}/{probe_set}.json"
+
+
+def run_dir(model: str, stage: str, name: str) -> str:
+    return f"results/search/{model}/{stage}/{name}"
+
+
+def patched_path(model: str, stage: str, name: str) -> str:
+    return f"results/patched/{model}/{stage}/{name}.gguf"
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """One search run: what it is (stage, domain, λ, seed, ...) and the files it starts from."""
+
+    model: str
+    stage: str  # one of STAGES
+    name: str  # the {run} wildcard: the domain, <domain>-lam<λ>, the fitness, or <kind>-s<seed>
+    domain: str  # the probe set whose targets it searches
+    start: str  # the model file it starts from
+    seed: int
+    iterations: int | None = None  # None: as many as the random-flip null's search kept
+    lam: float | None = None
+    fitness: str | None = None
+    scale_prob: float | None = None
+    epsilon: float | None = None
+    slack_ratio: float | None = None
+    accept_all: bool = False  # random-flip null: keep every proposal
+    kind: str | None = None  # null baselines: "trained" or "null"
+    controls: tuple[str, ...] = ()  # control probe files
+    promoted: tuple[str, ...] = ()  # promoted-controls files of earlier pipeline runs
+    iterations_from: tuple[str, ...] = ()  # summary.json whose kept flips set the iteration count
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.model, self.stage, self.name
+
+    @property
+    def label(self) -> str:
+        """<stage>/<name>, as the audit tables name runs."""
+        return f"{self.stage}/{self.name}"
+
+    @property
+    def probes(self) -> str:
+        return probe_path(self.model, self.domain)
+
+    @property
+    def directory(self) -> str:
+        return run_dir(self.model, self.stage, self.name)
+
+    def file(self, kind: str) -> str:
+        """One of the search rule's outputs (patch.json, summary.json, iterations.parquet, ...)."""
+        return f"{self.directory}/{kind}"
+
+    @property
+    def patched(self) -> str:
+        return patched_path(self.model, self.stage, self.name)
+
+    def search_settings(self) -> dict[str, Any]:
+        """The fields the search configuration takes from this run (None ones left to its defaults)."""
+        keys = ("iterations", "lam", "fitness", "scale_prob", "epsilon", "slack_ratio", "seed", "accept_all")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def search_runs(config: Mapping) -> dict[tuple[str, str, str], SearchRun]:
+    """Every search run of a validated config, keyed by (model, stage, name), in stage order
+    per model (pass1, pass2, isolated, lambda, targeted, nullbase, randomflip)."""
+    search = config.get("search")  # optional block: no searches without it
+    if not search:
+        return {}
+    runs = {}
+    for model in search["models"]:
+        for run in _model_runs(search, model, config["seed"]):
+            runs[run.key] = run
+    return runs
+
+
+def _model_runs(search: Mapping, model: str, seed: int) -> list[SearchRun]:
+    order, domains = search["pipeline"]["order"], search["pipeline"]["domains"]
+    base = base_model_path(model)
+    controls = tuple(probe_path(model, c) for c in search["controls"])
+    common = dict(model=model, seed=seed, controls=controls)
+    runs = []
+    for i, d in enumerate(order):  # pass 1: weight XOR, each domain on top of the previous one
+        runs.append(SearchRun(stage="pass1", name=d, domain=d, iterations=domains[d]["iterations"],
+                              lam=domains[d]["lambda"], **common,
+                              start=base if i == 0 else patched_path(model, "pass1", order[i - 1]),
+                              promoted=(run_dir(model, "pass1", order[i - 1]) + "/promoted.json",) if i else ()))
+    scale = search["scale_pass"]
+    if scale["enabled"]:  # pass 2: scale moves on top of the finished pass 1
+        pass1_last = patched_path(model, "pass1", order[-1])
+        for i, d in enumerate(order):
+            runs.append(SearchRun(stage="pass2", name=d, domain=d, iterations=scale["iterations"][d],
+                                  lam=domains[d]["lambda"], scale_prob=scale["scale_prob"], **common,
+                                  start=pass1_last if i == 0 else patched_path(model, "pass2", order[i - 1]),
+                                  promoted=(run_dir(model, "pass1", order[-1]) + "/promoted.json",)))
+    for d in search["isolation"]["domains"]:  # each domain alone, from the base model
+        runs.append(SearchRun(stage="isolated", name=d, domain=d, iterations=domains[d]["iterations"],
+                              lam=domains[d]["lambda"], start=base, **common))
+    sweep = search["lambda_sweep"]
+    for lam in sweep["lambdas"]:
+        runs.append(SearchRun(stage="lambda", name=f"{sweep['domain']}-lam{lam}", domain=sweep["domain"],
+                              iterations=sweep["iterations"], lam=float(lam), start=base, **common))
+    t = search["targeted"]
+    for fitness in t["fitnesses"]:
+        runs.append(SearchRun(stage="targeted", name=fitness, domain=t["probes"], iterations=t["iterations"],
+                              lam=t["lambda"], fitness=fitness, epsilon=t["epsilon"], slack_ratio=t["slack_ratio"],
+                              start=base, model=model, seed=seed,
+                              controls=tuple(probe_path(model, c) for c in t["controls"])))
+    nb = search["null_baseline"]
+    for kind in NULLBASE_KINDS:
+        for s in nb["seeds"]:
+            runs.append(SearchRun(stage="nullbase", name=f"{kind}-s{s}", domain=nb["domain"], kind=kind,
+                                  iterations=nb["iterations"], lam=nb["lambda"], model=model, seed=int(s),
+                                  controls=controls, start=base if kind == "trained" else null_model_path(model, s)))
+    for d in search["random_flip"]["domains"]:  # as many flips as the pass-1 search kept, all kept
+        runs.append(SearchRun(stage="randomflip", name=d, domain=d, accept_all=True, start=base, **common,
+                              iterations_from=(run_dir(model, "pass1", d) + "/summary.json",)))
+    return runs
+
+
+def runs_of(runs: Mapping[tuple[str, str, str], SearchRun], model: str, stages=None) -> list[SearchRun]:
+    """One model's runs (of the given stages, all without), in the order of :func:`search_runs`."""
+    return [r for r in runs.values() if r.model == model and (stages is None or r.stage in stages)]

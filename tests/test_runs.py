@@ -1,0 +1,98 @@
+"""Search-run records (neagari.workflow.runs) and the config's defaults: the schema fills every
+default, the search's defaults are its dataclasses' and the schema repeats them exactly."""
+
+from __future__ import annotations
+
+import ast
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from neagari.search.runner import SearchConfig, search_config, search_defaults
+from neagari.workflow.runs import SearchRun, runs_of, search_runs
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "config" / "schema.yaml"
+
+
+def validated(name: str) -> dict:
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    validate(config, schema=str(SCHEMA))
+    return config
+
+
+def test_schema_search_defaults_are_the_dataclasses():
+    search = yaml.safe_load(SCHEMA.read_text())["properties"]["search"]["properties"]
+    defaults = search_defaults()
+    schema = {k: search[k]["default"] for k in ("projections", "group_sampling", "scale_bits", "window", "min_rate",
+                                                "speculate", "checkpoint_every")}
+    targeted = search["targeted"]["properties"]
+    schema.update(lam=targeted["lambda"]["default"], epsilon=targeted["epsilon"]["default"],
+                  slack_ratio=targeted["slack_ratio"]["default"])
+    for key, value in schema.items():
+        want = defaults[key]
+        assert value == (list(want) if isinstance(want, tuple) else want), key
+
+
+def test_validation_fills_nested_defaults():
+    config = {"run_name": "t", "seed": 0, "device": "cpu", "models": {"m": {"source": "embedded"}},
+              "probe_sets": {"p": "p.json"}}
+    validate(config, schema=str(SCHEMA))
+    assert config["weights_dtype"] == "fp32" and config["embedded"]["train"]["steps"] == 600
+    assert config["embedded"]["corpus"]["n_wordnet"] == 0 and config["audits"]["window"] == 200
+    assert config["evaluation"]["heldout_verbatim"] == "results/data/heldout/verbatim_heldout.json"
+    assert config["downloads"] == {"allow_unpinned": False, "files": {}, "derived": {}}
+    assert config["published_patches"] == {}
+    # opt-in stages: off without their block, on (with every default) with an empty one
+    assert config["terrain"]["enabled"] is False and config["terrain"]["wordnet_dir"] == "results/wordnet"
+    assert config["subspace"]["enabled"] is False and config["subspace"]["ranks"] == [8, 32]
+    on = {**copy.deepcopy(config), "terrain": {}, "subspace": {}}
+    validate(on, schema=str(SCHEMA))
+    assert on["terrain"]["enabled"] is True and on["subspace"]["enabled"] is True
+
+
+def test_smoke_runs_keep_their_names_and_settings():
+    config = validated("smoke.yaml")
+    runs = search_runs(config)
+    assert [(s, n) for _, s, n in runs] == [
+        ("pass1", "math"), ("pass1", "verbatim"), ("pass2", "math"), ("pass2", "verbatim"), ("isolated", "verbatim"),
+        ("lambda", "math-lam3.0"), ("targeted", "focused_proportional"), ("nullbase", "trained-s0"),
+        ("nullbase", "null-s0"), ("randomflip", "math")]
+    lam = runs[("tiny-qat", "lambda", "math-lam3.0")]
+    assert (lam.domain, lam.lam, lam.probes) == ("math", 3.0, "results/probes/tiny-qat/math.json")
+    null = runs[("tiny-qat", "nullbase", "null-s0")]
+    assert (null.kind, null.seed, null.start) == ("null", 0, "results/models/null/tiny-qat-s0.gguf")
+    p2 = runs[("tiny-qat", "pass2", "verbatim")]
+    assert p2.start == "results/patched/tiny-qat/pass2/math.gguf"
+    assert p2.promoted == ("results/search/tiny-qat/pass1/verbatim/promoted.json",)
+    assert runs[("tiny-qat", "randomflip", "math")].iterations_from == ("results/search/tiny-qat/pass1/math/summary.json",)
+    assert [r.name for r in runs_of(runs, "tiny-qat", ("pass1",))] == ["math", "verbatim"]
+    # what the search rule builds: a run's own settings over the shared ones, the rest the defaults
+    shared = {k: config["search"][k] for k in ("layers", "projections", "group_sampling", "window", "min_rate",
+                                               "speculate", "checkpoint_every", "scale_bits")}
+    cfg = search_config({**shared, **runs[("tiny-qat", "targeted", "focused_proportional")].search_settings()})
+    assert isinstance(cfg, SearchConfig) and (cfg.fitness, cfg.epsilon, cfg.slack_ratio, cfg.lam) == \
+        ("focused_proportional", 0.5, 0.5, 1.0)
+    rf = search_config({**shared, **runs[("tiny-qat", "randomflip", "math")].search_settings(), "iterations": 3})
+    assert rf.accept_all and rf.fitness == "average" and rf.proposal.scale_prob == 0.0 and rf.proposal.layers == (0,)
+
+
+def test_no_searches_without_a_search_block():
+    assert search_runs({"seed": 0}) == {}
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "bonsai-1.7b.yaml", "bonsai-8b.yaml"])
+def test_paper_configs_have_unique_run_names(config):
+    runs = search_runs(validated(config))
+    assert runs and all(isinstance(r, SearchRun) and r.key == k for k, r in runs.items())
+    assert len({r.patched for r in runs.values()}) == len(runs)
+
+
+def test_runs_imports_only_the_standard_library():
+    tree = ast.parse((REPO / "neagari/workflow/runs.py").read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {n for n in names if n and n.startswith("neagari")}
