@@ -1,6 +1,5 @@
 """Rule audit_published: §7.1, §7.5 and §7.6 regenerated from upstream-format patch files alone
 (the paper's published patches, or any search's patch.upstream.json); no model needed."""
-import polars as pl
 
 from neagari.analysis import audits
 from neagari.search.patch import read_patch

@@ -17,7 +17,7 @@ import torch
 from neagari.engine import q1
 from neagari.engine.engine import Engine
 from neagari.engine.gguf_io import GGUFFile
-from neagari.search.patch import Move, read_patch
+from neagari.search.patch import read_patch
 from neagari.search import split_probes
 from neagari.search.evaluator import GapEvaluator
 from neagari.search.fitness import Fitness

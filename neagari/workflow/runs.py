@@ -10,7 +10,7 @@ Standard library only (neagari.workflow may not import the engine or the search)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 STAGES = ("pass1", "pass2", "isolated", "lambda", "targeted", "nullbase", "randomflip")
