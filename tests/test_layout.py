@@ -164,3 +164,19 @@ def test_the_checks_find_planted_violations(tmp_path):
     assert circles(mods) == ["neagari.engine.high -> neagari.engine.low -> neagari.engine.high"]
     assert private_uses(mods) == ["neagari_engine_high.py:2: imports neagari.search.probes._probe",
                                   "neagari_engine_high.py:4: engine._left_pad"]
+
+
+def test_readme_module_table_matches_the_tree():
+    """README's package table names every module (or nested package) and nothing that is gone."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("## The package (`neagari/`)", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Layer")]
+    named = set(re.findall(r"`([a-z0-9_]+(?:\.py|/))`", "\n".join(rows)))
+    nested = {"toydata/", "subspace/", "terrain/"}
+    want = {p.name for p in PACKAGE.rglob("*.py")
+            if p.name != "__init__.py" and not ({f"{d.name}/" for d in p.parents} & nested)}
+    want |= nested | {f"{d.name}/" for d in PACKAGE.iterdir() if (d / "__init__.py").exists()}
+    assert want - named == set(), f"modules missing from README's table: {sorted(want - named)}"
+    assert named - want == set(), f"README's table names modules that do not exist: {sorted(named - want)}"
