@@ -83,3 +83,37 @@ def test_uncached_weights_give_same_logits(fixture_model):
     a = torch.stack(cached.logits(PROMPTS))
     b = torch.stack(plain.logits(PROMPTS))
     assert np.allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_pad_batch_left_pads_and_counts_real_positions(fixture_model):
+    engine = Engine.load(fixture_model)
+    tokens, valid, positions = engine.pad_batch([[7, 8, 9], [5]])
+    assert tokens.tolist() == [[7, 8, 9], [0, 0, 5]]
+    assert valid.tolist() == [[True] * 3, [False, False, True]]
+    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.pad_batch([[1], []])
+
+
+def test_hidden_states_last_token_and_head(fixture_model):
+    engine = Engine.load(fixture_model)
+    full = engine.hidden_states(PROMPTS, batch_size=3)
+    last = engine.hidden_states(PROMPTS, batch_size=3, last_token=True)
+    assert last.shape == (engine.cfg.n_layer + 1, len(PROMPTS), engine.cfg.hidden)
+    assert [s.shape[0] for s in full[0]] == [len(p) for p in PROMPTS]
+    for layer in range(engine.cfg.n_layer + 1):
+        assert torch.equal(last[layer], torch.stack([s[-1] for s in full[layer]]))
+    # the top state, through the final norm and the head, is what logits returns
+    m = engine.model
+    with torch.inference_mode():
+        lg = m.output(m.output_norm(last[-1].to(engine.device))).float().cpu()
+    assert np.allclose(lg.numpy(), torch.stack(engine.logits(PROMPTS)).numpy(), atol=1e-5)
+
+
+def test_weight_is_the_dense_matrix(fixture_model):
+    engine = Engine.load(fixture_model)
+    f = GGUFFile(fixture_model)
+    for name in ("blk.0.ffn_down.weight", "blk.1.attn_q.weight", "token_embd.weight"):
+        assert np.array_equal(engine.weight(name).cpu().numpy(), f.dequantize(name)), name
+    with pytest.raises(KeyError):
+        engine.weight("blk.0.attn_norm.weight")

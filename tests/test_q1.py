@@ -91,3 +91,37 @@ def test_linear_moves_self_inverse_and_cache_in_step(cache):
     assert torch.equal(lin.raw, raw) and torch.equal(lin.dense(), base_w) and not lin.touched
     with pytest.raises(IndexError):
         lin.xor_group(8)
+
+
+@pytest.mark.parametrize("bit", [None, 0, 9, 15])
+def test_move_bytes_and_xor_block_agree(bit):
+    rng = np.random.default_rng(4)
+    flat = q1.quantize(rng.standard_normal((2, 256)).astype(np.float32)).reshape(-1)
+    a, b = flat.copy(), flat.copy()
+    q1.xor_block(a[q1.block_bytes(3)], bit)
+    offsets, masks = q1.move_bytes(3, bit)
+    np.bitwise_xor.at(b, offsets, masks)
+    assert np.array_equal(a, b) and not np.array_equal(a, flat)
+    assert np.array_equal(a[: 3 * q1.BLOCK_BYTES], flat[: 3 * q1.BLOCK_BYTES])  # other blocks untouched
+    np.bitwise_xor.at(b, np.concatenate([offsets, offsets]), np.concatenate([masks, masks]))
+    assert np.array_equal(b, a)  # a byte touched twice cancels
+    # the torch view of the same block moves the same bytes
+    t = torch.from_numpy(flat.copy())
+    q1.xor_block(t[q1.block_bytes(3)], bit)
+    assert np.array_equal(t.numpy(), a)
+
+
+def test_scale_bit_outside_the_scale_is_refused():
+    with pytest.raises(ValueError, match="outside 0..15"):
+        q1.scale_bit_byte(16)
+
+
+def test_pack_blocks_lays_out_scale_then_signs():
+    d = np.array([[0.25, 1.5]], dtype=np.float32)
+    nonneg = np.zeros((1, 2, q1.QK), dtype=bool)
+    nonneg[0, 1, [0, 127]] = True
+    raw = q1.pack_blocks(d, nonneg)
+    assert raw.shape == (1, 2 * q1.BLOCK_BYTES)
+    assert np.array_equal(q1.dequantize(raw)[0, :128], np.full(128, -0.25, dtype=np.float32))
+    second = q1.dequantize(raw)[0, 128:]
+    assert second[0] == second[127] == 1.5 and (second[1:127] == -1.5).all()

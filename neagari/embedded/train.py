@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from neagari.engine import q1
-from neagari.engine.config import ATTN_PROJECTIONS, MLP_PROJECTIONS, ModelConfig
-from neagari.engine.model import Attention, Block, FeedForward, Qwen3, RMSNorm
+from neagari.engine.config import ModelConfig
+from neagari.engine.model import Qwen3, RMSNorm, build_qwen3
 from neagari.embedded.toydata.chat import GENERATION_PROMPT
 
 log = logging.getLogger(__name__)
@@ -71,57 +71,46 @@ class TrainLinear(nn.Module):
         w = self.weight.detach().float().cpu().numpy()
         if not self.qat:
             return q1.quantize(w)
-        _, d = binarize(self.weight)
-        out_f, nb = d.shape[:2]
-        packed = np.empty((out_f, nb, q1.BLOCK_BYTES), dtype=np.uint8)
-        packed[..., :2] = d.squeeze(-1).cpu().numpy().astype("<f2")[..., None].view(np.uint8)
-        packed[..., 2:] = np.packbits(w.reshape(out_f, nb, q1.QK) >= 0, axis=-1, bitorder="little")
-        return packed.reshape(out_f, -1)
+        _, d = binarize(self.weight)  # (out, nb, 1)
+        return q1.pack_blocks(d.squeeze(-1).cpu().numpy(), w.reshape(*d.shape[:2], q1.QK) >= 0)
+
+
+# Projections that write into the residual stream: their outputs start small.
+RESIDUAL_WRITES = ("attn_output.weight", "ffn_down.weight")
 
 
 def build_model(cfg: ModelConfig, qat: bool, seed: int) -> Qwen3:
-    """The engine's Qwen3 with TrainLinear layers and trainable norms."""
+    """The engine's Qwen3 with TrainLinear layers and trainable norms.
+
+    Initial weights: N(0, 1/in) per linear, N(0, 1) for the embedding, 1/sqrt(2 n_layer hidden)
+    for the residual writes; norms start at 1.
+    """
     g = torch.Generator().manual_seed(seed)
+    out_std = 1 / math.sqrt(2 * cfg.n_layer * cfg.hidden)
 
-    def lin(o, i, std=None):
-        return TrainLinear(o, i, qat, std if std is not None else 1 / math.sqrt(i), g)
+    def linear(name: str, shape: tuple[int, int]) -> TrainLinear:
+        out_f, in_f = shape
+        if name == "token_embd.weight":
+            std = 1.0
+        elif name.endswith(RESIDUAL_WRITES):
+            std = out_std
+        else:
+            std = 1 / math.sqrt(in_f)
+        return TrainLinear(out_f, in_f, qat, std, g)
 
-    def norm(dim):
+    def norm(name: str, dim: int) -> RMSNorm:
         n = RMSNorm(torch.ones(dim), cfg.rms_eps)
         n.weight.requires_grad_(True)
         return n
 
-    out_std = 1 / math.sqrt(2 * cfg.n_layer * cfg.hidden)  # residual-branch outputs start small
-    blocks = []
-    for _ in range(cfg.n_layer):
-        attn = Attention(cfg, lin(cfg.q_dim, cfg.hidden), lin(cfg.kv_dim, cfg.hidden), lin(cfg.kv_dim, cfg.hidden),
-                         lin(cfg.hidden, cfg.q_dim, out_std), norm(cfg.head_dim), norm(cfg.head_dim))
-        mlp = FeedForward(lin(cfg.ffn, cfg.hidden), lin(cfg.ffn, cfg.hidden), lin(cfg.hidden, cfg.ffn, out_std))
-        blocks.append(Block(attn, mlp, norm(cfg.hidden), norm(cfg.hidden)))
-    embed = lin(cfg.vocab_size, cfg.hidden, 1.0)
-    head = embed if cfg.tied_embeddings else lin(cfg.vocab_size, cfg.hidden)
-    return Qwen3(cfg, embed, blocks, norm(cfg.hidden), head)
+    return build_qwen3(cfg, linear, norm)
 
 
 def export_weights(model: Qwen3) -> dict[str, np.ndarray]:
     """Tensor name → array for :func:`neagari.engine.export.write_model`: Q1_0 bytes are produced by
     each layer's own ``q1_blocks`` (see there), so the caller passes them pre-quantized."""
-    c = model.cfg
-    out: dict[str, np.ndarray] = {"token_embd.weight": model.token_embd.q1_blocks(),
-                                  "output_norm.weight": model.output_norm.weight.detach().cpu().numpy()}
-    if not c.tied_embeddings:
-        out["output.weight"] = model.output.q1_blocks()
-    for i, blk in enumerate(model.blocks):
-        p = f"blk.{i}."
-        for n in ATTN_PROJECTIONS:
-            out[p + n + ".weight"] = getattr(blk.attn, n).q1_blocks()
-        for n in MLP_PROJECTIONS:
-            out[p + n + ".weight"] = getattr(blk.mlp, n).q1_blocks()
-        out[p + "attn_norm.weight"] = blk.attn_norm.weight.detach().cpu().numpy()
-        out[p + "ffn_norm.weight"] = blk.ffn_norm.weight.detach().cpu().numpy()
-        out[p + "attn_q_norm.weight"] = blk.attn.q_norm.weight.detach().cpu().numpy()
-        out[p + "attn_k_norm.weight"] = blk.attn.k_norm.weight.detach().cpu().numpy()
-    return out
+    return {name: m.q1_blocks() if isinstance(m, TrainLinear) else m.weight.detach().cpu().numpy()
+            for name, m in model.tensor_modules().items()}
 
 
 @dataclass

@@ -87,13 +87,34 @@ class ModelConfig:
         writer.add_layer_norm_rms_eps(self.rms_eps)
 
 
-def tensor_names(cfg: ModelConfig) -> list[str]:
-    """Every tensor a Qwen3 GGUF must hold, in llama.cpp's naming."""
-    names = ["token_embd.weight", "output_norm.weight"]
+def layer_tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The tensors of one block: short name (``blk.{i}.{name}.weight`` in the file) → PyTorch
+    shape, (dim,) for a norm and (out, in) for a projection, in the order files hold them."""
+    return {
+        "attn_norm": (cfg.hidden,), "ffn_norm": (cfg.hidden,),
+        "attn_q_norm": (cfg.head_dim,), "attn_k_norm": (cfg.head_dim,),  # QK-norm, per head
+        "attn_q": (cfg.q_dim, cfg.hidden), "attn_k": (cfg.kv_dim, cfg.hidden),
+        "attn_v": (cfg.kv_dim, cfg.hidden), "attn_output": (cfg.hidden, cfg.q_dim),
+        "ffn_gate": (cfg.ffn, cfg.hidden), "ffn_up": (cfg.ffn, cfg.hidden), "ffn_down": (cfg.hidden, cfg.ffn),
+    }
+
+
+def layer_tensor(layer: int, name: str) -> str:
+    """llama.cpp's name of a block's tensor, e.g. (3, "ffn_down") → "blk.3.ffn_down.weight"."""
+    return f"blk.{layer}.{name}.weight"
+
+
+def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor a Qwen3 GGUF must hold: llama.cpp's name → PyTorch shape, in file order (the
+    LM head only when untied)."""
+    shapes = {"token_embd.weight": (cfg.vocab_size, cfg.hidden), "output_norm.weight": (cfg.hidden,)}
     if not cfg.tied_embeddings:
-        names.append("output.weight")
+        shapes["output.weight"] = (cfg.vocab_size, cfg.hidden)
     for i in range(cfg.n_layer):
-        p = f"blk.{i}."
-        names += [p + "attn_norm.weight", p + "ffn_norm.weight", p + "attn_q_norm.weight", p + "attn_k_norm.weight"]
-        names += [p + n + ".weight" for n in ATTN_PROJECTIONS + MLP_PROJECTIONS]
-    return names
+        shapes.update({layer_tensor(i, n): shape for n, shape in layer_tensor_shapes(cfg).items()})
+    return shapes
+
+
+def tensor_names(cfg: ModelConfig) -> list[str]:
+    """Every tensor a Qwen3 GGUF must hold, in llama.cpp's naming and file order."""
+    return list(tensor_shapes(cfg))

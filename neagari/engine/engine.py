@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from neagari.engine import q1
-from neagari.engine.config import ATTN_PROJECTIONS, MLP_PROJECTIONS, ModelConfig
+from neagari.engine.config import ModelConfig
 from neagari.engine.gguf_io import GGUFFile, TYPE_BF16, TYPE_F16, TYPE_F32
-from neagari.engine.model import Attention, Block, DenseLinear, FeedForward, KVCache, Q1Linear, Qwen3, RMSNorm
+from neagari.engine.model import DenseLinear, KVCache, Q1Linear, Qwen3, RMSNorm, build_qwen3
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -53,7 +53,8 @@ class Engine:
         self.device = _device(opts.device)
         self.tokenizer = GGUFTokenizer.from_metadata(dict(gguf.metadata))
         self.model = self._build().to(self.device).eval()
-        self._linears: dict[str, Q1Linear] = {name: m for name, m in self._named_q1() }
+        # every linear layer by tensor name: Q1Linear, or DenseLinear for a float matrix
+        self._linears = {name: m for name, m in self.model.tensor_modules().items() if not isinstance(m, RMSNorm)}
 
     @classmethod
     def load(cls, path: str | os.PathLike, dtype: str | None = None, **kw) -> "Engine":
@@ -63,14 +64,14 @@ class Engine:
         return cls(GGUFFile(path), LoadOptions(**kw))
 
     # ------------------------------------------------------------------ construction
-    def _linear(self, name: str, in_features: int):
+    def _linear(self, name: str, shape: tuple[int, int]):
         rec = self.gguf.require_tensor(name)
-        if rec.shape[-1] != in_features:
-            raise ValueError(f"{name}: expected {in_features} inputs, file has shape {rec.shape}")
+        if rec.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape}, file has shape {rec.shape}")
         if rec.ggml_type == q1.GGML_TYPE_Q1_0:
             raw = torch.from_numpy(np.array(self.gguf.raw(name)))  # copy: live state must not alias the file
             cache = self.opts.cache_dtype if self.opts.cache_weights else None
-            return Q1Linear(raw, in_features, cache, self.opts.cache_dtype)
+            return Q1Linear(raw, shape[1], cache, self.opts.cache_dtype)
         return DenseLinear(torch.from_numpy(self.gguf.dequantize(name)).to(self.opts.cache_dtype))
 
     def _norm(self, name: str, dim: int) -> RMSNorm:
@@ -80,40 +81,24 @@ class Engine:
         return RMSNorm(torch.from_numpy(self.gguf.dequantize(name).copy()), self.cfg.rms_eps)
 
     def _build(self) -> Qwen3:
-        c = self.cfg
-        embed = self._linear("token_embd.weight", c.hidden)
-        head = embed if c.tied_embeddings else self._linear("output.weight", c.hidden)
-        blocks = []
-        for i in range(c.n_layer):
-            p = f"blk.{i}."
-            attn = Attention(c, self._linear(p + "attn_q.weight", c.hidden), self._linear(p + "attn_k.weight", c.hidden),
-                             self._linear(p + "attn_v.weight", c.hidden), self._linear(p + "attn_output.weight", c.q_dim),
-                             self._norm(p + "attn_q_norm.weight", c.head_dim), self._norm(p + "attn_k_norm.weight", c.head_dim))
-            mlp = FeedForward(self._linear(p + "ffn_gate.weight", c.hidden), self._linear(p + "ffn_up.weight", c.hidden),
-                              self._linear(p + "ffn_down.weight", c.ffn))
-            blocks.append(Block(attn, mlp, self._norm(p + "attn_norm.weight", c.hidden),
-                                self._norm(p + "ffn_norm.weight", c.hidden)))
-        return Qwen3(c, embed, blocks, self._norm("output_norm.weight", c.hidden), head,
-                     self.opts.max_positions or c.context_length)
+        return build_qwen3(self.cfg, self._linear, self._norm, self.opts.max_positions or self.cfg.context_length)
 
-    def _named_q1(self):
-        c = self.cfg
-        yield "token_embd.weight", self.model.token_embd
-        if not c.tied_embeddings:
-            yield "output.weight", self.model.output
-        for i, blk in enumerate(self.model.blocks):
-            for n in ATTN_PROJECTIONS:
-                yield f"blk.{i}.{n}.weight", getattr(blk.attn, n)
-            for n in MLP_PROJECTIONS:
-                yield f"blk.{i}.{n}.weight", getattr(blk.mlp, n)
-
-    # ------------------------------------------------------------------ moves
+    # ------------------------------------------------------------------ weights and moves
     def linear(self, tensor: str) -> Q1Linear:
         """The packed layer of a tensor name, e.g. 'blk.3.ffn_down.weight'."""
         m = self._linears.get(tensor)
         if not isinstance(m, Q1Linear):
             raise KeyError(f"{tensor!r} is not a Q1_0 tensor of this model")
         return m
+
+    def weight(self, tensor: str) -> torch.Tensor:
+        """The live dense (out, in) matrix of a linear tensor, Q1_0 or float, on the engine's device
+        in the cache's dtype (dequantized on the fly when the engine keeps no cache). Read it, do
+        not write it: for a Q1_0 tensor it may be the cache the moves keep in step."""
+        m = self._linears.get(tensor)
+        if m is None:
+            raise KeyError(f"{tensor!r} is not a linear tensor of this model")
+        return m.dense()
 
     def flip_group(self, tensor: str, group: int) -> None:
         self.linear(tensor).xor_group(group)
@@ -127,7 +112,14 @@ class Engine:
                 m.reset()
 
     # ------------------------------------------------------------------ batching
-    def _left_pad(self, seqs: Sequence[Sequence[int]]):
+    def pad_batch(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-pad token sequences into one batch on the engine's device.
+
+        Returns (tokens long (B, S), valid bool (B, S), positions long (B, S)), S the longest
+        length: sequence b fills the last len(seqs[b]) slots, so every last token sits in slot
+        S - 1; ``valid`` marks real tokens and positions count real tokens only (0 on padding),
+        which keeps a sequence's results independent of what it is batched with.
+        """
         if not seqs or any(len(s) == 0 for s in seqs):
             raise ValueError("every prompt must have at least one token")
         S = max(len(s) for s in seqs)
@@ -139,6 +131,15 @@ class Engine:
         positions = (valid.cumsum(1) - 1).clamp(min=0)
         return tokens.to(self.device), valid.to(self.device), positions.to(self.device)
 
+    def _batches(self, seqs: Sequence[Sequence[int]], batch_size: int):
+        """(chunk, tokens, positions, mask) for successive chunks of ``seqs``, padded and masked
+        for one full forward pass each."""
+        for i in range(0, len(seqs), batch_size):
+            chunk = seqs[i : i + batch_size]
+            tokens, valid, positions = self.pad_batch(chunk)
+            mask = Qwen3.attention_mask(valid, torch.arange(tokens.shape[1], device=self.device))
+            yield chunk, tokens, positions, mask
+
     @torch.inference_mode()
     def logits(self, seqs: Sequence[Sequence[int]], last_only: bool = True, batch_size: int = 64) -> list[torch.Tensor]:
         """Logits for many token sequences of different lengths.
@@ -146,15 +147,33 @@ class Engine:
         Returns a list: per sequence (V,) last-token logits, or (len, V) all positions. fp32, CPU.
         """
         out: list[torch.Tensor] = []
-        for i in range(0, len(seqs), batch_size):
-            chunk = seqs[i : i + batch_size]
-            tokens, valid, positions = self._left_pad(chunk)
+        for chunk, tokens, positions, mask in self._batches(seqs, batch_size):
             S = tokens.shape[1]
-            mask = Qwen3.attention_mask(valid, torch.arange(S, device=self.device))
             lg = self.model(tokens, positions, mask, last_only=last_only).cpu()
             for b, s in enumerate(chunk):
                 out.append(lg[b] if last_only else lg[b, S - len(s):])
         return out
+
+    @torch.inference_mode()
+    def hidden_states(self, seqs: Sequence[Sequence[int]], batch_size: int = 32,
+                      last_token: bool = False) -> list[list[torch.Tensor]] | torch.Tensor:
+        """The residual stream of token sequences, fp32 on CPU: state 0 is the embeddings (block 0's
+        input), state l the output of block l - 1, state n_layer the top block's output before the
+        final norm.
+
+        Returns states[l][b] of shape (len(seqs[b]), H), padding removed; or with ``last_token``
+        one tensor (n_layer + 1, N, H) of each sequence's last token only.
+        """
+        per_state: list[list[torch.Tensor]] = [[] for _ in range(self.cfg.n_layer + 1)]
+        for chunk, tokens, positions, mask in self._batches(seqs, batch_size):
+            S = tokens.shape[1]
+            for state, x in zip(per_state, self.model.residual_stream(tokens, positions, mask)):
+                if last_token:
+                    state.append(x[:, -1].cpu())  # left-padded: slot S - 1 holds every last token
+                else:
+                    x = x.cpu()
+                    state += [x[b, S - len(s):] for b, s in enumerate(chunk)]
+        return torch.stack([torch.cat(s) for s in per_state]) if last_token else per_state
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -166,7 +185,7 @@ class Engine:
         Stops a sequence at an end-of-turn token (not included in the output)."""
         stop = self.tokenizer.end_of_turn_ids if stop_ids is None else stop_ids
         c = self.cfg
-        tokens, valid, positions = self._left_pad(prompts)
+        tokens, valid, positions = self.pad_batch(prompts)
         B, S = tokens.shape
         T = S + max_new_tokens
         if int(positions.max()) + max_new_tokens >= self.model.rope_cos.shape[0]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neagari.engine.config import ModelConfig, tensor_names
+from neagari.engine.config import ModelConfig, tensor_shapes
 from neagari.engine.export import is_norm, write_model
 
 # Varied text for the fixture tokenizer: prose, numbers, code, whitespace, non-ASCII.
@@ -65,24 +65,8 @@ def fixture_tokenizer_metadata(vocab_size: int) -> dict:
 def random_weights(cfg: ModelConfig, seed: int) -> dict[str, np.ndarray]:
     """Float weights with variance-preserving scales, so logits are neither flat nor saturated."""
     rng = np.random.default_rng(seed)
-    shapes = {
-        "token_embd.weight": (cfg.vocab_size, cfg.hidden),
-        "output.weight": (cfg.vocab_size, cfg.hidden),
-        "output_norm.weight": (cfg.hidden,),
-    }
-    per_layer = {
-        "attn_norm.weight": (cfg.hidden,), "ffn_norm.weight": (cfg.hidden,),
-        "attn_q_norm.weight": (cfg.head_dim,), "attn_k_norm.weight": (cfg.head_dim,),
-        "attn_q.weight": (cfg.q_dim, cfg.hidden), "attn_k.weight": (cfg.kv_dim, cfg.hidden),
-        "attn_v.weight": (cfg.kv_dim, cfg.hidden), "attn_output.weight": (cfg.hidden, cfg.q_dim),
-        "ffn_gate.weight": (cfg.ffn, cfg.hidden), "ffn_up.weight": (cfg.ffn, cfg.hidden),
-        "ffn_down.weight": (cfg.hidden, cfg.ffn),
-    }
-    for i in range(cfg.n_layer):
-        shapes.update({f"blk.{i}.{k}": v for k, v in per_layer.items()})
     weights = {}
-    for name in tensor_names(cfg):
-        shape = shapes[name]
+    for name, shape in tensor_shapes(cfg).items():
         if is_norm(name):
             weights[name] = (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
         else:

@@ -7,12 +7,15 @@ only, so padding never changes a real token's result.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from neagari.engine import q1
-from neagari.engine.config import ModelConfig
+from neagari.engine.config import ModelConfig, layer_tensor, layer_tensor_shapes, tensor_shapes
 
 
 class RMSNorm(nn.Module):
@@ -63,41 +66,39 @@ class Q1Linear(nn.Module):
         return q1.dequantize_torch(self.raw[ids.reshape(-1)], self.compute_dtype).reshape(*ids.shape, -1)
 
     # ------------------------------------------------------------------ moves, O(128) each
-    def _block(self, group: int) -> tuple[torch.Tensor, int, int]:
+    def block(self, group: int) -> tuple[torch.Tensor, int, int]:
+        """(the group's 18 live bytes as a writable view, its row, its first column)."""
         if not 0 <= group < self.n_groups:
             raise IndexError(f"group {group} out of range 0..{self.n_groups - 1}")
         row, col = q1.group_location(group, self.in_features)
-        b0 = (col // q1.QK) * q1.BLOCK_BYTES
-        return self.raw[row, b0 : b0 + q1.BLOCK_BYTES], row, col
+        return self.raw.view(-1)[q1.block_bytes(group)], row, col
 
     def _refresh(self, group: int) -> None:
         if self.weight is not None:
-            block, row, col = self._block(group)
+            block, row, col = self.block(group)
             self.weight[row, col : col + q1.QK] = q1.group_weights_torch(block, self.weight.dtype)
 
     def xor_group(self, group: int) -> None:
         """Invert the 128 sign bits of one group (self-inverse)."""
-        block, row, col = self._block(group)
-        block[2:] ^= 0xFF
+        block, row, col = self.block(group)
+        q1.xor_block(block)
         if self.weight is not None:
-            self.weight[row, col : col + q1.QK].neg_()
+            self.weight[row, col : col + q1.QK].neg_()  # exact: the group's weights are ±d
         self.touched.add(group)
 
     def xor_scale_bit(self, group: int, bit: int) -> None:
         """Flip bit ``bit`` of the group's FP16 scale (self-inverse)."""
-        if not 0 <= bit < 16:
-            raise ValueError(f"scale bit {bit} outside 0..15")
-        block, _, _ = self._block(group)
-        block[bit // 8] ^= 1 << (bit % 8)
+        q1.scale_bit_byte(bit)  # a bad bit is reported as such, whatever the group
+        block, _, _ = self.block(group)
+        q1.xor_block(block, bit)
         self._refresh(group)
         self.touched.add(group)
 
     def reset(self) -> None:
         """Restore base bytes for every touched group only."""
         for g in self.touched:
-            block, row, col = self._block(g)
-            b0 = (col // q1.QK) * q1.BLOCK_BYTES
-            block.copy_(self.base[row, b0 : b0 + q1.BLOCK_BYTES])
+            block, _, _ = self.block(g)
+            block.copy_(self.base.view(-1)[q1.block_bytes(g)])
             self._refresh(g)
         self.touched.clear()
 
@@ -108,6 +109,9 @@ class DenseLinear(nn.Module):
     def __init__(self, weight: torch.Tensor):
         super().__init__()
         self.register_buffer("weight", weight, persistent=False)
+
+    def dense(self) -> torch.Tensor:
+        return self.weight
 
     def forward(self, x):
         return F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
@@ -178,8 +182,27 @@ class FeedForward(nn.Module):
         super().__init__()
         self.ffn_gate, self.ffn_up, self.ffn_down = gate, up, down
 
+    def activations(self, x):
+        """x (..., H) → (gate, up, silu(gate) * up), each (..., F)."""
+        gate = self.ffn_gate(x)
+        silu = F.silu(gate)
+        up = self.ffn_up(x)
+        return gate, up, silu * up
+
     def forward(self, x):
-        return self.ffn_down(F.silu(self.ffn_gate(x)) * self.ffn_up(x))
+        return self.ffn_down(self.activations(x)[2])
+
+
+@dataclass
+class BlockTrace:
+    """A block's MLP activations, kept by the search to update its output under a move of one
+    MLP group without rerunning the block. S_q is S, or 1 when only the last position queries."""
+
+    n: torch.Tensor  # (B, S_q, H) ffn_norm(h), the MLP's input
+    gate: torch.Tensor  # (B, S_q, F)
+    up: torch.Tensor  # (B, S_q, F)
+    act: torch.Tensor  # (B, S_q, F) silu(gate) * up
+    out: torch.Tensor  # (B, S_q, H) the block's output, h + ffn_down(act)
 
 
 class Block(nn.Module):
@@ -187,9 +210,24 @@ class Block(nn.Module):
         super().__init__()
         self.attn, self.mlp, self.attn_norm, self.ffn_norm = attn, mlp, attn_norm, ffn_norm
 
-    def forward(self, x, cos, sin, mask, cache=None, slots=None):
-        h = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, slots)
-        return h + self.mlp(self.ffn_norm(h))
+    def forward(self, x, cos, sin, mask, cache=None, slots=None, q_last: bool = False) -> torch.Tensor:
+        """x (B, S, H) → (B, S, H); with q_last only the last position's output (B, 1, H)."""
+        return self.trace(x, cos, sin, mask, cache, slots, q_last).out
+
+    def trace(self, x, cos, sin, mask, cache=None, slots=None, q_last: bool = False) -> BlockTrace:
+        """The forward pass, keeping the MLP's activations."""
+        h = (x[:, -1:] if q_last else x) + self.attn(self.attn_norm(x), cos, sin, mask, cache, slots, q_last)
+        n = self.ffn_norm(h)
+        gate, up, act = self.mlp.activations(n)
+        return BlockTrace(n, gate, up, act, h + self.mlp.ffn_down(act))
+
+
+# Where each of a block's tensors (config.layer_tensor_shapes) lives in a Block.
+BLOCK_MODULES = {
+    "attn_norm": "attn_norm", "ffn_norm": "ffn_norm", "attn_q_norm": "attn.q_norm", "attn_k_norm": "attn.k_norm",
+    "attn_q": "attn.attn_q", "attn_k": "attn.attn_k", "attn_v": "attn.attn_v", "attn_output": "attn.attn_output",
+    "ffn_gate": "mlp.ffn_gate", "ffn_up": "mlp.ffn_up", "ffn_down": "mlp.ffn_down",
+}
 
 
 class Qwen3(nn.Module):
@@ -200,6 +238,16 @@ class Qwen3(nn.Module):
         cos, sin = rope_tables(cfg.head_dim, max_pos or cfg.context_length, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+
+    def tensor_modules(self) -> dict[str, nn.Module]:
+        """llama.cpp tensor name → the module holding that weight (a linear layer or an RMSNorm),
+        in file order; ``output.weight`` only when the LM head is untied."""
+        mods = {"token_embd.weight": self.token_embd, "output_norm.weight": self.output_norm}
+        if not self.cfg.tied_embeddings:
+            mods["output.weight"] = self.output
+        for i, blk in enumerate(self.blocks):
+            mods.update({layer_tensor(i, n): blk.get_submodule(path) for n, path in BLOCK_MODULES.items()})
+        return mods
 
     @staticmethod
     def attention_mask(key_valid: torch.Tensor, q_slots: torch.Tensor) -> torch.Tensor:
@@ -212,14 +260,52 @@ class Qwen3(nn.Module):
         mask |= k_slots[None, None, :] == q_slots[None, :, None]
         return mask.unsqueeze(1)
 
-    def forward(self, tokens, positions, mask, caches=None, slots=None, last_only=False, hidden_out=None):
-        """tokens, positions (B, S); mask (B, 1, S, T). Returns logits (B, S, V) or (B, V)."""
-        x = self.token_embd.rows(tokens).float()
-        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, S) → the residual stream's start (B, S, H), fp32."""
+        return self.token_embd.rows(tokens).float()
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B, S) → cos, sin (B, S, D/2)."""
+        return self.rope_cos[positions], self.rope_sin[positions]
+
+    def residual_stream(self, tokens, positions, mask, caches=None, slots=None) -> Iterator[torch.Tensor]:
+        """Yields the n_layer + 1 states of the residual stream, each (B, S, H) fp32: the
+        embeddings (block 0's input), then each block's output (the last one before the final
+        norm). A generator, so a caller that keeps only the last holds one state at a time."""
+        x = self.embed(tokens)
+        yield x
+        cos, sin = self.rope(positions)
         for i, blk in enumerate(self.blocks):
-            if hidden_out is not None:
-                hidden_out.append(x)
             x = blk(x, cos, sin, mask, caches[i] if caches is not None else None, slots)
+            yield x
+
+    def forward(self, tokens, positions, mask, caches=None, slots=None, last_only=False):
+        """tokens, positions (B, S); mask (B, 1, S, T). Returns logits (B, S, V) or (B, V)."""
+        for x in self.residual_stream(tokens, positions, mask, caches, slots):
+            pass  # run to the top block's output
         if last_only:
             x = x[:, -1]
         return self.output(self.output_norm(x)).float()
+
+
+def build_qwen3(cfg: ModelConfig, linear: Callable[[str, tuple[int, int]], nn.Module],
+                norm: Callable[[str, int], RMSNorm], max_pos: int | None = None) -> Qwen3:
+    """The Qwen3 network of ``cfg``, its weights made by two factories.
+
+    ``linear(name, (out, in))`` returns a linear layer with ``forward`` and ``rows`` (embedding
+    lookup); ``norm(name, dim)`` an RMSNorm; names are llama.cpp's (config.tensor_shapes). A tied
+    LM head is the embedding itself. The factories are called block by block in the table's
+    order, then for the embedding, the LM head and the final norm, so one drawing random weights
+    from a generator always draws them in the same order.
+    """
+    blocks = []
+    for i in range(cfg.n_layer):
+        t = {n: norm(layer_tensor(i, n), shape[0]) if len(shape) == 1 else linear(layer_tensor(i, n), shape)
+             for n, shape in layer_tensor_shapes(cfg).items()}
+        attn = Attention(cfg, t["attn_q"], t["attn_k"], t["attn_v"], t["attn_output"], t["attn_q_norm"], t["attn_k_norm"])
+        mlp = FeedForward(t["ffn_gate"], t["ffn_up"], t["ffn_down"])
+        blocks.append(Block(attn, mlp, t["attn_norm"], t["ffn_norm"]))
+    shapes = tensor_shapes(cfg)
+    embed = linear("token_embd.weight", shapes["token_embd.weight"])
+    head = embed if cfg.tied_embeddings else linear("output.weight", shapes["output.weight"])
+    return Qwen3(cfg, embed, blocks, norm("output_norm.weight", cfg.hidden), head, max_pos)

@@ -5,8 +5,10 @@ bits. Weight ``j`` of a block is ``+d`` if bit ``j % 8`` of byte ``j // 8`` is s
 Blocks run along a row of the PyTorch-shaped ``(out, in)`` matrix, so group ``g`` of a tensor is
 row ``g // (in / 128)``, columns ``(g % (in / 128)) * 128`` onwards.
 
-NumPy functions work on the file's bytes (quantize, dequantize, byte-level moves for
-``apply-patch``); the ``*_torch`` functions do the same on device tensors for the engine.
+Which bytes of a block hold what, and which bytes a move XORs, is written once (the block
+layout section) and serves NumPy arrays and torch tensors alike. NumPy functions work on the
+file's bytes (quantize, dequantize, byte-level moves for ``apply-patch``); the ``*_torch``
+functions do the same on device tensors for the engine.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 GGML_TYPE_Q1_0 = 41
 QK = 128  # weights per block
 BLOCK_BYTES = 18  # 2 (fp16 scale) + 16 (sign bits)
+SCALE_BYTES = slice(0, 2)  # the block's FP16 scale d, little-endian
+SIGN_BYTES = slice(2, BLOCK_BYTES)  # its 128 sign bits
 SCALE_BITS = tuple(range(10))  # FP16 mantissa bits; the paper moves bits 4..9
 
 
@@ -31,6 +35,60 @@ def group_location(group: int, in_features: int) -> tuple[int, int]:
     """(row, first column) of block ``group`` in an (out, in) matrix."""
     per_row = in_features // QK
     return group // per_row, (group % per_row) * QK
+
+
+# ---------------------------------------------------------------------------- the block layout
+
+
+def block_bytes(group: int) -> slice:
+    """The 18 bytes of block ``group`` within a tensor's flat bytes (blocks are row-major)."""
+    start = group * BLOCK_BYTES
+    return slice(start, start + BLOCK_BYTES)
+
+
+def scale_bit_byte(bit: int) -> tuple[int, int]:
+    """(byte within a block, XOR mask) of bit ``bit`` of the block's FP16 scale."""
+    if not 0 <= bit < 16:
+        raise ValueError(f"scale bit {bit} outside 0..15")
+    return SCALE_BYTES.start + bit // 8, 1 << (bit % 8)  # little-endian: low byte first
+
+
+def xor_block(block, bit: int | None = None) -> None:
+    """One move, in place on an 18-byte block (a NumPy uint8 array or a torch uint8 tensor view).
+
+    ``bit`` None: invert the 128 sign bits (weights w -> -w). Otherwise flip that bit of the FP16
+    scale. Both are self-inverse.
+    """
+    if bit is None:
+        block[SIGN_BYTES] ^= 0xFF
+    else:
+        byte, mask = scale_bit_byte(bit)
+        block[byte] ^= mask
+
+
+def move_bytes(group: int, bit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes one move XORs, as (offsets int64 (n,) from the tensor's first byte, masks uint8
+    (n,)); ``bit`` as in :func:`xor_block`. For applying many moves at once with
+    ``np.bitwise_xor.at``, where a byte touched twice must cancel."""
+    start = block_bytes(group).start
+    if bit is None:
+        offsets = np.arange(start + SIGN_BYTES.start, start + SIGN_BYTES.stop, dtype=np.int64)
+        return offsets, np.full(offsets.shape, 0xFF, dtype=np.uint8)
+    byte, mask = scale_bit_byte(bit)
+    return np.array([start + byte], dtype=np.int64), np.array([mask], dtype=np.uint8)
+
+
+def pack_blocks(d: np.ndarray, nonneg: np.ndarray) -> np.ndarray:
+    """Q1_0 bytes from scales and signs.
+
+    d: float (out, nb), rounded to FP16 here; nonneg: bool (out, nb, 128), True where a weight is
+    +d. Returns uint8 (out, nb * 18).
+    """
+    out_f, nb = d.shape
+    packed = np.empty((out_f, nb, BLOCK_BYTES), dtype=np.uint8)
+    packed[..., SCALE_BYTES] = d.astype("<f2")[..., None].view(np.uint8)
+    packed[..., SIGN_BYTES] = np.packbits(nonneg, axis=-1, bitorder="little")
+    return packed.reshape(out_f, -1)
 
 
 # ---------------------------------------------------------------------------- NumPy, file bytes
@@ -53,18 +111,15 @@ def quantize(w: np.ndarray) -> np.ndarray:
     for j in range(QK):  # over positions within a block, vectorized across all blocks
         acc += np.abs(blocks[..., j])
     d = acc / np.float32(QK)
-    packed = np.empty((out_f, in_f // QK, BLOCK_BYTES), dtype=np.uint8)
-    packed[..., :2] = d.astype("<f2")[..., None].view(np.uint8)
-    packed[..., 2:] = np.packbits(blocks >= 0, axis=-1, bitorder="little")
-    return packed.reshape(out_f, -1)
+    return pack_blocks(d, blocks >= 0)
 
 
 def dequantize(raw: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Inverse of :func:`quantize`: uint8 blocks → float32 (out, in)."""
     raw = np.asarray(raw, dtype=np.uint8)
     blocks = raw.reshape(-1, BLOCK_BYTES)
-    d = blocks[:, :2].copy().view("<f2").astype(np.float32)  # (n, 1)
-    bits = np.unpackbits(blocks[:, 2:], axis=-1, bitorder="little")  # (n, 128)
+    d = blocks[:, SCALE_BYTES].copy().view("<f2").astype(np.float32)  # (n, 1)
+    bits = np.unpackbits(blocks[:, SIGN_BYTES], axis=-1, bitorder="little")  # (n, 128)
     w = np.where(bits.astype(bool), d, -d)
     if shape is None:
         shape = (raw.shape[0], raw.shape[1] // BLOCK_BYTES * QK) if raw.ndim == 2 else (1, w.size)
@@ -73,16 +128,12 @@ def dequantize(raw: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndar
 
 def xor_group_bytes(raw: np.ndarray, group: int) -> None:
     """Weight XOR, in place on a flat uint8 view of one tensor: invert the 128 sign bits."""
-    start = group * BLOCK_BYTES + 2
-    raw[start : start + 16] ^= np.uint8(0xFF)
+    xor_block(raw[block_bytes(group)])
 
 
 def xor_scale_bit_bytes(raw: np.ndarray, group: int, bit: int) -> None:
     """Scale-mantissa XOR, in place on a flat uint8 view: flip bit ``bit`` of the FP16 scale."""
-    if not 0 <= bit < 16:
-        raise ValueError(f"scale bit {bit} outside 0..15")
-    byte = group * BLOCK_BYTES + bit // 8  # little-endian: low byte first
-    raw[byte] ^= np.uint8(1 << (bit % 8))
+    xor_block(raw[block_bytes(group)], bit)
 
 
 # ---------------------------------------------------------------------------- torch, device state
@@ -96,7 +147,7 @@ def scales_torch(raw: "torch.Tensor") -> "torch.Tensor":
     import torch
 
     blocks = raw.reshape(*raw.shape[:-1], -1, BLOCK_BYTES)
-    return blocks[..., :2].contiguous().view(torch.float16).squeeze(-1).float()
+    return blocks[..., SCALE_BYTES].contiguous().view(torch.float16).squeeze(-1).float()
 
 
 def signs_torch(raw: "torch.Tensor") -> "torch.Tensor":
@@ -104,7 +155,7 @@ def signs_torch(raw: "torch.Tensor") -> "torch.Tensor":
     import torch
 
     blocks = raw.reshape(*raw.shape[:-1], -1, BLOCK_BYTES)
-    qs = blocks[..., 2:]
+    qs = blocks[..., SIGN_BYTES]
     shifts = torch.arange(8, dtype=torch.uint8, device=raw.device)
     bits = (qs.unsqueeze(-1) >> shifts) & 1  # (..., n, 16, 8)
     return bits.reshape(*raw.shape[:-1], -1).bool()

@@ -17,25 +17,15 @@ applied to the weights, each only perturbs its own layer's cached output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from neagari.engine import q1
-from neagari.engine.config import MLP_PROJECTIONS
-from neagari.engine.model import Qwen3
+from neagari.engine.config import MLP_PROJECTIONS, layer_tensor
+from neagari.engine.model import BlockTrace, Qwen3
 from neagari.search.patch import Move
-
-
-@dataclass
-class LayerCache:
-    n: torch.Tensor  # (P, S_L, H) ffn_norm(h_mid)
-    gate: torch.Tensor  # (P, S_L, F)
-    up: torch.Tensor  # (P, S_L, F)
-    act: torch.Tensor  # (P, S_L, F) silu(gate) * up
-    out: torch.Tensor  # (P, S_L, H) block output; S_L = 1 for the top layer (last token only)
 
 
 class GapEvaluator:
@@ -49,17 +39,17 @@ class GapEvaluator:
         if bad:
             raise ValueError(f"search layers {bad} outside 0..{self.n_layer - 1}")
         self.search_layers = sorted(set(search_layers))
-        self.tokens, valid, self.positions = engine._left_pad(prompts)
+        self.tokens, valid, self.positions = engine.pad_batch(prompts)
         S = self.tokens.shape[1]
         self.mask = Qwen3.attention_mask(valid, torch.arange(S, device=engine.device))
-        self.cos, self.sin = self.model.rope_cos[self.positions], self.model.rope_sin[self.positions]
+        self.cos, self.sin = self.model.rope(self.positions)
         head = self.model.output
         with torch.no_grad():
             ids = torch.tensor(list(correct) + list(wrong), device=engine.device)
             rows = head.rows(ids).float()
         P = len(prompts)
         self.head_diff = rows[:P] - rows[P:]  # (P, H): gap = norm(x_last) · (W[c] − W[w])
-        self.cache: dict[int, LayerCache] = {}
+        self.cache: dict[int, BlockTrace] = {}
         self.gaps = self.rebuild()
 
     @property
@@ -74,15 +64,10 @@ class GapEvaluator:
         mask, cos, sin = self.mask, self.cos, self.sin
         if reps > 1:
             mask, cos, sin = mask.repeat(reps, 1, 1, 1), cos.repeat(reps, 1, 1), sin.repeat(reps, 1, 1)
-        h = (x[:, -1:] if top else x) + blk.attn(blk.attn_norm(x), cos, sin, mask, q_last=top)
-        mlp = blk.mlp
-        n = blk.ffn_norm(h)
-        gate, up = mlp.ffn_gate(n), mlp.ffn_up(n)
-        act = F.silu(gate) * up
-        out = h + mlp.ffn_down(act)
+        trace = blk.trace(x, cos, sin, mask, q_last=top)
         if store and l in self.search_layers:
-            self.cache[l] = LayerCache(n, gate, up, act, out)
-        return out
+            self.cache[l] = trace
+        return trace.out
 
     def _gaps(self, x_last: torch.Tensor) -> torch.Tensor:
         """x_last (reps·P, 1, H) → gaps (reps, P)."""
@@ -97,7 +82,7 @@ class GapEvaluator:
     @torch.inference_mode()
     def rebuild(self) -> torch.Tensor:
         """Full forward of the current weights; refills every cache. Returns gaps (P,)."""
-        x = self.model.token_embd.rows(self.tokens).float()
+        x = self.model.embed(self.tokens)
         self.gaps = self._from_layer(0, x, 1, store=True)[0]
         return self.gaps
 
@@ -107,12 +92,9 @@ class GapEvaluator:
         if move.proj.split(".")[0] not in MLP_PROJECTIONS:
             raise ValueError(f"the fast evaluator moves MLP groups only, not {move.proj}")
         lin = self.engine.linear(move.tensor)
-        block, row, col = lin._block(move.group)
+        block, row, col = lin.block(move.group)
         moved = block.clone()
-        if move.type == "group":
-            moved[2:] ^= 0xFF
-        else:
-            moved[move.bit // 8] ^= 1 << (move.bit % 8)
+        q1.xor_block(moved, move.bit)
         w_old = q1.group_weights_torch(block, torch.float32)
         w_new = q1.group_weights_torch(moved, torch.float32)
         return w_new - w_old, row, col, moved
@@ -131,7 +113,7 @@ class GapEvaluator:
         gate_u = c.gate[..., u] + dpre if proj == "ffn_gate" else c.gate[..., u]
         up_u = c.up[..., u] + dpre if proj == "ffn_up" else c.up[..., u]
         act_u = F.silu(gate_u) * up_u
-        w_down_u = self.engine.linear(f"blk.{move.layer}.ffn_down.weight").dense()[:, u].float()
+        w_down_u = self.engine.weight(layer_tensor(move.layer, "ffn_down"))[:, u].float()
         out = c.out + (act_u - c.act[..., u]).unsqueeze(-1) * w_down_u
         return out, (u, gate_u, up_u, act_u)
 

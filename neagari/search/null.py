@@ -30,7 +30,7 @@ def randomize_mlp_signs(base: str | os.PathLike, out: str | os.PathLike, seed: i
     rng = np.random.Generator(np.random.PCG64(seed))
     for rec in sorted(tensors, key=lambda r: r.name):  # fixed order: the same seed, the same file
         blocks = mm[rec.offset : rec.offset + rec.nbytes].reshape(-1, q1.BLOCK_BYTES)
-        blocks[:, 2:] ^= rng.integers(0, 256, size=(blocks.shape[0], 16), dtype=np.uint8)
+        blocks[:, q1.SIGN_BYTES] ^= rng.integers(0, 256, size=(blocks.shape[0], q1.QK // 8), dtype=np.uint8)
     mm.flush()
     del mm
     os.replace(tmp, out)

@@ -58,7 +58,7 @@ class Move:
     proj: str  # e.g. "ffn_down.weight"
     group: int
     type: str = "group"
-    bit: int | None = None
+    bit: int | None = None  # a scale move's bit; None for a group move, as q1.xor_block takes it
 
     def __post_init__(self):
         if not _is_int(self.layer) or self.layer < 0:
@@ -285,27 +285,21 @@ def apply_moves_inplace(mm: np.ndarray, gguf_file: GGUFFile, moves: Sequence[Mov
         if rec.offset + rec.nbytes > mm.shape[0]:
             raise PatchError(f"{m.tensor} ends at byte {rec.offset + rec.nbytes}, the target has {mm.shape[0]}")
         flat = mm[rec.offset : rec.offset + rec.nbytes]  # a view: edits land in mm
-        if m.type == "group":
-            q1.xor_group_bytes(flat, m.group)
-        else:
-            q1.xor_scale_bit_bytes(flat, m.group, m.bit)
+        q1.xor_block(flat[q1.block_bytes(m.group)], m.bit)
 
 
 def _sha256_after(path: Path, gguf_file: GGUFFile, moves: Sequence[Move], chunk: int = 1 << 24) -> str:
     """sha256 the file would have with ``moves`` applied, computed without writing anything."""
     import hashlib
 
-    pos, mask = [], []  # absolute byte offsets and XOR masks; a position may repeat
+    pos, mask = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.uint8)]  # a position may repeat
     for m in moves:
-        start = gguf_file.tensors[m.tensor].offset + m.group * q1.BLOCK_BYTES
-        if m.type == "group":
-            pos += range(start + 2, start + q1.BLOCK_BYTES)
-            mask += [0xFF] * (q1.BLOCK_BYTES - 2)
-        else:
-            pos.append(start + m.bit // 8)
-            mask.append(1 << (m.bit % 8))
-    order = np.argsort(np.asarray(pos, dtype=np.int64), kind="stable")
-    pos, mask = np.asarray(pos, dtype=np.int64)[order], np.asarray(mask, dtype=np.uint8)[order]
+        offsets, masks = q1.move_bytes(m.group, m.bit)
+        pos.append(gguf_file.tensors[m.tensor].offset + offsets)  # absolute byte offsets
+        mask.append(masks)
+    pos, mask = np.concatenate(pos), np.concatenate(mask)
+    order = np.argsort(pos, kind="stable")
+    pos, mask = pos[order], mask[order]
     h, start = hashlib.sha256(), 0
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -18,7 +18,6 @@ from typing import Sequence
 import torch
 
 from neagari.engine import q1
-from neagari.engine.model import Qwen3
 from neagari.analysis.subspace.measures import (left_basis, null_seed, pca_basis, project_out, proj_side, random_bases, right_basis,
                        thin_factor, top_eigvecs)
 
@@ -36,17 +35,14 @@ class Candidate:
 
 def _dense(engine, tensor: str) -> torch.Tensor:
     """A matrix of the model as (out, in) float64 on the engine's device, packed (Q1_0) or float."""
-    m = engine._linears[tensor]
-    w = m.dense() if hasattr(m, "dense") else m.weight
-    return w.detach().to(engine.device, torch.float64)
+    return engine.weight(tensor).detach().to(engine.device, torch.float64)
 
 
 def _unit_gram(engine, tensor: str, chunk: int = 8192) -> torch.Tensor:
     """Wᵀ W (H, H) float64 of a read matrix W (out, H), built a row chunk at a time (an LM head of
     150k rows never exists in float64 whole), normalised to unit trace so reads of different
     sizes count alike when summed."""
-    m = engine._linears[tensor]
-    w = m.dense() if hasattr(m, "dense") else m.weight
+    w = engine.weight(tensor)
     G = torch.zeros(w.shape[1], w.shape[1], dtype=torch.float64, device=engine.device)
     for r0 in range(0, w.shape[0], chunk):
         x = w[r0 : r0 + chunk].detach().to(engine.device, torch.float64)
@@ -113,22 +109,9 @@ def weight_candidates(engine, kmax: int, broad_rank: int, seed: int = 0) -> list
 # ---------------------------------------------------------------------------- activations
 
 
-@torch.inference_mode()
 def last_token_residuals(engine, seqs: Sequence[Sequence[int]], batch_size: int = 32) -> torch.Tensor:
     """Each block's output residual at each sequence's last token: (n_layer, N, H) float64, CPU."""
-    model, dev = engine.model, engine.device
-    chunks = []
-    for s0 in range(0, len(seqs), batch_size):
-        tokens, valid, positions = engine._left_pad(seqs[s0 : s0 + batch_size])
-        mask = Qwen3.attention_mask(valid, torch.arange(tokens.shape[1], device=dev))
-        x = model.token_embd.rows(tokens).float()
-        cos, sin = model.rope_cos[positions], model.rope_sin[positions]
-        per_layer = []
-        for blk in model.blocks:
-            x = blk(x, cos, sin, mask)
-            per_layer.append(x[:, -1].double().cpu())  # left-padded: the last slot is the last token
-        chunks.append(torch.stack(per_layer))
-    return torch.cat(chunks, 1)
+    return engine.hidden_states(seqs, batch_size, last_token=True)[1:].double()
 
 
 def apply_moves(engine, moves) -> None:

@@ -216,9 +216,7 @@ def category_clustering(vectors: dict[str, np.ndarray]) -> dict[str, dict[str, f
 # ---------------------------------------------------------------------------- from a model
 def token_embeddings(engine) -> np.ndarray:
     """(V, H) float32 dequantized token embedding matrix of an Engine."""
-    m = engine.model.token_embd
-    w = m.dense() if hasattr(m, "dense") else m.weight
-    return w.detach().float().cpu().numpy()
+    return engine.weight("token_embd.weight").detach().float().cpu().numpy()
 
 
 def single_tokens(tokenizer, words: Sequence[str], leading_space: bool = True) -> dict[str, int]:
@@ -233,35 +231,12 @@ def single_tokens(tokenizer, words: Sequence[str], leading_space: bool = True) -
 
 
 def hidden_states(engine, seqs: Sequence[Sequence[int]], batch_size: int = 32) -> list[list[np.ndarray]]:
-    """Residual stream of every layer for token sequences.
+    """Residual stream of every layer for token sequences (:meth:`Engine.hidden_states` as NumPy).
 
     Returns states[l][b] of shape (len(seqs[b]), H), float32, for l = 0 (embeddings, the first
     block's input) .. n_layer (the last block's output, before the final norm); padding removed.
     """
-    import torch
-
-    from neagari.engine.model import Qwen3
-
-    n_states = engine.cfg.n_layer + 1
-    out: list[list[np.ndarray]] = [[] for _ in range(n_states)]
-    model = engine.model
-    for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start : start + batch_size]
-        tokens, valid, positions = engine._left_pad(chunk)
-        S = tokens.shape[1]
-        mask = Qwen3.attention_mask(valid, torch.arange(S, device=tokens.device))
-        states: list = []
-        hook = model.output_norm.register_forward_hook(lambda _m, inp, _o: states.append(inp[0]))
-        try:
-            with torch.inference_mode():
-                model(tokens, positions, mask, hidden_out=states)
-        finally:
-            hook.remove()
-        for layer, h in enumerate(states):
-            h = h.float().cpu().numpy()
-            for b, s in enumerate(chunk):
-                out[layer].append(h[b, S - len(s):])
-    return out
+    return [[h.numpy() for h in per_seq] for per_seq in engine.hidden_states(seqs, batch_size)]
 
 
 def layer_evolution(states: list[list[np.ndarray]]) -> list[dict[str, float]]:
