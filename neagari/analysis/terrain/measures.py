@@ -1,4 +1,4 @@
-"""Geometric terrain of a model's representations (issue 6, after seed 003's definitions).
+"""Geometric terrain of a model's representations (after the geometric-terrain notebook's definitions).
 
 Pure numpy measures of a point cloud (token embeddings, hidden states) and the two extractors that
 feed them from an :class:`~neagari.engine.engine.Engine`. The WordNet alignment lives in
