@@ -244,19 +244,20 @@ def derived_path(name: str) -> str:
 
 def allow_unpinned(config: Mapping[str, Any]) -> bool:
     """``downloads.allow_unpinned`` as a bool (nested ``--config`` values arrive as text)."""
-    return str(config.get("downloads", {}).get("allow_unpinned", False)).lower() == "true"
+    return str(config["downloads"]["allow_unpinned"]).lower() == "true"
 
 
 def check_downloads_config(config: Mapping[str, Any]) -> None:
-    """Config errors the schema cannot express; raises ValueError listing all of them."""
-    dl = config.get("downloads", {})
-    files, problems = dl.get("files", {}), []
+    """Config errors the schema cannot express (on the validated config, its defaults filled);
+    raises ValueError listing all of them."""
+    dl = config["downloads"]
+    files, problems = dl["files"], []
     for key in files:
         parts = key.split("/")
         if parts[0] in ("", "derived") or ".." in parts:
             problems.append(f"downloads.files.{key}: a key is a relative path under results/downloads/, "
                             "without '..', not under derived/")
-    for name, spec in dl.get("derived", {}).items():
+    for name, spec in dl["derived"].items():
         missing = [k for k in derived_keys(spec) if k not in files]
         if missing:
             problems.append(f"downloads.derived.{name}: unknown download keys {missing}")
@@ -268,8 +269,8 @@ def check_downloads_config(config: Mapping[str, Any]) -> None:
 
 def download_targets(config: Mapping[str, Any]) -> list[str]:
     """Every configured download, derived probe set and downloaded model."""
-    dl = config.get("downloads", {})
-    out = [download_path(k) for k in dl.get("files", {})]
-    out += [derived_path(n) for n in dl.get("derived", {})]
-    out += [f"results/models/{m}.gguf" for m, s in config.get("models", {}).items() if s.get("source") == "download"]
+    dl = config["downloads"]
+    out = [download_path(k) for k in dl["files"]]
+    out += [derived_path(n) for n in dl["derived"]]
+    out += [f"results/models/{m}.gguf" for m, s in config["models"].items() if s["source"] == "download"]
     return out
