@@ -1,5 +1,6 @@
 """XOR search over binary weight groups (PAPER.md §2-§5): probes, calibration, fitness, proposals,
-the cached evaluator, the runner, patches, MLP-sign null models. Imports engine and shared helpers."""
+the cached evaluator, the runner and its checkpoints, patches, MLP-sign null models. Imports engine
+and shared helpers."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from neagari.search.checkpoint import CheckpointStore, Resume
 from neagari.search.patch import Move, Patch, sha256_after_moves, write_patch
 from neagari.search.probes import Probe, token_ids
 from neagari.search.schemas import SearchIterations
@@ -129,31 +130,16 @@ class Search:
                          "probes": _digest([[p.name, p.prompt, p.correct, p.wrong, p.correct_id, p.wrong_id]
                                             for p in self.probes]), "n_targets": self.n_t}
         self.ckpt_dir = self.out / ".checkpoint"
+        self.checkpoints = CheckpointStore(self.ckpt_dir, self.identity, label)
         self._stop = False
 
     # ------------------------------------------------------------------ checkpoints
-    def _load_checkpoint(self) -> dict | None:
-        path = self.ckpt_dir / "checkpoint.json"
-        if not path.exists():
-            return None
-        ck = json.loads(path.read_text())
-        if ck["identity"] != self.identity:
-            log.warning("%s: checkpoint belongs to another configuration; starting afresh", self.label)
-            shutil.rmtree(self.ckpt_dir)
-            return None
-        return ck
+    def _load_checkpoint(self) -> Resume | None:
+        """The verified checkpoint (CheckpointError, one line, when it cannot be trusted)."""
+        return self.checkpoints.load(self.cfg.iterations)
 
     def _save_checkpoint(self, t: int, accepted: list[Move], pending: list[dict], parts: list[str]) -> None:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if pending:
-            name = f"part-{len(parts):05d}.parquet"
-            pl.DataFrame(pending).write_parquet(self.ckpt_dir / name)
-            parts.append(name)
-            pending.clear()
-        tmp = self.ckpt_dir / "checkpoint.json.tmp"
-        tmp.write_text(json.dumps({"identity": self.identity, "next_iteration": t, "parts": parts,
-                                   "accepted": [m.to_record() for m in accepted]}))
-        os.replace(tmp, self.ckpt_dir / "checkpoint.json")
+        self.checkpoints.save(t, accepted, pending, parts)
 
     def _on_sigterm(self, *_):
         self._stop = True  # finish the current iteration, checkpoint, exit
@@ -173,16 +159,12 @@ class Search:
         parts: list[str] = []
         t = 0
         if ck is not None:  # replay the accepted moves through the same arithmetic
-            for rec in ck["accepted"]:
-                m = Move.from_record(rec)
+            for m in ck.moves:
                 cur_t = self.evaluator.gaps.cpu().numpy()[: self.n_t].astype(np.float64)
                 new = self.evaluator.commit(m).cpu().numpy().astype(np.float64)
                 self.fitness.accepted(cur_t, new[: self.n_t])
                 accepted.append(m)
-            t, parts = ck["next_iteration"], list(ck["parts"])
-            for stray in self.ckpt_dir.glob("part-*.parquet"):  # written after the last checkpoint
-                if stray.name not in parts:
-                    stray.unlink()
+            t, parts = ck.next_iteration, list(ck.parts)  # parts written after it were discarded
             log.info("%s: resumed at iteration %d with %d accepted moves", self.label, t, len(accepted))
         history = self._accept_history(parts)
         pending: list[dict] = []

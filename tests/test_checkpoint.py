@@ -1,0 +1,146 @@
+"""Checkpoints are verified before a search resumes from them: a search on a fixture model is stopped
+by SIGTERM midway, its checkpoint is damaged in one way per case, and the rerun through the CLI must
+refuse it (exit 2, one stderr line naming the checkpoint and saying what to do, no patch) while an
+untouched copy still resumes to the byte-identical patch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from neagari.cli import build_parser, search_config_from_args
+from neagari.engine.engine import Engine
+from neagari.search import split_probes
+from neagari.search.checkpoint import CHECKPOINT_NAME, canonical_sha256
+from neagari.search.runner import Search
+from test_search import PROBES, _cli
+
+N = 300  # iterations; _cli checkpoints every 40
+STOP_AT = 130  # SIGTERM while proposing this iteration: the checkpoint is at STOP_AT + 1
+
+
+def _search(model, out) -> Search:
+    """The search the CLI command ``_cli(model, out, N)`` runs, in this process."""
+    a = build_parser().parse_args([str(x) for x in _cli(model, out, N)[3:]])
+    targets, controls = split_probes(a.probes, a.controls or ())
+    return Search(Engine.load(model), model, targets, controls, search_config_from_args(a), out, label=a.label)
+
+
+@pytest.fixture(scope="module")
+def stopped(fixture_models, tmp_path_factory):
+    """(model, out dir of a search stopped by SIGTERM at iteration STOP_AT + 1, reference patch bytes)."""
+    model = fixture_models["mha_untied"]
+    root = tmp_path_factory.mktemp("ckpt")
+    ref = root / "ref"
+    s = _search(model, ref)
+    r = s.run(progress=False)
+    s.finish(r, ref / "patch.json", ref / "iterations.parquet", ref / "summary.json")
+
+    out = root / "stopped"
+    s = _search(model, out)
+    propose = s.proposer.propose
+
+    def propose_then_term(t):
+        if t == STOP_AT:
+            os.kill(os.getpid(), signal.SIGTERM)  # the search's own handler: finish, checkpoint, exit
+        return propose(t)
+
+    s.proposer.propose = propose_then_term
+    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+        s.run(progress=False)
+    ck = json.loads((out / ".checkpoint" / CHECKPOINT_NAME).read_text())
+    assert ck["next_iteration"] == STOP_AT + 1 and len(ck["parts"]) == 4 and len(ck["accepted"]) >= 2
+    assert not (out / "patch.json").exists()
+    return model, out, (ref / "patch.json").read_bytes()
+
+
+def _copy(stopped, tmp_path) -> tuple[Path, Path]:
+    out = tmp_path / "run"
+    shutil.copytree(stopped[1], out)
+    return out, out / ".checkpoint" / CHECKPOINT_NAME
+
+
+def _rewrite(path: Path, change, checksum: bool = True) -> None:
+    """Apply ``change`` to the checkpoint's JSON; recompute its checksum so that only the check meant
+    for the change can catch it (``checksum=False``: leave the old one)."""
+    data = json.loads(path.read_text())
+    change(data)
+    if checksum and "sha256" in data:
+        data["sha256"] = canonical_sha256(data)
+    path.write_text(json.dumps(data))
+
+
+def _drop_accepted(data):
+    data["accepted"].pop(len(data["accepted"]) // 2)
+
+
+def _old_format(data):  # the layout written before checkpoints were verified
+    data.clear()
+    data.update({"identity": {}, "next_iteration": 131, "parts": [], "accepted": []})
+
+
+def _wrong_part(ckpt: Path):  # a readable table, but not the one the checkpoint recorded
+    part = ckpt.parent / "part-00001.parquet"
+    pl.read_parquet(part).with_columns(pl.col("accepted").not_()).write_parquet(part)
+
+
+DAMAGE = {
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not valid JSON"),
+    "garbage": (lambda p: p.write_bytes(b"\x00\xffPAR1\x9c garbage \x01" * 10), "not valid JSON"),
+    "empty": (lambda p: p.write_bytes(b""), "not valid JSON"),
+    "edited": (lambda p: _rewrite(p, lambda d: d.update(next_iteration=40), checksum=False), "checksum mismatch"),
+    "no checksum": (lambda p: _rewrite(p, _old_format), "has no checksum"),
+    "key dropped": (lambda p: _rewrite(p, lambda d: d.pop("parts")), "parts: Field required"),
+    "wrong type": (lambda p: _rewrite(p, lambda d: d.update(next_iteration="131")), "next_iteration"),
+    "wrong move type": (lambda p: _rewrite(p, lambda d: d["accepted"][0].update(layer=0.0)), "accepted.0.layer"),
+    "far ahead": (lambda p: _rewrite(p, lambda d: d.update(next_iteration=1_000_000)), "beyond the search's 300"),
+    "rewound": (lambda p: _rewrite(p, lambda d: d.update(next_iteration=40)), "not the 40 before next_iteration"),
+    "move removed": (lambda p: _rewrite(p, _drop_accepted), "accepted moves but the checkpoint lists"),
+    "part deleted": (lambda p: (p.parent / "part-00002.parquet").unlink(), "part-00002.parquet named in the "
+                     "checkpoint is missing"),
+    "part changed": (_wrong_part, "part-00001.parquet was changed"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_damaged_checkpoint_is_refused(stopped, tmp_path, case):
+    damage, what = DAMAGE[case]
+    out, ckpt = _copy(stopped, tmp_path)
+    damage(ckpt)
+    before = {p.name: p.read_bytes() for p in ckpt.parent.iterdir()}
+    r = subprocess.run(_cli(stopped[0], out, N), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"neagari: error: {ckpt}: ")
+    assert lines[0].endswith(f"; delete {ckpt.parent} to start the search afresh")
+    assert what in lines[0]
+    assert not (out / "patch.json").exists()
+    assert {p.name: p.read_bytes() for p in ckpt.parent.iterdir()} == before  # nothing deleted or rewritten
+
+
+@pytest.mark.slow
+def test_untouched_checkpoint_resumes_to_the_same_patch(stopped, tmp_path):
+    out, ckpt = _copy(stopped, tmp_path)
+    (ckpt.parent / "part-00004.parquet").write_bytes(b"written after the last checkpoint")
+    subprocess.run(_cli(stopped[0], out, N), check=True, capture_output=True, timeout=300)
+    assert (out / "patch.json").read_bytes() == stopped[2]
+    assert not ckpt.parent.exists()
+
+
+@pytest.mark.slow
+def test_checkpoint_of_another_search_is_dropped(stopped, tmp_path):
+    out, ckpt = _copy(stopped, tmp_path)
+    r = subprocess.run(_cli(stopped[0], out, 30), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "checkpoint belongs to another configuration; starting afresh" in r.stderr
+    assert json.loads((out / "summary.json").read_text())["iterations_run"] == 30
