@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from neagari.search.probes import Probe, probe_from_dict, token_ids, top_rival
+from neagari.search.probes import Probe, encode_probes, probe_from_dict, probe_groups, top_rival
 
 
 def calibrate_document(engine, doc: dict, batch_size: int = 64) -> dict:
@@ -18,7 +18,7 @@ def calibrate_document(engine, doc: dict, batch_size: int = 64) -> dict:
     sorted by gap, most wrong first, as upstream's calibrated files are.
     """
     out = copy.deepcopy(doc)
-    groups = out["probes"] if isinstance(out.get("probes"), dict) else {"target": out["probes"]}
+    groups = probe_groups(out, "probe document")
     flat: list[tuple[str, int, Probe]] = []
     for role, items in groups.items():
         for i, d in enumerate(items):
@@ -26,8 +26,8 @@ def calibrate_document(engine, doc: dict, batch_size: int = 64) -> dict:
             d2 = {k: v for k, v in d.items() if k not in ("base_correct_id", "base_wrong_id", "base_gap")}
             if "heuristic_wrong" in d2:
                 d2["wrong"] = d2["heuristic_wrong"]
-            flat.append((role, i, probe_from_dict(d2, role, f"probes.{role}[{i}]")))
-    encoded = [token_ids(p, engine.tokenizer) for _, _, p in flat]
+            flat.append((role, i, probe_from_dict(d2, role, f"probes.{role}[{i}]", distinct=False)))
+    encoded = encode_probes(engine, [p for _, _, p in flat], distinct=False)
     logits = torch.stack(engine.logits([e[0] for e in encoded], batch_size=batch_size))
     correct = torch.tensor([e[1] for e in encoded])
     wrong = top_rival(logits, correct)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from neagari.search.checkpoint import CheckpointStore, Resume
 from neagari.search.patch import Move, Patch, sha256_after_moves, write_patch
-from neagari.search.probes import Probe, token_ids
+from neagari.search.probes import Probe, encode_probes
 from neagari.search.schemas import SearchIterations
 from neagari.tables import polars_schema, write_table
 from neagari.search.evaluator import GapEvaluator
@@ -118,7 +118,7 @@ class Search:
         self.out = Path(out_dir)
         self.probes = list(targets) + list(controls)
         self.n_t = len(targets)
-        enc = [token_ids(p, engine.tokenizer) for p in self.probes]
+        enc = encode_probes(engine, self.probes)  # model-dependent probe checks, before any work
         self.evaluator = GapEvaluator(engine, [e[0] for e in enc], [e[1] for e in enc], [e[2] for e in enc],
                                       cfg.proposal.layers)
         self.base = self.evaluator.gaps.cpu().numpy().astype(np.float64)

@@ -1,0 +1,337 @@
+"""Probe files are validated at the boundary: strict types, distinct answers, the model's vocabulary
+and context, unreadable or malformed files. Each refusal is one ProbeError line naming the file and
+the probe, at function level and through the command line (exit 2, one stderr line, no traceback)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from neagari.engine.engine import Engine
+from neagari.search import split_probes
+from neagari.search.calibrate import calibrate_document
+from neagari.search.probes import (Probe, ProbeError, encode_probes, load_probes, probe_from_dict, score_probes,
+                                   token_ids)
+from neagari.search.proposal import ProposalConfig
+from neagari.search.runner import Search, SearchConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "resources/probes/smoke.json"
+MODEL = "tied_gqa"  # vocabulary 512, context length 512
+BASE = {"name": "x", "prompt": "The capital of France is", "correct": " Paris", "wrong": " Rome"}
+LONG_PROMPT = "word " * 200  # > 512 tokens under the fixture tokenizer
+
+
+def write_doc(path: Path, *probes: dict) -> Path:
+    path.write_text(json.dumps({"domain": "t", "probes": {"target": list(probes)}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(fixture_models):
+    return Engine.load(fixture_models[MODEL])
+
+
+def search(engine, model_path, probes, out):
+    cfg = SearchConfig(iterations=2, proposal=ProposalConfig(layers=(0,)))
+    return Search(engine, model_path, probes, [], cfg, out)
+
+
+# ---------------------------------------------------------------------------- function level
+
+@pytest.mark.parametrize("key", ["base_correct_id", "base_wrong_id"])
+@pytest.mark.parametrize("value,shown", [(5.7, "5.7"), ("5", "'5'"), (True, "True"), (5.0, "5.0"), (-1, "-1")])
+def test_token_ids_are_not_coerced(tmp_path, key, value, shown):
+    ids = {"base_correct_id": 7, "base_wrong_id": 9, key: value}
+    path = write_doc(tmp_path / "probes.json", BASE, dict(BASE, name="y", **ids))
+    with pytest.raises(ProbeError) as e:
+        load_probes(path)
+    msg = str(e.value)
+    assert msg.startswith("probes.json:probes.target[1] (name 'y'): ") and key in msg and msg.endswith(shown)
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("key,value", [("prompt", 3), ("correct", None), ("wrong", [" Rome"]), ("name", 5),
+                                       ("base_gap", "0.5")])
+def test_strings_and_gap_are_not_coerced(tmp_path, key, value):
+    path = write_doc(tmp_path / "p.json", dict(BASE, **{key: value}))
+    with pytest.raises(ProbeError, match=rf"^p\.json:probes\.target\[0\].*: {key} must be "):
+        load_probes(path)
+
+
+def test_missing_field_is_named(tmp_path):
+    d = {k: v for k, v in BASE.items() if k != "wrong"}
+    with pytest.raises(ProbeError, match=r"^p\.json:probes\.target\[0\] \(name 'x'\): wrong is missing$"):
+        load_probes(write_doc(tmp_path / "p.json", d))
+
+
+def test_same_answer_text_or_stored_id_is_refused(tmp_path):
+    with pytest.raises(ProbeError, match=r"p\.json:probes\.target\[0\] \(name 'x'\): correct and wrong are the "
+                                         r"same text ' Paris'"):
+        load_probes(write_doc(tmp_path / "p.json", dict(BASE, wrong=" Paris")))
+    with pytest.raises(ProbeError, match=r"base_correct_id and base_wrong_id are the same token 5"):
+        load_probes(write_doc(tmp_path / "p.json", dict(BASE, base_correct_id=5, base_wrong_id=5)))
+    # same text with two different stored ids (calibration can decode a rival to the same text): kept
+    [p] = load_probes(write_doc(tmp_path / "p.json", dict(BASE, wrong=" Paris", base_correct_id=5, base_wrong_id=6)))
+    assert (p.correct_id, p.wrong_id) == (5, 6)
+
+
+def test_same_token_after_tokenization_is_refused(engine, fixture_models, tmp_path):
+    c = engine.tokenizer.encode(" Rome")[0]
+    path = write_doc(tmp_path / "p.json", BASE, dict(BASE, name="y", base_correct_id=c))
+    probes = load_probes(path)
+    with pytest.raises(ProbeError, match=rf"^p\.json:probes\.target\[1\] \(name 'y'\): correct and wrong are the "
+                                         rf"same token {c} after tokenization"):
+        score_probes(engine, probes)
+    with pytest.raises(ProbeError, match=r"same token"):
+        search(engine, fixture_models[MODEL], probes, tmp_path / "s")
+
+
+def test_out_of_vocabulary_id_is_refused_by_score_and_search(engine, fixture_models, tmp_path):
+    probes = load_probes(write_doc(tmp_path / "p.json", dict(BASE, base_correct_id=512, base_wrong_id=9)))
+    expected = r"^p\.json:probes\.target\[0\] \(name 'x'\): base_correct_id is 512, outside the vocabulary of 512"
+    with pytest.raises(ProbeError, match=expected):
+        score_probes(engine, probes)
+    with pytest.raises(ProbeError, match=expected):
+        search(engine, fixture_models[MODEL], probes, tmp_path / "s")
+
+
+def test_prompt_longer_than_context_is_refused(engine, fixture_models, tmp_path):
+    n = len(engine.tokenizer.encode(LONG_PROMPT))
+    probes = load_probes(write_doc(tmp_path / "p.json", BASE, dict(BASE, name="long", prompt=LONG_PROMPT)))
+    expected = (rf"^p\.json:probes\.target\[1\] \(name 'long'\): prompt is {n} tokens; .* needs {n + 1} positions, "
+                r"the model's context length is 512$")
+    with pytest.raises(ProbeError, match=expected):
+        score_probes(engine, probes)
+    with pytest.raises(ProbeError, match=expected):
+        search(engine, fixture_models[MODEL], probes, tmp_path / "s")
+    doc = json.loads((tmp_path / "p.json").read_text())
+    with pytest.raises(ProbeError, match=r"probes\.target\[1\] \(name 'long'\): prompt is"):
+        calibrate_document(engine, doc)
+
+
+def test_context_boundary_leaves_room_for_the_next_token(engine):
+    p = Probe("b", "The capital of France is", " Paris", " Rome")
+    n = len(token_ids(p, engine.tokenizer)[0])
+    fake = SimpleNamespace(tokenizer=engine.tokenizer, cfg=SimpleNamespace(vocab_size=512, context_length=n + 1),
+                           opts=SimpleNamespace(max_positions=None))
+    assert encode_probes(fake, [p])[0][0] == engine.tokenizer.encode(p.prompt)
+    fake.cfg.context_length = n
+    with pytest.raises(ProbeError, match=rf"probe 'b': prompt is {n} tokens"):
+        encode_probes(fake, [p])
+    fake.cfg.context_length, fake.opts.max_positions = 4096, n  # a load-time cap wins
+    with pytest.raises(ProbeError, match=rf"context length is {n}$"):
+        encode_probes(fake, [p])
+
+
+@pytest.mark.parametrize("key", ["prompt", "correct", "wrong", "name"])
+def test_lone_surrogate_is_refused(tmp_path, key):
+    path = tmp_path / "p.json"
+    path.write_text('{"probes": {"target": [%s]}}' % json.dumps(dict(BASE, **{key: "a\ud800"})))
+    with pytest.raises(ProbeError, match=rf"^p\.json:probes\.target\[0\].*: {key} is not valid Unicode text"):
+        load_probes(path)
+
+
+def test_deeply_nested_json_is_refused(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ProbeError, match=r"p\.json: not usable JSON \(nested too deeply\)"):
+        load_probes(path)
+    path.write_text('{"probes": [{"prompt": %s, "correct": "a", "wrong": "b"}]}' % ("[" * 900 + "]" * 900))
+    with pytest.raises(ProbeError, match=r"p\.json:probes\.target\[0\]: prompt must be a string, got \[\[\["):
+        load_probes(path)
+
+
+def test_unreadable_file_is_refused(tmp_path, monkeypatch):
+    path = write_doc(tmp_path / "p.json", BASE)
+    real = Path.read_bytes
+
+    def denied(self):
+        if self.name == "p.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ProbeError, match=rf"^{path}: cannot read \(Permission denied\)$"):
+        load_probes(path)
+
+
+def test_directory_missing_file_and_bad_bytes_are_refused(tmp_path):
+    (tmp_path / "d.json").mkdir()
+    with pytest.raises(ProbeError, match=r"d\.json: is a directory, not a probe file"):
+        load_probes(tmp_path / "d.json")
+    with pytest.raises(ProbeError, match=r"nope\.json: no such file"):
+        load_probes(tmp_path / "nope.json")
+    (tmp_path / "b.json").write_bytes(b'{"probes": [{"prompt": "\xff\xfe"}]}')
+    with pytest.raises(ProbeError, match=r"b\.json: not UTF-8 text \(byte 0xff at offset 24\)"):
+        load_probes(tmp_path / "b.json")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("[1, 2]", "the top level must be an object with a 'probes' key, got list"),
+    ("5", "the top level must be an object with a 'probes' key, got int"),
+    ('"probes"', "the top level must be an object with a 'probes' key, got str"),
+    ("null", "the top level must be an object with a 'probes' key, got NoneType"),
+    ('{"domain": "x"}', "expected an object with a 'probes' list or object"),
+    ('{"probes": 5}', "'probes' must be a list or an object of lists, got int"),
+    ('{"probes": {"target": {"a": 1}}}', "p.json: probes.target is not a list"),
+    ('{"probes": [5]}', "probes.target[0]: a probe must be an object, got int"),
+    ('{"probes": {"a b": [5]}}', "p.json:probes['a b'][0]: a probe must be an object, got int"),
+])
+def test_malformed_document_is_refused(tmp_path, text, expected):
+    (tmp_path / "p.json").write_text(text)
+    with pytest.raises(ProbeError) as e:
+        load_probes(tmp_path / "p.json")
+    assert "p.json" in str(e.value) and "\n" not in str(e.value) and expected in str(e.value)
+
+
+def test_calibration_validates_the_document(engine):
+    with pytest.raises(ProbeError, match="probe document: the top level must be an object"):
+        calibrate_document(engine, [BASE])
+    with pytest.raises(ProbeError, match=r"probes\.target\[0\] \(name 'x'\): prompt must be a string, got 1\.5"):
+        calibrate_document(engine, {"probes": [dict(BASE, prompt=1.5)]})
+    # the heuristic wrong answer may equal the correct one: calibration replaces it
+    doc = calibrate_document(engine, {"probes": {"target": [dict(BASE, wrong=" Paris")]}})
+    assert doc["probes"]["target"][0]["base_wrong_id"] != doc["probes"]["target"][0]["base_correct_id"]
+
+
+# ---------------------------------------------------------------------------- valid files unchanged
+
+def _old_loader(path: Path) -> list[Probe]:
+    """The loader before validation, for valid files."""
+    doc = json.loads(path.read_text())
+    groups = doc["probes"] if isinstance(doc["probes"], dict) else {"target": doc["probes"]}
+    known = {"name", "prompt", "correct", "wrong", "base_correct_id", "base_wrong_id", "base_gap"}
+    return [Probe(name=str(d.get("name", f"{path.name}:probes.{r}[{i}]")), prompt=d["prompt"], correct=d["correct"],
+                  wrong=d["wrong"], role=r, correct_id=d.get("base_correct_id"), wrong_id=d.get("base_wrong_id"),
+                  base_gap=d.get("base_gap"), extra={k: v for k, v in d.items() if k not in known})
+            for r, items in groups.items() for i, d in enumerate(items)]
+
+
+def test_valid_files_load_unchanged(engine, tmp_path):
+    new, old = load_probes(SMOKE), _old_loader(SMOKE)
+    assert new == old and [p.extra for p in new] == [p.extra for p in old]
+    assert [p.role for p in new] == ["target"] * 5 + ["promoted_controls"] * 3
+    assert new[0].where == "smoke.json:probes.target[0]"
+    # a calibrated copy (ids, base_gap, heuristic_wrong, _calibration) and a promoted-controls file with
+    # uncalibrated (null) ids, as scripts/search.py writes, load too
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps(calibrate_document(engine, json.loads(SMOKE.read_text()))))
+    assert load_probes(cal) == _old_loader(cal) and all(p.correct_id is not None for p in load_probes(cal))
+    promoted = {"domain": "promoted", "version": "neagari", "probes": {"promoted_controls": [
+        {"name": "n", "prompt": "a b", "correct": " c", "wrong": " d", "base_correct_id": None, "base_wrong_id": None}]}}
+    (tmp_path / "pr.json").write_text(json.dumps(promoted))
+    assert load_probes(tmp_path / "pr.json") == _old_loader(tmp_path / "pr.json")
+    (tmp_path / "empty.json").write_text(json.dumps({"probes": {"promoted_controls": []}}))
+    assert load_probes(tmp_path / "empty.json", allow_empty=True) == []
+    # a plain list is the target group; integers are numbers for base_gap; scores are the same
+    (tmp_path / "list.json").write_text(json.dumps({"probes": [dict(BASE, base_gap=0)]}))
+    assert load_probes(tmp_path / "list.json")[0].base_gap == 0
+    ref = [engine.tokenizer.encode(p.prompt) for p in old]
+    assert [e[0] for e in encode_probes(engine, new)] == ref
+
+
+def test_toy_and_derived_probe_sets_load():
+    from neagari.embedded import toydata
+
+    for name, doc in toydata.build_probe_sets(0).items():
+        for role, items in doc["probes"].items():
+            for i, d in enumerate(items):
+                probe_from_dict(d, role, f"{name}:probes.{role}[{i}]")
+    training, _ = toydata.build_verbatim_sets(0)
+    for role, items in training["probes"].items():
+        for i, d in enumerate(items):
+            probe_from_dict(d, role, f"verbatim:probes.{role}[{i}]", distinct=False)
+
+
+# ---------------------------------------------------------------------------- the command line
+
+def _denied_runner() -> list[str]:
+    """As root a chmod 000 file is still readable: simulate the refusal inside the CLI process."""
+    code = ("import pathlib, runpy; real = pathlib.Path.read_bytes\n"
+            "def rb(self):\n"
+            "    if self.name == 'probes.json': raise PermissionError(13, 'Permission denied', str(self))\n"
+            "    return real(self)\n"
+            "pathlib.Path.read_bytes = rb; runpy.run_module('neagari.cli', run_name='__main__')")
+    return [sys.executable, "-c", code]
+
+
+def _case(tmp_path: Path, case: str) -> tuple[Path, str, list[str], list[str]]:
+    """(probe file, how the error names it, what else it must say, command prefix) of one refusal class."""
+    p = tmp_path / "probes.json"
+    prefix = [sys.executable, "-m", "neagari.cli"]
+    cases = {
+        "float_id": (dict(BASE, base_correct_id=5.7, base_wrong_id=9), "base_correct_id must be an integer, got 5.7"),
+        "string_id": (dict(BASE, base_correct_id=7, base_wrong_id="5"), "base_wrong_id must be an integer, got '5'"),
+        "bool_id": (dict(BASE, base_correct_id=True, base_wrong_id=9), "base_correct_id must be an integer, got True"),
+        "same_text": (dict(BASE, wrong=" Paris"), "correct and wrong are the same text"),
+        "same_id": (dict(BASE, base_correct_id=5, base_wrong_id=5), "are the same token 5"),
+        "oov": (dict(BASE, base_correct_id=100_000, base_wrong_id=9), "base_correct_id is 100000, outside the vocab"),
+        "long": (dict(BASE, prompt=LONG_PROMPT), "the model's context length is 512"),
+    }
+    if case in cases:
+        d, expected = cases[case]
+        write_doc(p, d)
+        return p, "probes.json:probes.target[0] (name 'x'): ", [expected], prefix
+    if case == "surrogate":
+        p.write_text('{"probes": [%s]}' % json.dumps(dict(BASE, prompt="a\ud800")))
+        return p, "probes.json:probes.target[0] (name 'x'): ", ["prompt is not valid Unicode text"], prefix
+    if case == "nested":
+        p.write_text("[" * 100_000 + "]" * 100_000)
+        return p, "probes.json: ", ["nested too deeply"], prefix
+    if case == "unreadable":
+        write_doc(p, BASE)
+        if os.geteuid() == 0:
+            prefix = _denied_runner()
+        else:
+            p.chmod(0)
+        return p, "probes.json: ", ["cannot read (Permission denied)"], prefix
+    if case == "directory":
+        p.mkdir()
+        return p, "probes.json: ", ["is a directory"], prefix
+    if case == "not_utf8":
+        p.write_bytes(b'{"probes": [{"prompt": "\xff"}]}')
+        return p, "probes.json: ", ["not UTF-8 text"], prefix
+    if case == "top_level":
+        p.write_text("[1, 2]")
+        return p, "probes.json: ", ["the top level must be an object"], prefix
+    raise AssertionError(case)
+
+
+CLI_CASES = ["float_id", "string_id", "bool_id", "same_text", "same_id", "oov", "long", "surrogate", "nested",
+             "unreadable", "directory", "not_utf8", "top_level"]
+
+
+@pytest.mark.parametrize("command", ["score", "search"])
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli_refuses_with_one_line(fixture_models, tmp_path, case, command):
+    path, where, expected, prefix = _case(tmp_path, case)
+    out = ["--out", str(tmp_path / "o.parquet")] if command == "score" else \
+        ["--out", str(tmp_path / "run"), "--iterations", "2", "--layers", "0", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([*prefix, command, str(fixture_models[MODEL]), "--probes", str(path), *out],
+                       capture_output=True, text=True, env=env, timeout=300)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("neagari: error: ") and str(path.name) in lines[0]
+    assert where in lines[0] and all(e in lines[0] for e in expected), lines[0]
+    assert not (tmp_path / "o.parquet").exists() and not (tmp_path / "run" / "patch.json").exists()
+
+
+def test_cli_scores_and_searches_a_valid_file(fixture_models, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps(calibrate_document(Engine.load(fixture_models[MODEL]), json.loads(SMOKE.read_text()))))
+    for args in (["score", "--out", str(tmp_path / "o.parquet")],
+                 ["search", "--out", str(tmp_path / "run"), "--iterations", "2", "--layers", "0", "--quiet"]):
+        r = subprocess.run([sys.executable, "-m", "neagari.cli", args[0], str(fixture_models[MODEL]), "--probes",
+                            str(cal), *args[1:]], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
