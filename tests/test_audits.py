@@ -126,6 +126,51 @@ def test_boundary_crossing_of_a_search_that_kept_no_flip():
         audits.boundary_crossing_pooled({"math": []})
 
 
+def test_boundary_crossing_counts_a_gap_of_exactly_zero_as_wrong():
+    # a probe is right only when its gap is > 0, so 0.0 is wrong. Targets (X, Y, Z), one control:
+    #   X  0.0 -> +0.5   wrong -> right: a fix (before <= 0, after > 0)
+    #   Y +0.5 ->  0.0   right -> wrong: a break (before > 0, after <= 0)
+    #   Z  0.0 ->  0.0   wrong -> wrong: neither
+    #   control 0.0 -> +0.25: a control fix
+    # deltas +0.5, -0.5, 0.0: mean 0.0 exactly, so distance_ratio is undefined (null)
+    rec = _flip(4, [0.0, 0.5, 0.0], [0.5, 0.0, 0.0], [0.0], [0.25], names=("X", "Y", "Z"))
+    per_flip, summary = audits.boundary_crossing([rec])
+    assert per_flip["n_fixes"].to_list() == [1] and per_flip["n_breaks"].to_list() == [1]
+    assert per_flip["n_control_fixes"].to_list() == [1] and per_flip["n_control_breaks"].to_list() == [0]
+    assert per_flip["changes_target_sign"].to_list() == [True]
+    row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
+    assert (row["total_fixes"], row["total_breaks"], row["flips_changing_any_control_sign"]) == (1, 1, 1)
+    # wrong at the start: X (0.0) and Z (0.0); distances |0| and |0|, median 0
+    assert row["n_wrong"] == 2 and row["median_wrong_distance"] == 0.0
+    assert row["mean_delta"] == 0.0 and row["distance_ratio"] is None
+    # nearest wrong: both at 0.0, the first (X, index 0) is taken
+    assert (row["nearest_wrong_index"], row["nearest_wrong_name"], row["nearest_wrong_end"]) == (0, "X", 0.5)
+
+
+def test_boundary_crossing_ratio_of_a_negative_mean_delta_is_positive():
+    # §7.6: distance_ratio = median |gap| of the wrong targets / |mean_delta|, a positive multiple.
+    # Two flips on targets (P, Q): every delta is -0.25 (all exact in binary)
+    #   flip 0: P -1.0 -> -1.25, Q 0.5 -> 0.25;  flip 1: P -1.25 -> -1.5, Q 0.25 -> 0.0 (Q breaks)
+    # mean_delta = (4 x -0.25) / 4 = -0.25; wrong at the start: P alone, distance 1.0;
+    # ratio = 1.0 / |-0.25| = 4.0 (not -4.0)
+    recs = [_flip(0, [-1.0, 0.5], [-1.25, 0.25], [2.0], [2.0], names=("P", "Q")),
+            _flip(1, [-1.25, 0.25], [-1.5, 0.0], [2.0], [2.0], names=("P", "Q"))]
+    per_flip, summary = audits.boundary_crossing(recs)
+    assert per_flip["mean_delta"].to_list() == [-0.25, -0.25]
+    assert per_flip["n_breaks"].to_list() == [0, 1]
+    row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
+    assert row["mean_delta"] == -0.25 and row["mean_abs_delta"] == 0.25
+    assert row["n_wrong"] == 1 and row["median_wrong_distance"] == 1.0
+    assert row["distance_ratio"] == 4.0
+    assert row["nearest_wrong_mean_delta"] == -0.25 and row["nearest_wrong_end"] == -1.5
+    # pooled with RECORDS (mean 0.05/9 over 9 pairs): 13 pairs summing to 0.05 - 1.0 = -0.95, so
+    # mean -0.95/13; wrong distances 0.5, 0.1 (RECORDS) and 1.0: median 0.5; ratio 0.5 / (0.95/13)
+    _, pooled = audits.boundary_crossing_pooled({"p1": RECORDS, "neg": recs})
+    total = pooled.row(2, named=True)
+    assert total["mean_delta"] == pytest.approx(-0.95 / 13)
+    assert total["distance_ratio"] == pytest.approx(0.5 * 13 / 0.95)  # ≈ 6.84, positive
+
+
 def test_boundary_crossing_without_gap_logs_says_why():
     with pytest.raises(ValueError, match="target_gaps_before"):
         audits.boundary_crossing([{"layer": 1, "proj": "ffn_up.weight", "group": 0, "iteration": 0}])
