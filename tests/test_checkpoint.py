@@ -15,11 +15,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from neagari.cli import build_parser, search_config_from_args
+from neagari.cli import build_parser
 from neagari.engine.engine import Engine
 from neagari.search import split_probes
 from neagari.search.checkpoint import CHECKPOINT_NAME, canonical_sha256
-from neagari.search.runner import Search
+from neagari.search.runner import Search, search_config
 from test_search import PROBES, _cli
 
 N = 300  # iterations; _cli checkpoints every 40
@@ -30,7 +30,7 @@ def _search(model, out) -> Search:
     """The search the CLI command ``_cli(model, out, N)`` runs, in this process."""
     a = build_parser().parse_args([str(x) for x in _cli(model, out, N)[3:]])
     targets, controls = split_probes(a.probes, a.controls or ())
-    return Search(Engine.load(model), model, targets, controls, search_config_from_args(a), out, label=a.label)
+    return Search(Engine.load(model), model, targets, controls, search_config(vars(a)), out, label=a.label)
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +119,14 @@ def test_damaged_checkpoint_is_refused(stopped, tmp_path, case):
     r = subprocess.run(_cli(stopped[0], out, N), capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
+    # the error is one line, the last; anything before it is the run's own timestamped log
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith(f"neagari: error: {ckpt}: ")
-    assert lines[0].endswith(f"; delete {ckpt.parent} to start the search afresh")
-    assert what in lines[0]
+    errors = [line for line in lines if line.startswith("neagari: error:")]
+    assert errors == lines[-1:], r.stderr
+    assert all(line[:4].isdigit() for line in lines[:-1]), r.stderr
+    assert lines[-1].startswith(f"neagari: error: {ckpt}: ")
+    assert lines[-1].endswith(f"; delete {ckpt.parent} to start the search afresh")
+    assert what in lines[-1]
     assert not (out / "patch.json").exists()
     assert {p.name: p.read_bytes() for p in ckpt.parent.iterdir()} == before  # nothing deleted or rewritten
 
