@@ -373,6 +373,7 @@ def texts(draw, layout):
             return b"[" * n + raw + b"]" * n
         key = b'"flips": ' if where == "flips" else b'"base_sha256": '
         doc = json.loads(raw)
+        doc = doc if isinstance(doc, dict) else {"format": "neagari_xor_v2"}  # a wrapped document
         doc.pop(key.decode().split('"')[1], None)
         body = encode(doc)
         return body[:1] + key + b"[" * n + b"]" * n + b", " + body[1:]
