@@ -8,8 +8,78 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
+
+
+class CliError(Exception):
+    """An expected failure found by the command line itself; its message is one line."""
+
+
+# ---------------------------------------------------------------------------- argument types
+# argparse ``type=`` helpers: a bad value is an argparse error (usage + one line, exit 2).
+
+def _int_at_least(lo: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text}")
+        return value
+
+    parse.__name__ = f"int >= {lo}"
+    return parse
+
+
+positive_int = _int_at_least(1)
+nonnegative_int = _int_at_least(0)
+
+
+def _float_in(lo: float = -math.inf, hi: float = math.inf):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if not lo <= value <= hi:
+            where = f">= {lo:g}" if hi == math.inf else f"within [{lo:g}, {hi:g}]"
+            raise argparse.ArgumentTypeError(f"must be {where}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+finite_float = _float_in()
+nonnegative_float = _float_in(0.0)
+probability = _float_in(0.0, 1.0)
+_DEVICE_RE = re.compile(r"cpu|auto|cuda(:\d+)?")
+
+
+def device_name(text: str) -> str:
+    if not _DEVICE_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got {text!r}")
+    return text
+
+
+def _check_device(a) -> None:
+    """A CUDA device that this machine has (checked before the model is loaded)."""
+    if not a.device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        a.parser.error(f"argument --device: {a.device} requested, but CUDA is not available on this machine")
+    index = int(a.device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        a.parser.error(f"argument --device: {a.device} requested, but this machine has "
+                       f"{torch.cuda.device_count()} CUDA device(s)")
 
 
 def _cmd_inspect(a) -> int:
@@ -42,7 +112,11 @@ def _cmd_inspect(a) -> int:
 def _engine(a):
     from neagari.engine.engine import Engine
 
+    _check_device(a)
     return Engine.load(a.model, device=a.device, dtype=a.dtype, cache_weights=not a.no_cache)
+
+
+_TABLE_SUFFIXES = (".parquet", ".csv", ".tsv")
 
 
 def _cmd_score(a) -> int:
@@ -50,6 +124,8 @@ def _cmd_score(a) -> int:
     from neagari.search.schemas import ProbeScores
     from neagari.tables import write_table
 
+    if Path(a.out).suffix.lower() not in _TABLE_SUFFIXES:
+        a.parser.error(f"argument --out: {a.out} has no table extension (use .parquet, .csv or .tsv)")
     probes = load_probes(a.probes)
     df = score_probes(_engine(a), probes, batch_size=a.batch_size)
     write_table(df, a.out, ProbeScores)
@@ -91,23 +167,77 @@ def _cmd_verify(a) -> int:
     return 0
 
 
+def _finished_run_differs(out: Path, cfg, targets, controls, model_sha: str | None) -> str | None:
+    """Why the finished run in ``out`` (its summary.json) is not this configuration, or None.
+
+    Compared: the search configuration as a resumed checkpoint compares it (speculation and the
+    checkpoint cadence do not change the result), the probe names by role, and, when
+    ``model_sha`` is given, the base model's sha256."""
+    summary = out / "summary.json"
+    if not summary.is_file() or (out / ".checkpoint").exists():  # nothing finished, or a run to resume
+        return None
+    try:
+        stored = json.loads(summary.read_text())
+        config = dict(stored["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{summary} cannot be read"
+    ours = cfg.identity()
+    for key in ("speculate", "checkpoint_every"):
+        config.pop(key, None)
+    if config != ours:
+        keys = sorted(k for k in set(config) | set(ours) if config.get(k) != ours.get(k))
+        if "proposal" in keys:
+            theirs = config.get("proposal") if isinstance(config.get("proposal"), dict) else {}
+            keys.remove("proposal")
+            keys += sorted(k for k in set(theirs) | set(ours["proposal"])
+                           if theirs.get(k) != ours["proposal"].get(k))
+        return f"it was made with other settings ({', '.join(keys)})"
+    probes = [{"name": p.name, "role": "target"} for p in targets] + \
+             [{"name": p.name, "role": "control"} for p in controls]
+    if stored.get("probes") != probes:
+        return "it was made with other probes"
+    if model_sha is not None and stored.get("base_sha256") != model_sha:
+        return "it was made on another model file"
+    return None
+
+
+def _check_search_out(a, *args) -> None:
+    if a.force:
+        return
+    why = _finished_run_differs(Path(a.out), *args)
+    if why:
+        raise CliError(f"--out {a.out} holds a finished search, but {why}; pick another --out, "
+                       f"or pass --force to overwrite it")
+
+
 def _cmd_search(a) -> int:
     import logging
 
+    from neagari.engine.config import ModelConfig
+    from neagari.engine.gguf_io import GGUFFile
     from neagari.search import split_probes
     from neagari.search.runner import Search, search_config
 
+    _check_device(a)
+    n_layer = ModelConfig.from_gguf(GGUFFile(a.model)).n_layer
+    if a.layers is None:
+        a.layers = list(range(n_layer))
+    bad = sorted({l for l in a.layers if l >= n_layer})
+    if bad:
+        a.parser.error(f"argument --layers: {a.model} has layers 0..{n_layer - 1}, not {', '.join(map(str, bad))}")
+    cfg = search_config(vars(a))
+    targets, controls = split_probes(a.probes, a.controls or ())
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file, not a directory")
+    _check_search_out(a, cfg, targets, controls, None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.threads:
         import torch
 
         torch.set_num_threads(a.threads)
     eng = _engine(a)
-    if a.layers is None:
-        a.layers = list(range(eng.cfg.n_layer))
-    cfg = search_config(vars(a))
-    targets, controls = split_probes(a.probes, a.controls or ())
-    out = Path(a.out)
+    _check_search_out(a, cfg, targets, controls, eng.gguf.sha256())
     out.mkdir(parents=True, exist_ok=True)
     search = Search(eng, a.model, targets, controls, cfg, out, label=a.label or out.name)
     result = search.run(progress=not a.quiet)
@@ -117,8 +247,28 @@ def _cmd_search(a) -> int:
     return 0
 
 
+def _check_fixture(a) -> None:
+    """The shapes the fixture writer can build, checked before anything is trained or written."""
+    from neagari.engine import q1
+    from neagari.engine.tokenizer import SPECIAL_TOKENS
+
+    if a.heads % a.kv_heads:
+        a.parser.error(f"argument --heads: {a.heads} heads are not a multiple of --kv-heads {a.kv_heads}")
+    if a.head_dim % 2:
+        a.parser.error(f"argument --head-dim: must be even (RoPE rotates pairs), got {a.head_dim}")
+    for flag, n in (("--hidden", a.hidden), ("--ffn", a.ffn), ("--heads x --head-dim", a.heads * a.head_dim)):
+        if n % q1.QK:  # the row lengths of the Q1_0 matrices
+            a.parser.error(f"argument {flag}: {n} is not a multiple of {q1.QK} (a Q1_0 block)")
+    # byte-level BPE: 256 byte tokens, the special tokens, and at least one merge
+    least = 256 + len(SPECIAL_TOKENS) + 1
+    if a.vocab < least:
+        a.parser.error(f"argument --vocab: the fixture tokenizer needs at least {least} tokens, got {a.vocab}")
+
+
 def _cmd_fixture(a) -> int:
     from neagari.engine.fixtures import FixtureSpec, write_fixture_model
+
+    _check_fixture(a)
 
     spec = FixtureSpec(n_layer=a.layers, hidden=a.hidden, ffn=a.ffn, n_head=a.heads, n_kv_head=a.kv_heads,
                        head_dim=a.head_dim, vocab_size=a.vocab, tied_embeddings=not a.untied, seed=a.seed)
@@ -126,114 +276,146 @@ def _cmd_fixture(a) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
+    """The parser. ``search_args=False`` leaves the ``search`` command's options out: they take
+    their defaults and choices from the search modules, whose import (torch) other commands skip."""
     p = argparse.ArgumentParser(prog="neagari", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("inspect", help="architecture, tensors, types, sizes, sha256 of a GGUF")
+    def command(name, func, **kw):
+        s = sub.add_parser(name, **kw)
+        s.set_defaults(func=func, parser=s)
+        return s
+
+    s = command("inspect", _cmd_inspect, help="architecture, tensors, types, sizes, sha256 of a GGUF")
     s.add_argument("model")
     s.add_argument("--tensors", action="store_true", help="list every tensor")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=_cmd_inspect)
 
     def engine_args(s):
         s.add_argument("model")
-        s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+        s.add_argument("--device", default="cpu", type=device_name, help="cpu, cuda, cuda:N or auto")
         s.add_argument("--no-cache", action="store_true", help="dequantize weights at each call")
         s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                        help="dequantized weight cache type (bf16/fp16 halve GPU memory; fp32 default)")
 
-    s = sub.add_parser("score", help="logit gap of every probe of a probe file")
+    s = command("score", _cmd_score, help="logit gap of every probe of a probe file")
     engine_args(s)
     s.add_argument("--probes", required=True)
     s.add_argument("--out", required=True, help="table path (.parquet, .csv or .tsv)")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.set_defaults(func=_cmd_score)
+    s.add_argument("--batch-size", type=positive_int, default=64)
 
-    s = sub.add_parser("generate", help="greedy continuation with a KV cache")
+    s = command("generate", _cmd_generate, help="greedy continuation with a KV cache")
     engine_args(s)
     s.add_argument("--prompt", required=True)
     s.add_argument("--chat", action="store_true", help="render through the file's chat template")
     s.add_argument("--system", default=None)
     s.add_argument("--thinking", action="store_true", help="leave Qwen3 thinking on (off by default)")
-    s.add_argument("--max-new-tokens", type=int, default=64)
-    s.set_defaults(func=_cmd_generate)
+    s.add_argument("--max-new-tokens", type=positive_int, default=64)
 
-    s = sub.add_parser("apply-patch", help="write BASE with the patches' bytes XOR-ed in")
+    s = command("apply-patch", _cmd_apply_patch, help="write BASE with the patches' bytes XOR-ed in")
     s.add_argument("--base", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="the file to write (never the base: it is not modified)")
     s.add_argument("--force", action="store_true", help="accept patches that record no base sha256")
     s.add_argument("patches", nargs="+")
-    s.set_defaults(func=_cmd_apply_patch)
 
-    s = sub.add_parser("provenance", help="provenance records of result files")
+    s = command("provenance", None, help="provenance records of result files")
     psub = s.add_subparsers(dest="action", required=True)
     v = psub.add_parser("verify", help="re-hash results; list every file that no longer matches its record")
     v.add_argument("root", nargs="?", default="results")
     v.add_argument("--deep", action="store_true", help="re-hash large files too (default: size + mtime)")
-    v.set_defaults(func=_cmd_verify)
+    v.set_defaults(func=_cmd_verify, parser=v)
 
-    s = sub.add_parser("search", help="XOR search over MLP groups; rerun on the same --out to resume")
-    engine_args(s)
-    s.add_argument("--probes", required=True, help="target probes (calibrated upstream JSON)")
-    s.add_argument("--controls", nargs="*", help="control probe files")
-    s.add_argument("--out", required=True, help="directory for patch.json, iterations.parquet, summary.json")
-    s.add_argument("--iterations", type=int, required=True)
+    s = command("search", _cmd_search, help="XOR search over MLP groups; rerun on the same --out to resume")
+    if search_args:
+        _search_arguments(s, engine_args)
+
+    s = command("fixture", _cmd_fixture, help="write a small random Qwen3 Q1_0 GGUF")
+    s.add_argument("out")
+    for flag, default, kind in (("layers", 2, positive_int), ("hidden", 128, positive_int),
+                                ("ffn", 256, positive_int), ("heads", 4, positive_int),
+                                ("kv-heads", 2, positive_int), ("head-dim", 32, positive_int),
+                                ("vocab", 512, positive_int), ("seed", 0, nonnegative_int)):
+        s.add_argument(f"--{flag}", type=kind, default=default)
+    s.add_argument("--untied", action="store_true")
+    return p
+
+
+def _search_arguments(s, engine_args) -> None:
+    from neagari.engine.config import MLP_PROJECTIONS
     from neagari.search.fitness import FITNESS_NAMES
     from neagari.search.proposal import GROUP_SAMPLING
     from neagari.search.runner import search_defaults
 
+    engine_args(s)
+    s.add_argument("--probes", required=True, help="target probes (calibrated upstream JSON)")
+    s.add_argument("--controls", nargs="*", help="control probe files")
+    s.add_argument("--out", required=True, help="directory for patch.json, iterations.parquet, summary.json")
+    s.add_argument("--iterations", type=positive_int, required=True)
     d = search_defaults()  # the search's defaults are its config dataclasses'
     s.add_argument("--fitness", default=d["fitness"], choices=FITNESS_NAMES)
-    s.add_argument("--lambda", dest="lam", type=float, default=d["lam"], help="control penalty weight")
-    s.add_argument("--epsilon", type=float, default=d["epsilon"], help="focused: fixed control slack")
-    s.add_argument("--slack-ratio", type=float, default=d["slack_ratio"],
+    s.add_argument("--lambda", dest="lam", type=nonnegative_float, default=d["lam"], help="control penalty weight")
+    s.add_argument("--epsilon", type=nonnegative_float, default=d["epsilon"], help="focused: fixed control slack")
+    s.add_argument("--slack-ratio", type=nonnegative_float, default=d["slack_ratio"],
                    help="focused_proportional: slack / |baseline|")
-    s.add_argument("--layers", type=int, nargs="+", default=None, help="search layers (default: all)")
-    s.add_argument("--projections", nargs="+", default=list(d["projections"]))
+    s.add_argument("--layers", type=nonnegative_int, nargs="+", default=None, help="search layers (default: all)")
+    s.add_argument("--projections", nargs="+", default=list(d["projections"]), choices=MLP_PROJECTIONS)
     s.add_argument("--group-sampling", default=d["group_sampling"], choices=GROUP_SAMPLING)
-    s.add_argument("--scale-prob", type=float, default=d["scale_prob"], help="probability of a scale-mantissa move")
-    s.add_argument("--scale-bits", type=int, nargs="+", default=list(d["scale_bits"]))
-    s.add_argument("--seed", type=int, default=d["seed"])
-    s.add_argument("--window", type=int, default=d["window"])
-    s.add_argument("--min-rate", type=float, default=d["min_rate"])
-    s.add_argument("--speculate", type=int, default=d["speculate"], help="proposals evaluated per batch")
-    s.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
+    s.add_argument("--scale-prob", type=probability, default=d["scale_prob"],
+                   help="probability of a scale-mantissa move")
+    s.add_argument("--scale-bits", type=int, nargs="+", default=list(d["scale_bits"]), choices=range(10),
+                   metavar="BIT", help="FP16 mantissa bits a scale move may flip (0..9)")
+    s.add_argument("--seed", type=nonnegative_int, default=d["seed"])
+    s.add_argument("--window", type=positive_int, default=d["window"])
+    s.add_argument("--min-rate", type=probability, default=d["min_rate"])
+    s.add_argument("--speculate", type=positive_int, default=d["speculate"], help="proposals evaluated per batch")
+    s.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"])
     s.add_argument("--accept-all", action="store_true", help="random-flip null: keep every proposal")
     s.add_argument("--upstream", action="store_true", help="also write patch.upstream.json")
-    s.add_argument("--threads", type=int, default=0)
+    s.add_argument("--threads", type=nonnegative_int, default=0)
     s.add_argument("--label", default=None)
     s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=_cmd_search)
+    s.add_argument("--force", action="store_true",
+                   help="overwrite a finished search of another configuration in --out")
 
-    s = sub.add_parser("fixture", help="write a small random Qwen3 Q1_0 GGUF")
-    s.add_argument("out")
-    for flag, default in (("layers", 2), ("hidden", 128), ("ffn", 256), ("heads", 4), ("kv-heads", 2),
-                          ("head-dim", 32), ("vocab", 512), ("seed", 0)):
-        s.add_argument(f"--{flag}", type=int, default=default)
-    s.add_argument("--untied", action="store_true")
-    s.set_defaults(func=_cmd_fixture)
-    return p
+
+# Expected failures: one line on stderr, exit 2. The module-level exception classes are looked up
+# in sys.modules rather than imported: one that was never imported cannot have been raised, and
+# importing them (neagari.search pulls in torch) would slow every command down.
+_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError)
+_MODULE_ERRORS = (("neagari.engine.gguf_io", "GGUFFormatError"), ("neagari.search.patch", "PatchError"),
+                  ("neagari.search.probes", "ProbeError"))
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    found = [getattr(sys.modules[m], name) for m, name in _MODULE_ERRORS if m in sys.modules]
+    return (CliError, *_OS_ERRORS, *found)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename is not None else e.strerror
+    else:
+        text = str(e) or type(e).__name__
+    # a message quoting a file's content must not break the one-line contract
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named on a command line (top-level options take no values)."""
+    return next((x for x in argv if not x.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from neagari.engine.gguf_io import GGUFFormatError
-
-    args = build_parser().parse_args(argv)
-    expected: tuple[type[BaseException], ...] = (GGUFFormatError, FileNotFoundError, IsADirectoryError)
-    try:
-        from neagari.search.patch import PatchError
-        from neagari.search.probes import ProbeError
-        expected += (PatchError, ProbeError)
-    except ImportError:
-        pass
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(search_args=_command(argv) == "search").parse_args(argv)
     try:
         return args.func(args)
-    except expected as e:
-        print(f"neagari: error: {e}", file=sys.stderr)
+    except _expected_errors() as e:
+        print(f"neagari: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except ValueError as e:  # engine shape / tokenizer / config problems
-        print(f"neagari: error: {e}", file=sys.stderr)
+        print(f"neagari: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

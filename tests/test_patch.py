@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +233,174 @@ def test_read_refusals(tmp_path, text, message):
 def test_missing_patch_file(tmp_path):
     with pytest.raises(PatchError, match="nope.json: cannot read"):
         read_patch(tmp_path / "nope.json")
+
+
+# ---------------------------------------------------------------------------- never destroying data
+
+def _cli(*argv) -> int:
+    from neagari.cli import main
+
+    return main(["apply-patch", *map(str, argv)])
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("neagari: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot", "symlink", "hardlink", "patch"])
+def test_out_that_is_an_input_is_refused(base, tmp_path, monkeypatch, capsys, spelling):
+    patch = _write(tmp_path / "p.json", MOVES, base_sha256=sha256_file(base))
+    before, patch_before = base.read_bytes(), patch.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    out = {"same": base, "dot": Path(".") / base.name, "symlink": tmp_path / "link.gguf",
+           "hardlink": tmp_path / "hard.gguf", "patch": patch}[spelling]
+    if spelling == "symlink":
+        out.symlink_to(base)
+    elif spelling == "hardlink":
+        os.link(base, out)
+    assert _cli("--base", base, "--out", out, patch) == 2
+    assert ("is the patch file" if spelling == "patch" else "is the base file") in _one_error_line(capsys)
+    assert base.read_bytes() == before and patch.read_bytes() == patch_before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("where", ["file parent", "file grandparent", "directory"])
+def test_out_that_cannot_be_a_file(base, tmp_path, capsys, where):
+    patch = _write(tmp_path / "p.json", MOVES, base_sha256=sha256_file(base))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    out = {"file parent": tmp_path / "afile/out.gguf", "file grandparent": tmp_path / "afile/sub/out.gguf",
+           "directory": tmp_path / "adir"}[where]
+    assert _cli("--base", base, "--out", out, patch) == 2
+    assert "directory" in _one_error_line(capsys)
+    assert (tmp_path / "afile").read_text() == "x" and not list((tmp_path / "adir").iterdir())
+
+
+@pytest.mark.parametrize("what", ["output directory", "base", "patch", "rename"])
+def test_permission_errors_are_one_line(base, tmp_path, monkeypatch, capsys, what):
+    """We run as root, so unreadable and unwritable places are mocked."""
+    import neagari.search.patch as patch_mod
+
+    patch = _write(tmp_path / "p.json", MOVES, base_sha256=sha256_file(base))
+    denied = PermissionError(13, "Permission denied")
+    if what == "output directory":
+        def mkstemp(*a, **k):
+            raise PermissionError(13, "Permission denied", str(tmp_path))
+        monkeypatch.setattr(patch_mod.tempfile, "mkstemp", mkstemp)
+    elif what == "base":
+        def gguf(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        monkeypatch.setattr(patch_mod, "GGUFFile", gguf)
+    elif what == "patch":
+        real = Path.read_bytes
+        monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(denied) if self == patch else real(self))
+    else:
+        def replace(a, b):
+            raise PermissionError(13, "Permission denied", str(b))
+        monkeypatch.setattr(patch_mod.os, "replace", replace)
+    before = base.read_bytes()
+    assert _cli("--base", base, "--out", tmp_path / "out.gguf", patch) == 2
+    assert "Permission denied" in _one_error_line(capsys)
+    assert base.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.gguf", "p.json"]  # no output, no temp
+
+
+def test_stale_temp_files_are_removed_and_reported(base, tmp_path, caplog):
+    import subprocess
+    import sys
+
+    from neagari.search.patch import stale_temp_files
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out.gguf"
+    stale = tmp_path / f".out.gguf.neagari-tmp-{dead.pid}-abcd1234"
+    live = tmp_path / f".out.gguf.neagari-tmp-{os.getppid()}-abcd1234"  # a running process: kept
+    other = tmp_path / f".other.gguf.neagari-tmp-{dead.pid}-abcd1234"  # another output's: kept
+    for p in (stale, live, other):
+        p.write_bytes(b"half a file")
+    assert stale_temp_files(out) == [stale]
+    patch = _write(tmp_path / "p.json", MOVES, base_sha256=sha256_file(base))
+    with caplog.at_level("WARNING", logger="neagari.search.patch"):
+        apply_patch_files(base, out, [patch])
+    assert not stale.exists() and live.exists() and other.exists()
+    assert f"removed {stale}" in caplog.text and "killed" in caplog.text
+
+
+def test_killed_apply_patch_leaves_the_output_untouched(base, tmp_path):
+    """SIGKILL a real `python -m neagari.cli apply-patch` mid-write (held at the fsync of its
+    temporary file by a sitecustomize), then rerun: correct output, no temporary file left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text("import os, time\nos.fsync = lambda fd: time.sleep(600)\n")
+    repo = Path(__file__).resolve().parents[1]
+    patch = _write(tmp_path / "p.json", MOVES, base_sha256=sha256_file(base))
+    out = tmp_path / "out" / "model.gguf"
+    out.parent.mkdir()
+    out.write_bytes(b"the previous output")
+    cmd = [sys.executable, "-m", "neagari.cli", "apply-patch", "--base", str(base), "--out", str(out), str(patch)]
+    env = dict(os.environ, PYTHONPATH=f"{hook}{os.pathsep}{repo}")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(p.name.startswith(".model.gguf.neagari-tmp-")
+                                                 for p in out.parent.iterdir()):
+            assert proc.poll() is None, "apply-patch ended before it was killed"
+            time.sleep(0.02)
+        time.sleep(0.2)  # into the held fsync
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    temps = [p for p in out.parent.iterdir() if p.name != "model.gguf"]
+    assert len(temps) == 1 and temps[0].stat().st_size == base.stat().st_size
+    assert out.read_bytes() == b"the previous output"  # the kill cannot leave a partial OUT
+    run = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(repo)), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"removed {temps[0]}" in run.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.gguf"]
+    assert apply_patch_files(base, tmp_path / "ref.gguf", [patch]) == sha256_file(out)
+
+
+def test_output_mode_is_a_plain_new_file(base, tmp_path):
+    patch = _write(tmp_path / "p.json", MOVES, base_sha256=sha256_file(base))
+    apply_patch_files(base, tmp_path / "out.gguf", [patch])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.gguf").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# reproducers found by tests/test_fuzz_patch.py
+@pytest.mark.parametrize("text, message", [
+    ('{"format": "neagari-patch", "format_version": 1, "base_sha256": "' + "0" * 64 + '\\n", "flips": []}',
+     "base_sha256 must be 64 hex digits"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"format": "neagari_xor_v2", "flips": [{"group": ' + "9" * 5000 + "}]}", "unreadable JSON"),
+    ('{"format": "neagari-patch", "format_version": true, "base_sha256": "' + "0" * 64 + '", "flips": []}',
+     "format_version True"),
+    ('{"format": "neagari_xor_v2", "version": 2.0, "flips": []}', "upstream version 2.0"),
+    ('{"format": "neagari-patch", "format_version": 1, "base_sha256": "' + "0" * 64 + '", "metadata": [], "flips": []}',
+     "metadata must be a JSON object"),
+    ('{"format": "neagari_xor_v2", "flips": [{"layer": 0, "proj": "x", "group": 0, "type": ["group"]}]}',
+     "type must be one of"),
+])
+def test_fuzz_reproducers_read(tmp_path, text, message):
+    path = tmp_path / "p.json"
+    path.write_text(text)
+    with pytest.raises(PatchError, match=re.escape(message)) as info:
+        read_patch(path)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_fuzz_reproducer_proj_with_a_newline(base, tmp_path, capsys):
+    doc = {"format": "neagari-patch", "format_version": 1, "base_sha256": sha256_file(base),
+           "flips": [{"layer": 0, "proj": "ffn\nup.weight", "group": 3}]}
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    assert _cli("--base", base, "--out", tmp_path / "o.gguf", tmp_path / "p.json") == 2
+    assert "no tensor 'blk.0.ffn\\nup.weight'" in _one_error_line(capsys)

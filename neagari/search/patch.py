@@ -13,14 +13,21 @@ Two JSON layouts are read and written:
 
 Flip records are kept verbatim (gap lists stay lists of ``[name, gap]`` pairs, names may
 repeat); :class:`Move` is the parsed, validated view the code works with.
+
+Writing a patched GGUF never touches the base and never leaves a partial output: the bytes go to
+a temporary file next to the output, named ``.OUT.neagari-tmp-PID-XXXXXXXX``, which is fsynced
+and renamed onto the output (the directory is fsynced too). A temporary file whose process is no
+longer running (a killed run) is removed by the next run writing the same output, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -39,7 +46,9 @@ MOVE_TYPES = ("group", "scale")
 # Top-level keys with a meaning of their own; every other upstream key is kept in ``metadata``.
 _RESERVED = {"version", "format", "format_version", "flips", "fitness_history", "base_sha256",
              "patched_sha256", "search_config", "created_by", "metadata", "n_flips"}
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHA_RE = re.compile(r"[0-9a-fA-F]{64}")  # matched with fullmatch: "$" would let a trailing newline in
+TEMP_MARK = ".neagari-tmp-"  # the temporary output is .OUT.neagari-tmp-PID-XXXXXXXX next to OUT
+log = logging.getLogger(__name__)
 
 
 class PatchError(ValueError):
@@ -48,6 +57,15 @@ class PatchError(ValueError):
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _show(x: Any, limit: int = 80) -> str:
+    """A value for an error message: its repr, shortened (a patch may hold anything)."""
+    try:
+        r = repr(x)
+    except RecursionError:
+        r = f"<deeply nested {type(x).__name__}>"
+    return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -62,15 +80,15 @@ class Move:
 
     def __post_init__(self):
         if not _is_int(self.layer) or self.layer < 0:
-            raise PatchError(f"layer must be an integer >= 0, got {self.layer!r}")
+            raise PatchError(f"layer must be an integer >= 0, got {_show(self.layer)}")
         if not isinstance(self.proj, str) or not self.proj:
-            raise PatchError(f"proj must be a non-empty string, got {self.proj!r}")
+            raise PatchError(f"proj must be a non-empty string, got {_show(self.proj)}")
         if not _is_int(self.group) or self.group < 0:
-            raise PatchError(f"group must be an integer >= 0, got {self.group!r}")
-        if self.type not in MOVE_TYPES:
-            raise PatchError(f"type must be one of {', '.join(MOVE_TYPES)}, got {self.type!r}")
+            raise PatchError(f"group must be an integer >= 0, got {_show(self.group)}")
+        if not isinstance(self.type, str) or self.type not in MOVE_TYPES:
+            raise PatchError(f"type must be one of {', '.join(MOVE_TYPES)}, got {_show(self.type)}")
         if self.type == "scale" and (not _is_int(self.bit) or not 0 <= self.bit < 16):
-            raise PatchError(f"scale flip needs an integer bit in 0..15, got {self.bit!r}")
+            raise PatchError(f"scale flip needs an integer bit in 0..15, got {_show(self.bit)}")
         # numpy integers from a search loop must not leak into JSON; a group flip has no bit
         bit = int(self.bit) if self.type == "scale" else None
         for name, value in (("layer", int(self.layer)), ("group", int(self.group)), ("bit", bit)):
@@ -82,7 +100,8 @@ class Move:
 
     def describe(self) -> str:
         bit = f" bit {self.bit}" if self.type == "scale" else ""
-        return f"{self.type} flip of {self.tensor} group {self.group}{bit}"
+        tensor = self.tensor if self.tensor.isprintable() else _show(self.tensor)
+        return f"{self.type} flip of {tensor} group {self.group}{bit}"
 
     def to_record(self) -> dict:
         rec = {"layer": self.layer, "proj": self.proj, "group": self.group, "type": self.type}
@@ -130,8 +149,8 @@ class Patch:
 def _check_sha(value: Any, key: str, where: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _SHA_RE.match(value.lower()):
-        raise PatchError(f"{where}: {key} must be 64 hex digits, got {value!r}")
+    if not isinstance(value, str) or not _SHA_RE.fullmatch(value):
+        raise PatchError(f"{where}: {key} must be 64 hex digits, got {_show(value)}")
     return value.lower()
 
 
@@ -141,17 +160,20 @@ def parse_patch(obj: Any, where: str = "patch") -> Patch:
         raise PatchError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     fmt = obj.get("format")
     if fmt == FORMAT:
-        if obj.get("format_version") != FORMAT_VERSION:
+        version = obj.get("format_version")
+        if not _is_int(version) or version != FORMAT_VERSION:
             raise PatchError(f"{where}: unsupported {FORMAT} format_version "
-                             f"{obj.get('format_version')!r} (this reader knows {FORMAT_VERSION})")
-        metadata = obj.get("metadata") or {}
-    elif fmt in UPSTREAM_FORMATS:
-        if obj.get("version", 2) != 2:
-            raise PatchError(f"{where}: unsupported upstream version {obj.get('version')!r} (expected 2)")
+                             f"{_show(version)} (this reader knows {FORMAT_VERSION})")
+        metadata = obj.get("metadata")
+        metadata = {} if metadata is None else metadata
+    elif isinstance(fmt, str) and fmt in UPSTREAM_FORMATS:
+        version = obj.get("version", 2)
+        if not _is_int(version) or version != 2:
+            raise PatchError(f"{where}: unsupported upstream version {_show(version)} (expected 2)")
         metadata = {k: v for k, v in obj.items() if k not in _RESERVED}
     else:
         known = ", ".join((FORMAT,) + UPSTREAM_FORMATS)
-        raise PatchError(f"{where}: unknown patch format {fmt!r} (known: {known})")
+        raise PatchError(f"{where}: unknown patch format {_show(fmt)} (known: {known})")
     flips = obj.get("flips")
     if not isinstance(flips, list):
         raise PatchError(f"{where}: missing 'flips' list")
@@ -188,6 +210,10 @@ def read_patch(path: str | os.PathLike) -> Patch:
         raise PatchError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError:
         raise PatchError(f"{path}: not UTF-8 JSON") from None
+    except RecursionError:
+        raise PatchError(f"{path}: JSON nested too deeply to read") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise PatchError(f"{path}: unreadable JSON ({e})") from None
     return parse_patch(obj, str(path))
 
 
@@ -311,24 +337,129 @@ def _sha256_after(path: Path, gguf_file: GGUFFile, moves: Sequence[Move], chunk:
     return h.hexdigest()
 
 
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # another user's process, or not a pid
+        return pid > 0
+    return True
+
+
+def stale_temp_files(out: str | os.PathLike) -> list[Path]:
+    """Temporary files of earlier runs writing ``out`` whose process no longer runs (killed)."""
+    out = Path(out)
+    prefix = f".{out.name}{TEMP_MARK}"
+    try:
+        names = os.listdir(out.parent)
+    except OSError:
+        return []
+    stale = []
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_running(int(pid)):
+            stale.append(out.parent / name)
+    return sorted(stale)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are the same file (same device and inode: links, ``./x``, ...)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _check_output(base: Path, out: Path, patch_paths: Sequence[Path]) -> None:
+    """Refuse an output that would destroy an input, or that cannot be a file."""
+    if _same_file(out, base):
+        raise PatchError(f"--out {out} is the base file {base}; write the patched model to another path")
+    for p in patch_paths:
+        if _same_file(out, Path(p)):
+            raise PatchError(f"--out {out} is the patch file {p}; write the patched model to another path")
+    if out.is_dir():
+        raise PatchError(f"--out {out} is a directory; give the path of the file to write")
+    for parent in out.parents:  # the deepest existing ancestor must be a directory
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise PatchError(f"--out {out}: {parent} is not a directory")
+            break
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not every platform opens directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(base: Path, out: Path, gf: GGUFFile, patches: Sequence[Patch], expect: str | None) -> str:
+    """Copy ``base`` to a temporary file next to ``out``, XOR the moves in, check, fsync, rename."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PatchError(f"--out {out}: a component of {out.parent} is not a directory") from None
+    for stale in stale_temp_files(out):
+        stale.unlink(missing_ok=True)
+        log.warning("removed %s, left by an earlier apply-patch that was killed", stale)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}{TEMP_MARK}{os.getpid()}-", dir=out.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "r+b") as f:
+            with open(base, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 24)
+            f.flush()
+            mm = np.memmap(tmp, dtype=np.uint8, mode="r+")
+            for patch in patches:
+                apply_moves_inplace(mm, gf, patch.moves)
+            mm.flush()
+            del mm  # release the mapping before the rename (Windows refuses otherwise)
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+        if expect is not None and digest != expect:
+            raise PatchError(f"patched file has sha256 {digest}, but the last patch records {expect}")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the mode a plain new file gets
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(out.parent)
+    return digest
+
+
 def apply_patch_files(base: str | os.PathLike, out: str | os.PathLike,
                       patch_paths: Sequence[str | os.PathLike], force: bool = False) -> str:
     """Apply patches in order to a copy of ``base``, write it to ``out``; return out's sha256.
 
-    Everything is checked before any byte is written: each patch parses, each move addresses a
-    Q1_0 block of ``base``, and each patch matches the file it is applied to. Patch k sees the
-    file S_k (the base after patches 0..k-1) and is accepted when
+    Everything is checked before any byte is written: ``out`` is neither the base nor a patch
+    file (nor a link to one) and can be a file, each patch parses, each move addresses a Q1_0
+    block of ``base``, and each patch matches the file it is applied to. Patch k sees the file
+    S_k (the base after patches 0..k-1) and is accepted when
 
     * its ``base_sha256`` equals sha256(S_k) (applying it), or
     * its ``patched_sha256`` equals sha256(S_k) (undoing it: the moves are self-inverse), or
     * it records no ``base_sha256`` (upstream files) and ``force`` is true.
 
     sha256(S_k) for k > 0 comes from the previous patch's recorded hashes when it has them,
-    else from hashing ``base`` with the earlier moves applied in memory.
+    else from hashing ``base`` with the earlier moves applied in memory. The output is written
+    atomically (see the module docstring): ``out`` is either untouched or complete.
     """
     base, out = Path(base), Path(out)
     if not patch_paths:
         raise PatchError("no patch files given")
+    _check_output(base, out, [Path(p) for p in patch_paths])
     patches = [read_patch(p) for p in patch_paths]
     gf = GGUFFile(base)
     for p, patch in zip(patch_paths, patches):
@@ -356,23 +487,8 @@ def apply_patch_files(base: str | os.PathLike, out: str | os.PathLike,
                              f"apply to has sha256 {current}")
         applied.extend(patch.moves)
         current = nxt
+    return _write_atomically(base, out, gf, patches, current)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
-    try:
-        shutil.copyfile(base, part)
-        mm = np.memmap(part, dtype=np.uint8, mode="r+")
-        for patch in patches:
-            apply_moves_inplace(mm, gf, patch.moves)
-        mm.flush()
-        del mm  # release the mapping before the rename (Windows refuses otherwise)
-        digest = sha256_file(part)
-        if current is not None and digest != current:
-            raise PatchError(f"patched file has sha256 {digest}, but the last patch records {current}")
-        os.replace(part, out)
-    finally:
-        part.unlink(missing_ok=True)
-    return digest
 
 # Public name: the sha256 a file would have after the moves, computed without writing it.
 sha256_after_moves = _sha256_after
