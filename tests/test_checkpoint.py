@@ -20,7 +20,7 @@ from neagari.engine.engine import Engine
 from neagari.search import split_probes
 from neagari.search.checkpoint import CHECKPOINT_NAME, canonical_sha256
 from neagari.search.runner import Search, search_config
-from test_search import PROBES, _cli
+from test_search import _cli
 
 N = 300  # iterations; _cli checkpoints every 40
 STOP_AT = 130  # SIGTERM while proposing this iteration: the checkpoint is at STOP_AT + 1

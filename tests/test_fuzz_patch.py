@@ -21,7 +21,6 @@ import copy
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import shutil

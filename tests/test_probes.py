@@ -4,7 +4,6 @@ the probe, at function level and through the command line (exit 2, one stderr li
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -15,7 +14,6 @@ from types import SimpleNamespace
 import pytest
 
 from neagari.engine.engine import Engine
-from neagari.search import split_probes
 from neagari.search.calibrate import calibrate_document
 from neagari.search.probes import (Probe, ProbeError, encode_probes, load_probes, probe_from_dict, score_probes,
                                    token_ids)
