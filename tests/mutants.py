@@ -61,16 +61,15 @@ MUTANTS = [
            "ratio = median / abs(mean_delta) if", "ratio = median / mean_delta if",
            ("tests/test_audits.py",),
            "§7.6 distance ratio divides by the signed mean delta"),
-    # (6) and (7): their tests are written separately; until they are in the tree these may survive.
     Mutant("sha256-after-repeated-move", "neagari/search/patch.py",
            "np.bitwise_xor.at(buf, pos[lo:hi] - start, mask[lo:hi])",
            "buf[pos[lo:hi] - start] ^= mask[lo:hi]",
-           ("tests/test_patch.py", "tests/test_search.py", "-k", "sha or twice or repeat or patch"),
+           ("tests/test_patch_moves.py",),
            "patched sha256 after moves: fancy-index XOR applies a repeated byte once"),
     Mutant("commit-skips-gate-cache", "neagari/search/evaluator.py",
            "c.gate[..., u], c.up[..., u], c.act[..., u] = gate_u, up_u, act_u",
            "c.up[..., u], c.act[..., u] = up_u, act_u",
-           ("tests/test_search.py", "-k", "evaluator or commit or gate"),
+           ("tests/test_search.py::test_evaluator_commits_of_repeated_units_equal_fresh_forward",),
            "evaluator commit leaves the gate cache stale (gate move then up move: wrong logits)"),
     # already killed before this file was written
     Mutant("average-fitness-sign", "neagari/search/fitness.py",

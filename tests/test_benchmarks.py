@@ -45,10 +45,25 @@ def test_items_from_each_format(files):
     assert musr[0]["gold"] == 2 and "2. Bob" in musr[0]["user"] and musr[0]["user"].startswith("Ann was")
 
 
-def test_limit_is_a_seeded_sample_in_file_order(files):
-    a, _ = load_items("gsm8k", files / "gsm8k.parquet", limit=1, seed=3)
-    b, _ = load_items("gsm8k", files / "gsm8k.parquet", limit=1, seed=3)
-    assert a == b and len(a) == 1
+def test_limit_is_a_seeded_sample_in_file_order(tmp_path):
+    import random
+
+    n = 20
+    pl.DataFrame({"question": [f"What is {i} + 1?" for i in range(n)],
+                  "answer": [f"#### {i + 1}" for i in range(n)]}).write_parquet(tmp_path / "g.parquet")
+    full, _ = load_items("gsm8k", tmp_path / "g.parquet")
+    assert [it["id"] for it in full] == [f"gsm8k/{i}" for i in range(n)]
+    samples = []
+    for seed in range(6):
+        a, _ = load_items("gsm8k", tmp_path / "g.parquet", limit=5, seed=seed)
+        rows = [int(it["id"].split("/")[1]) for it in a]
+        # the documented sample: Python's random.Random(seed).sample of the row indices, sorted
+        assert rows == sorted(random.Random(seed).sample(range(n), 5))
+        assert a == [full[i] for i in rows]  # the same items as the full load, in file order
+        assert all(it["user"].startswith(f"What is {i} + 1?") and it["gold"] == f"#### {i + 1}" for i, it in zip(rows, a))
+        samples.append(rows)
+    assert len({tuple(r) for r in samples}) > 1  # the seed matters
+    assert load_items("gsm8k", tmp_path / "g.parquet", limit=n)[0] == full  # limit >= rows: everything
 
 
 def test_bad_inputs_fail_clearly(files, tmp_path):

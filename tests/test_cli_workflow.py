@@ -95,16 +95,52 @@ def test_smoke_workflow_with_provenance(tmp_path):
                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     table = pl.read_parquet(work / "results/scores/tiny-qat/smoke.parquet")
-    assert len(table) == 8 and (work / "results/figures/gaps/tiny-qat/smoke.png").stat().st_size > 1000
+    smoke = json.loads((REPO / "resources/probes/smoke.json").read_text())["probes"]
+    assert sorted(table["name"]) == sorted(p["name"] for group in smoke.values() for p in group)
+    assert table["gap"].is_finite().all()
+    assert (work / "results/figures/gaps/tiny-qat/smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((work / "results/scores/tiny-qat/smoke.parquet.prov.json").read_text())
     assert record["rule"] == "score_probes" and record["script"]["path"].endswith("scripts/score_probes.py")
     model_sha = sha256_file(work / "results/models/tiny-qat.gguf")
     assert {i["path"]: i["sha256"] for i in record["inputs"]}["results/models/tiny-qat.gguf"] == model_sha
-    # the paper is built, and every search's patch reverses to its base
-    assert (work / "results/paper/index.html").stat().st_size > 10_000
-    for summary in (work / "results/search").glob("*/*/*/summary.json"):
+    # the paper is built, with its figures embedded; every search's patch reverses to its base
+    assert "data:image/png;base64," in (work / "results/paper/index.html").read_text()
+    import gguf
+    import hashlib
+
+    def sha(path):
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    summaries = sorted((work / "results/search").glob("*/*/*/summary.json"))
+    assert summaries, "the smoke workflow ran no search"
+    known = {sha(m) for m in (work / "results/models").rglob("*.gguf")}  # base and null models
+    assert sha(work / "results/models/tiny-qat.gguf") in known
+    patched = {}
+    for summary in summaries:
         s = json.loads(summary.read_text())
-        assert s["iterations_run"] >= 1 and s["base_sha256"] != s["patched_sha256"] or s["accepted"] == 0
+        patch = json.loads((summary.parent / "patch.json").read_text())
+        assert s["iterations_run"] >= 1 or s["stop_reason"] == "all targets crossed", summary
+        assert len(patch["flips"]) == s["accepted"] <= s["iterations_run"]
+        assert (s["base_sha256"], s["patched_sha256"]) == (patch["base_sha256"], patch["patched_sha256"])
+        assert s["accepted"] > 0 or s["base_sha256"] == s["patched_sha256"]
+        model, stage, run = summary.parent.relative_to(work / "results/search").parts
+        out = work / "results/patched" / model / stage / f"{run}.gguf"
+        if out.exists():  # the assembled file: the recorded hash, and the moves XOR-ed back give the base
+            assert sha(out) == patch["patched_sha256"], out
+            data = bytearray(out.read_bytes())
+            offsets = {t.name: int(t.data_offset) for t in gguf.GGUFReader(out).tensors}
+            for f in patch["flips"]:
+                start = offsets[f"blk.{f['layer']}.{f['proj']}"] + 18 * f["group"]
+                for i in (range(start + 2, start + 18) if f.get("type", "group") == "group" else []):
+                    data[i] ^= 0xFF
+                if f.get("type") == "scale":
+                    data[start + f["bit"] // 8] ^= 1 << (f["bit"] % 8)
+            assert hashlib.sha256(data).hexdigest() == patch["base_sha256"], out
+            patched[out] = patch
+            known.add(patch["patched_sha256"])
+    assert patched, "no search's patch was assembled into a GGUF"
+    for summary in summaries:  # every search started from the base model or an assembled file
+        assert json.loads(summary.read_text())["base_sha256"] in known, summary
 
     def verify():
         return subprocess.run([sys.executable, "-m", "neagari.cli", "provenance", "verify", "results"],

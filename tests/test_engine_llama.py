@@ -1,8 +1,8 @@
 """Our engine against llama.cpp (llama-cpp-python) on the same Q1_0 files.
 
 llama.cpp's CPU Q1_0 kernel quantizes activations (to 8 bits) before the dot product, so its
-logits differ from exact fp32 arithmetic by about 1% of the logit scale. We require agreement
-within that error, and identical argmax wherever the top-2 margin exceeds it.
+logits differ from exact fp32 arithmetic by 1-2% of the logit scale (measured below). We require
+agreement within twice the measured error, and identical argmax wherever the top-2 margin exceeds it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ pytestmark = pytest.mark.llama
 
 TEXTS = ["The capital of France is", "def add(a, b):\n    return", "In 1969, 3 astronauts flew",
          "Straße, naïve café, 日本語", "{\"status\": \"ok\", \"items\": [1, 2,", "I don't know; you'll see"]
-REL_TOL = 0.04  # of the logit range; measured about 0.01
+# max |ours - llama.cpp| / max |llama.cpp logit|, per prompt, over the three conftest fixtures and
+# TEXTS: measured 0.0114..0.0211 (worst: mha_untied, the non-ASCII text; per-shape means 0.0141,
+# 0.0152, 0.0160) with llama-cpp-python on an AMD EPYC (x86-64, one thread). llama.cpp's rounding
+# of the 8-bit activations and its accumulation order depend on the CPU's SIMD path, so the bounds
+# are twice the measured values: REL_TOL on every prompt, MEAN_REL_TOL on a shape's mean (an
+# engine error that shifts every prompt by a little more than llama.cpp's noise fails the latter).
+REL_TOL = 0.042
+MEAN_REL_TOL = 0.032
 
 
 def llama(path, n_ctx=256):
@@ -60,16 +67,19 @@ def engines(fixture_models):
 @pytest.mark.parametrize("shape", ["tied_gqa", "untied_wide_heads", "mha_untied"])
 def test_logits_agree_with_llama_cpp(engines, shape):
     ours, ref = engines[shape]
+    rel = []
     for text in TEXTS:
         ids = ours.tokenizer.encode(text)
         got = ours.logits([ids], last_only=False)[0].numpy()
         want = llama_logits(ref, ids)
         scale = float(np.abs(want).max())
         err = np.abs(got - want).max()
+        rel.append(err / scale)
         assert err <= REL_TOL * scale, f"{text!r}: max |diff| {err:.4f} vs logit scale {scale:.2f}"
         clear = ~near_ties(got, want)
         assert clear.any(), text
         assert np.array_equal(got.argmax(-1)[clear], want.argmax(-1)[clear])
+    assert np.mean(rel) <= MEAN_REL_TOL, f"mean relative error {np.mean(rel):.4f} over {len(rel)} prompts"
 
 
 @pytest.mark.parametrize("shape", ["tied_gqa", "untied_wide_heads", "mha_untied"])

@@ -7,35 +7,71 @@ import pytest
 import torch
 
 from neagari.engine.engine import Engine
-from neagari.engine.gguf_io import GGUFFile
 
 transformers = pytest.importorskip("transformers")
 
 PROMPTS = [[5, 17, 42, 99, 3, 250, 7], [300, 2], [11] * 20 + [400, 12, 88], [64]]
 
 
-def reference_model(path) -> "transformers.Qwen3ForCausalLM":
-    from neagari.engine.config import ModelConfig
+def dequantize_q1_0(raw: np.ndarray, out_f: int, in_f: int) -> np.ndarray:
+    """Q1_0 bytes → float32 (out, in), written here from the block layout (not neagari's q1):
+    each 18-byte block is a little-endian fp16 scale d, then 16 bytes of sign bits, weight j of the
+    block +d where bit j % 8 (least significant first) of byte j // 8 is set, else -d: llama.cpp's
+    dequantize_row_q1_0, against which test_q1's hand blocks and test_engine_llama check us."""
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 18)
+    d = blocks[:, 0].astype(np.uint16) | (blocks[:, 1].astype(np.uint16) << 8)
+    d = d.view(np.float16).astype(np.float32)
+    j = np.arange(128)
+    bits = (blocks[:, 2 + j // 8] >> (j % 8)) & 1  # (n_blocks, 128)
+    return np.where(bits == 1, d[:, None], -d[:, None]).reshape(out_f, in_f)
 
-    f = GGUFFile(path)
-    c = ModelConfig.from_gguf(f)
+
+def read_tensors(path) -> tuple[dict, dict]:
+    """(metadata key → value, tensor name → float32 array in PyTorch (out, in) order), read with
+    gguf-py's GGUFReader directly."""
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    meta = {k: f.contents() for k, f in r.fields.items()}
+    tensors = {}
+    for t in r.tensors:
+        shape = tuple(int(x) for x in reversed(t.shape.tolist()))  # GGUF lists ne0 (the row) first
+        if int(t.tensor_type) == 41:  # Q1_0
+            tensors[t.name] = dequantize_q1_0(t.data, *shape)
+        elif int(t.tensor_type) == 0:  # F32
+            tensors[t.name] = np.array(t.data, dtype=np.float32).reshape(shape)
+        elif int(t.tensor_type) == 1:  # F16
+            tensors[t.name] = np.array(t.data, dtype=np.float16).astype(np.float32).reshape(shape)
+        else:
+            raise AssertionError(f"{t.name}: tensor type {t.tensor_type} not handled by this reference")
+    return meta, tensors
+
+
+def reference_model(path) -> "transformers.Qwen3ForCausalLM":
+    meta, w = read_tensors(path)
+    assert meta["general.architecture"] == "qwen3"
+    tied = "output.weight" not in w
     hf_cfg = transformers.Qwen3Config(
-        vocab_size=c.vocab_size, hidden_size=c.hidden, intermediate_size=c.ffn, num_hidden_layers=c.n_layer,
-        num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, head_dim=c.head_dim,
-        rms_norm_eps=c.rms_eps, rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
-        tie_word_embeddings=c.tied_embeddings, max_position_embeddings=c.context_length)
+        vocab_size=w["token_embd.weight"].shape[0], hidden_size=meta["qwen3.embedding_length"],
+        intermediate_size=meta["qwen3.feed_forward_length"], num_hidden_layers=meta["qwen3.block_count"],
+        num_attention_heads=meta["qwen3.attention.head_count"],
+        num_key_value_heads=meta["qwen3.attention.head_count_kv"], head_dim=meta["qwen3.attention.key_length"],
+        rms_norm_eps=meta["qwen3.attention.layer_norm_rms_epsilon"],
+        rope_parameters={"rope_type": "default", "rope_theta": meta["qwen3.rope.freq_base"]},
+        tie_word_embeddings=tied, max_position_embeddings=meta["qwen3.context_length"])
     model = transformers.Qwen3ForCausalLM(hf_cfg).eval()
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-    if not c.tied_embeddings:
+    if not tied:
         names["lm_head.weight"] = "output.weight"
     hf = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
           "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
           "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
           "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
-    for i in range(c.n_layer):
+    for i in range(meta["qwen3.block_count"]):
         for k, v in hf.items():
             names[f"model.layers.{i}.{k}.weight"] = f"blk.{i}.{v}.weight"
-    state = {k: torch.from_numpy(f.dequantize(v).copy()) for k, v in names.items()}
+    assert set(names.values()) == set(w), set(w) ^ set(names.values())  # every tensor of the file is used
+    state = {k: torch.from_numpy(w[v]) for k, v in names.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(m == "lm_head.weight" for m in missing), (missing, unexpected)
     return model
@@ -110,10 +146,20 @@ def test_hidden_states_last_token_and_head(fixture_model):
     assert np.allclose(lg.numpy(), torch.stack(engine.logits(PROMPTS)).numpy(), atol=1e-5)
 
 
+def test_reference_dequantizer_on_a_hand_block():
+    block = np.zeros(18, dtype=np.uint8)
+    block[0:2] = np.array([0.25], dtype="<f2").view(np.uint8)
+    block[2] = 0b00000101  # weights 0 and 2 positive
+    block[17] = 0b10000000  # weight 127 positive
+    w = dequantize_q1_0(block, 1, 128)[0]
+    assert w[0] == w[2] == w[127] == 0.25
+    assert (np.delete(w, [0, 2, 127]) == -0.25).all()
+
+
 def test_weight_is_the_dense_matrix(fixture_model):
     engine = Engine.load(fixture_model)
-    f = GGUFFile(fixture_model)
+    _, ref = read_tensors(fixture_model)
     for name in ("blk.0.ffn_down.weight", "blk.1.attn_q.weight", "token_embd.weight"):
-        assert np.array_equal(engine.weight(name).cpu().numpy(), f.dequantize(name)), name
+        assert np.array_equal(engine.weight(name).cpu().numpy(), ref[name]), name
     with pytest.raises(KeyError):
         engine.weight("blk.0.attn_norm.weight")

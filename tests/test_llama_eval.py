@@ -115,16 +115,23 @@ def test_evaluate_items_scores_exact_match(models):
     free = gen.generate(PROMPTS[1], 8)
     first_line = free.text.split("\n")[0]
     assert first_line.strip(), "continuation starts with a newline"
+    third = gen.generate(PROMPTS[0], 8).text
+    # preconditions of the expected verdicts below: no think markers for the scorer to strip, no
+    # stop string inside the free continuation (so the stopped run produces the same text)
+    assert third.strip() and not any(s in third for s in ("<think>", "</think>", "<|im_end|>"))
+    assert "<think>" not in first_line and "</think>" not in first_line
     items = [
         {"id": "a", "domain": "x", "prompt": PROMPTS[1], "answer": f"  {first_line.strip()} ", "stop": "\n"},
         {"id": "b", "domain": "x", "prompt": PROMPTS[1], "answer": "not the output", "stop": "\n"},
-        {"id": "c", "domain": "y", "prompt": PROMPTS[0], "answer": gen.generate(PROMPTS[0], 8).text,
-         "stop": "<|im_end|>"},
+        {"id": "c", "domain": "y", "prompt": PROMPTS[0], "answer": f"\t{third.strip()}\n", "stop": "<|im_end|>"},
+        {"id": "d", "domain": "y", "prompt": PROMPTS[0], "answer": third.strip()[:-1], "stop": "<|im_end|>"},
     ]
     table = evaluate_items(gen, items, max_new_tokens=8)
-    assert table["id"].to_list() == ["a", "b", "c"]
-    assert table["correct"].to_list() == [True, False, exact_match(items[2]["answer"], items[2]["answer"])]
+    assert table["id"].to_list() == ["a", "b", "c", "d"]
+    # c: the model's own continuation up to whitespace; d: the same less its last character
+    assert table["correct"].to_list() == [True, False, True, False]
     assert table["output"][0] == first_line
+    assert table["output"][2] == third and table["output"][3] == third
     assert "\n" not in table["output"][0]
 
 

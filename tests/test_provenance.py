@@ -134,13 +134,24 @@ def test_verify_refuses_missing_root(tmp_path):
 
 
 def test_sha256_path_directory(tmp_path):
+    import hashlib
+
     d = tmp_path / "d"
     (d / "s").mkdir(parents=True)
     (d / "s" / "f").write_text("1")
+    (d / "a.txt").write_bytes(b"xyz")
+    one, xyz = hashlib.sha256(b"1").hexdigest(), hashlib.sha256(b"xyz").hexdigest()
+
+    def listing(pairs):  # the documented digest: sha256 over sorted "relative path NUL sha" lines
+        return hashlib.sha256("".join(f"{rel}\0{sha}\n" for rel, sha in sorted(pairs)).encode()).hexdigest()
+
+    assert sha256_path(d / "s" / "f") == one  # a file: the sha256 of its bytes
+    assert sha256_path(d) == listing([("s/f", one), ("a.txt", xyz)])
     first = sha256_path(d)
     (d / "s" / "f").rename(d / "s" / "g")  # same bytes, another name: another hash
     assert sha256_path(d) != first
-    assert sha256_path(d / "s" / "g") == sha256_path(d / "s" / "g")
+    assert sha256_path(d) == listing([("s/g", one), ("a.txt", xyz)])
+    assert sha256_path(d / "s" / "g") == one
 
 
 def test_plain_serialises_snakemake_and_numpy():

@@ -98,6 +98,78 @@ def test_evaluator_equals_brute_force(fixture_models):
     assert np.abs(ev.gaps.numpy() - brute()).max() < 1e-4
 
 
+def _xor_bytes(path, moves) -> bytes:
+    """The GGUF's bytes with ``moves`` XOR-ed in one by one, from the Q1_0 block layout written out
+    here (18-byte blocks: fp16 scale in bytes 0-1, low byte first; sign bits in bytes 2-17), with
+    tensor offsets read by gguf-py directly: no neagari code involved."""
+    import gguf
+
+    data = bytearray(Path(path).read_bytes())
+    offsets = {t.name: int(t.data_offset) for t in gguf.GGUFReader(path).tensors}
+    for m in moves:
+        start = offsets[f"blk.{m.layer}.{m.proj}"] + 18 * m.group
+        if m.type == "group":
+            for i in range(start + 2, start + 18):
+                data[i] ^= 0xFF
+        else:
+            data[start + m.bit // 8] ^= 1 << (m.bit % 8)
+    return bytes(data)
+
+
+def _mv(layer, proj, group, bit=None):
+    from neagari.search.patch import Move
+
+    return Move(layer, f"{proj}.weight", group, "group" if bit is None else "scale", bit)
+
+
+# untied_wide_heads: hidden 128, ffn 384, so ffn_gate / ffn_up group u is MLP unit u (one group a
+# row) and ffn_down group g is hidden row g // 3, ffn columns (g % 3) * 128 onwards.
+REPEATING_MOVES = [
+    _mv(1, "ffn_gate", 5), _mv(1, "ffn_up", 5),  # gate then up on one unit: up must see the new gate
+    _mv(1, "ffn_up", 5, 7), _mv(1, "ffn_gate", 5, 6),  # scale bits of the same unit, both matrices
+    _mv(1, "ffn_gate", 5),  # the same group again: undoes the first gate move
+    _mv(1, "ffn_down", 0), _mv(1, "ffn_down", 0, 9),  # the down row that reads unit 5
+    _mv(0, "ffn_up", 0), _mv(0, "ffn_gate", 0, 4), _mv(0, "ffn_gate", 0),  # up then gate on unit 0
+    _mv(0, "ffn_gate", 0, 5), _mv(0, "ffn_gate", 0, 5),  # a scale bit twice: cancels
+    _mv(2, "ffn_gate", 9), _mv(2, "ffn_up", 9), _mv(2, "ffn_up", 9),  # the top layer
+    _mv(2, "ffn_down", 3), _mv(2, "ffn_gate", 9, 8), _mv(2, "ffn_up", 9, 8),
+    _mv(1, "ffn_up", 5), _mv(1, "ffn_gate", 5), _mv(1, "ffn_up", 5, 7),  # back to layer 1's unit 5
+    _mv(0, "ffn_down", 2), _mv(0, "ffn_up", 0), _mv(1, "ffn_gate", 5, 6),
+]
+
+
+def test_evaluator_commits_of_repeated_units_equal_fresh_forward(fixture_models, tmp_path):
+    """A long run of committed moves that revisit one MLP unit through its gate, up and down
+    matrices, repeat groups and scale bits, and span every layer: after each commit the cached
+    evaluator's gaps equal a full forward of a fresh engine loaded from the base bytes with the
+    same moves XOR-ed in (brute force, Engine.logits), within 1e-4."""
+    model = fixture_models["untied_wide_heads"]
+    eng = Engine.load(model)
+    rng = np.random.default_rng(5)
+    prompts = [list(rng.integers(0, 400, size=int(n))) for n in rng.integers(2, 15, size=6)]
+    c, w = rng.integers(0, 400, size=6).tolist(), rng.integers(0, 400, size=6).tolist()
+    ev = GapEvaluator(eng, prompts, c, w, search_layers=[0, 1, 2])
+    prev = ev.gaps.numpy().copy()
+    # checked after: gate then up on unit 5, its scale bits, the repeat, layer 0's unit, the
+    # cancelled scale bit, the top layer, and the end (each check loads an engine: ~1 s)
+    checks = {1, 4, 6, 9, 11, 14, 17, 20, len(REPEATING_MOVES) - 1}
+    for k, m in enumerate(REPEATING_MOVES):
+        gaps = ev.commit(m).numpy().copy()
+        if k not in (11,):  # move 11 repeats move 10's scale bit, so the gaps return to move 9's
+            assert np.abs(gaps - prev).max() > 1e-6, f"move {k} ({m.describe()}) changed nothing"
+        prev = gaps
+        if k not in checks:
+            continue
+        path = tmp_path / f"after{k}.gguf"
+        path.write_bytes(_xor_bytes(model, REPEATING_MOVES[: k + 1]))
+        lg = torch.stack(Engine.load(path).logits(prompts))
+        ref = (lg[range(6), c] - lg[range(6), w]).numpy()
+        path.unlink()
+        err = np.abs(gaps - ref).max()
+        assert err < 1e-4, f"after move {k} ({m.describe()}): evaluator off by {err:.3g}"
+    assert np.abs(gaps - ev.rebuild().numpy()).max() < 1e-4
+
+
 # ---------------------------------------------------------------------------- the loop
 
 def _run(model, out, speculate=1, iterations=150, fitness="average", seed=0):
