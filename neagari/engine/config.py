@@ -74,7 +74,7 @@ class ModelConfig:
             raise GGUFFormatError(f"{f.path}: {k}attention.key_length {head_dim} is odd (RoPE needs an even head size)")
         f.int_key(k + "attention.value_length", head_dim, lo=head_dim, hi=head_dim)
         emb = f.require_tensor("token_embd.weight")
-        if len(emb.shape) != 2:
+        if len(emb.shape) != 2 or emb.shape[0] < 1:
             raise GGUFFormatError(f"{f.path}: tensor 'token_embd.weight' has shape {emb.shape}, expected (vocab, hidden)")
         cfg = cls(
             n_layer=_block_count(f, f.int_key(k + "block_count", lo=1)),

@@ -158,6 +158,9 @@ class Engine:
         for chunk, tokens, positions, mask in self._batches(seqs, batch_size):
             S = tokens.shape[1]
             lg = self.model(tokens, positions, mask, last_only=last_only).cpu()
+            if not bool(torch.isfinite(lg).all()):  # finite weights can still overflow float32
+                raise ValueError(f"{self.gguf.path}: the model's logits overflow to inf/NaN (its weights are "
+                                 "finite but too large for float32 arithmetic)")
             for b, s in enumerate(chunk):
                 out.append(lg[b] if last_only else lg[b, S - len(s):])
         return out

@@ -381,7 +381,7 @@ class GGUFFile:
         rec = self.require_tensor(name)
         rows = int(np.prod(rec.shape[:-1])) if len(rec.shape) > 1 else 1
         flat = self._data[rec.offset : rec.offset + rec.nbytes]
-        return flat.reshape(rows, rec.nbytes // rows)
+        return flat.reshape(rows, rec.nbytes // rows if rows else 0)
 
     def check_finite(self, name: str) -> None:
         """Refuse a tensor holding inf or NaN: a Q1_0 block scale, or any value of a float tensor

@@ -207,7 +207,7 @@ def _checked_vocab(metadata: dict[str, object]) -> tuple[list[str], list[int], l
     for key, v in metadata.items():
         if key.startswith("tokenizer.ggml.") and key.endswith("_token_id"):
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
-                raise ValueError(f"{key} is {v!r}, not a token id of the vocabulary (0..{n - 1})")
+                raise ValueError(f"metadata key {key!r} is {v!r}, not a token id of the vocabulary (0..{n - 1})")
     return tokens, types, merges
 
 
