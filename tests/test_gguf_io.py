@@ -80,3 +80,62 @@ def test_engine_rejects_wrong_architecture(tmp_path):
     path = write_gguf(tmp_path / "llama.gguf", "llama", lambda w: None, [])
     with pytest.raises(GGUFFormatError, match="architecture 'llama' is not supported"):
         Engine.load(path)
+
+
+def _reader_view(path):
+    """Metadata and tensors as gguf-py's GGUFReader sees them (what GGUFFile returned before it
+    parsed headers itself)."""
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    meta = {}
+    for name, fl in r.fields.items():
+        if not name.startswith("GGUF."):
+            v = fl.contents()
+            meta[name] = v.item() if isinstance(v, np.generic) else v
+    tensors = {t.name: (int(t.tensor_type), tuple(reversed(t.shape.tolist())), int(t.data_offset), int(t.n_bytes))
+               for t in r.tensors}
+    return meta, tensors, r
+
+
+def test_own_parser_matches_gguf_py(fixture_model):
+    meta, tensors, r = _reader_view(fixture_model)
+    f = GGUFFile(fixture_model)
+    assert dict(f.metadata) == meta and list(f.metadata) == list(meta)
+    assert all(type(f.metadata[k]) is type(v) for k, v in meta.items())
+    assert {n: (t.ggml_type, t.shape, t.offset, t.nbytes) for n, t in f.tensors.items()} == tensors
+    assert list(f.tensors) == [t.name for t in r.tensors]
+    for t in r.tensors:
+        assert np.array_equal(f.raw(t.name).reshape(-1), np.asarray(t.data).view(np.uint8).reshape(-1))
+
+
+def test_typed_keys(fixture_models):
+    f = GGUFFile(fixture_models["tied_gqa"])
+    assert f.int_key("qwen3.block_count", lo=1) == 2
+    assert f.float_key("qwen3.rope.freq_base") == 10000.0
+    assert f.str_key("general.architecture") == "qwen3"
+    with pytest.raises(GGUFFormatError, match=r"'qwen3.block_count' is 2, must be in 3..4"):
+        f.int_key("qwen3.block_count", lo=3, hi=4)
+    with pytest.raises(GGUFFormatError, match=r"'general.architecture' is a string, expected an integer"):
+        f.int_key("general.architecture")
+    with pytest.raises(GGUFFormatError, match=r"missing required metadata key 'no.such'"):
+        f.float_key("no.such")
+    assert f.int_key("no.such", 7) == 7
+
+
+def test_check_finite_float_types(tmp_path):
+    import gguf
+
+    bad = np.ones((2, 4), dtype=np.float32)
+    bad[1, 2] = np.nan
+    w = gguf.GGUFWriter(tmp_path / "f.gguf", "qwen3")
+    w.add_tensor("ok32.weight", np.ones((2, 4), dtype=np.float32))
+    w.add_tensor("bad32.weight", bad)
+    w.add_tensor("bad16.weight", bad.astype(np.float16))
+    w.add_tensor("inf16.weight", np.full((2, 4), np.inf, dtype=np.float16))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    f = GGUFFile(tmp_path / "f.gguf")
+    f.check_finite("ok32.weight")
+    for name, n in (("bad32.weight", 1), ("bad16.weight", 1), ("inf16.weight", 8)):
+        with pytest.raises(GGUFFormatError, match=rf"'{name}' has {n} non-finite \(inf/NaN\) value"):
+            f.check_finite(name)

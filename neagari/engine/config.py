@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
-from neagari.engine.gguf_io import GGUFFile, GGUFFormatError
+from neagari.engine.gguf_io import FLOAT_TENSOR_TYPES, GGUFFile, GGUFFormatError
 
 ARCH = "qwen3"
 MLP_PROJECTIONS = ("ffn_gate", "ffn_up", "ffn_down")
 ATTN_PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output")
+# Sanity bounds on metadata read from a file. A context length sizes the RoPE tables (context x
+# head_dim/2, float64 while built): 2^18 = 262,144 positions is Qwen3's longest native context.
+# Dimensions and head counts are bounded again by the tensors' shapes, which the file must hold.
+MAX_CONTEXT = 1 << 18
+MAX_DIM = 1 << 20
+MAX_HEADS = 1 << 12
+_BLOCK_NAME = re.compile(r"blk\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -44,34 +52,45 @@ class ModelConfig:
 
     @classmethod
     def from_gguf(cls, f: GGUFFile) -> "ModelConfig":
+        """The configuration of a Qwen3 GGUF, checked against the file's tensors.
+
+        Every key is type- and range-checked; the block count must equal the blocks the file
+        holds, the head counts must divide and every tensor must have the shape and type the
+        configuration implies, the vocabulary must be the embedding's rows. Any failure is one
+        :class:`GGUFFormatError` naming the file and the key or tensor.
+        """
         arch = f.architecture
         if arch != ARCH:
             raise GGUFFormatError(f"{f.path}: architecture {arch!r} is not supported (only {ARCH!r})")
-
-        def key(name, default=None):
-            full = f"{arch}.{name}"
-            if full in f.metadata:
-                return f.metadata[full]
-            if default is None:
-                f.require_key(full)
-            return default
-
-        n_head = int(key("attention.head_count"))
-        hidden = int(key("embedding_length"))
+        k = f"{arch}."
+        n_head = f.int_key(k + "attention.head_count", lo=1, hi=MAX_HEADS)
+        n_kv_head = f.int_key(k + "attention.head_count_kv", n_head, lo=1, hi=n_head)
+        if n_head % n_kv_head:
+            raise GGUFFormatError(f"{f.path}: {k}attention.head_count {n_head} is not a multiple of "
+                                  f"{k}attention.head_count_kv {n_kv_head}")
+        hidden = f.int_key(k + "embedding_length", lo=1, hi=MAX_DIM)
+        head_dim = f.int_key(k + "attention.key_length", hidden // n_head, lo=2, hi=MAX_DIM)
+        if head_dim % 2:
+            raise GGUFFormatError(f"{f.path}: {k}attention.key_length {head_dim} is odd (RoPE needs an even head size)")
+        f.int_key(k + "attention.value_length", head_dim, lo=head_dim, hi=head_dim)
         emb = f.require_tensor("token_embd.weight")
-        return cls(
-            n_layer=int(key("block_count")),
+        if len(emb.shape) != 2 or emb.shape[0] < 1:
+            raise GGUFFormatError(f"{f.path}: tensor 'token_embd.weight' has shape {emb.shape}, expected (vocab, hidden)")
+        cfg = cls(
+            n_layer=_block_count(f, f.int_key(k + "block_count", lo=1)),
             hidden=hidden,
-            ffn=int(key("feed_forward_length")),
+            ffn=f.int_key(k + "feed_forward_length", lo=1, hi=MAX_DIM),
             n_head=n_head,
-            n_kv_head=int(key("attention.head_count_kv", n_head)),
-            head_dim=int(key("attention.key_length", hidden // n_head)),
+            n_kv_head=n_kv_head,
+            head_dim=head_dim,
             vocab_size=int(emb.shape[0]),
-            context_length=int(key("context_length", 4096)),
-            rope_theta=float(key("rope.freq_base", 1_000_000.0)),
-            rms_eps=float(key("attention.layer_norm_rms_epsilon", 1e-6)),
+            context_length=f.int_key(k + "context_length", 4096, lo=1, hi=MAX_CONTEXT),
+            rope_theta=f.float_key(k + "rope.freq_base", 1_000_000.0),
+            rms_eps=f.float_key(k + "attention.layer_norm_rms_epsilon", 1e-6, hi=1.0),
             tied_embeddings="output.weight" not in f.tensors,
         )
+        check_tensors(f, cfg)
+        return cfg
 
     def add_to_gguf(self, writer) -> None:
         """Typed architecture keys on a gguf.GGUFWriter (as llama.cpp's converter writes them)."""
@@ -118,3 +137,27 @@ def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 def tensor_names(cfg: ModelConfig) -> list[str]:
     """Every tensor a Qwen3 GGUF must hold, in llama.cpp's naming and file order."""
     return list(tensor_shapes(cfg))
+
+
+def _block_count(f: GGUFFile, n_layer: int) -> int:
+    """``n_layer`` if the file holds exactly blocks 0..n_layer-1, else a GGUFFormatError."""
+    present = {int(m.group(1)) for name in f.tensors if (m := _BLOCK_NAME.match(name))}
+    if len(present) != n_layer or max(present, default=-1) != n_layer - 1:  # no set(range(n)): n may be 2^64
+        held = f"blocks {min(present)}..{max(present)} ({len(present)} distinct)" if present else "no blocks"
+        raise GGUFFormatError(f"{f.path}: {ARCH}.block_count is {n_layer} but the file holds {held}")
+    return n_layer
+
+
+def check_tensors(f: GGUFFile, cfg: ModelConfig) -> None:
+    """Every tensor the configuration needs is in the file with the shape it implies, norms in a
+    float type; the tokenizer's vocabulary (when the file has one) is the embedding's rows."""
+    for name, shape in tensor_shapes(cfg).items():
+        rec = f.require_tensor(name)
+        if rec.shape != shape:
+            raise GGUFFormatError(f"{f.path}: tensor {name!r} has shape {rec.shape}, the metadata implies {shape}")
+        if len(shape) == 1 and rec.ggml_type not in FLOAT_TENSOR_TYPES:
+            raise GGUFFormatError(f"{f.path}: norm tensor {name!r} is {rec.type_name}, expected F32, F16 or BF16")
+    tokens = f.metadata.get("tokenizer.ggml.tokens")
+    if isinstance(tokens, list) and len(tokens) != cfg.vocab_size:
+        raise GGUFFormatError(f"{f.path}: tokenizer.ggml.tokens has {len(tokens)} tokens, token_embd.weight "
+                              f"{cfg.vocab_size} rows")

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from neagari.engine import q1
-from neagari.engine.config import ModelConfig
-from neagari.engine.gguf_io import GGUFFile, TYPE_BF16, TYPE_F16, TYPE_F32
+from neagari.engine.config import ModelConfig, tensor_names
+from neagari.engine.gguf_io import GGUFFile, GGUFFormatError, TYPE_BF16, TYPE_F16, TYPE_F32
 from neagari.engine.model import DenseLinear, KVCache, Q1Linear, Qwen3, RMSNorm, build_qwen3
 
 
@@ -49,9 +49,14 @@ class Engine:
 
         self.opts = opts = opts or LoadOptions()
         self.gguf = gguf
-        self.cfg = ModelConfig.from_gguf(gguf)
+        self.cfg = ModelConfig.from_gguf(gguf)  # keys, block count, tensor shapes and types checked
+        for name in tensor_names(self.cfg):  # before anything is built: no inf/NaN scale or weight
+            gguf.check_finite(name)
         self.device = _device(opts.device)
-        self.tokenizer = GGUFTokenizer.from_metadata(dict(gguf.metadata))
+        try:
+            self.tokenizer = GGUFTokenizer.from_metadata(dict(gguf.metadata))
+        except ValueError as e:
+            raise GGUFFormatError(f"{gguf.path}: {e}") from None
         self.model = self._build().to(self.device).eval()
         # every linear layer by tensor name: Q1Linear, or DenseLinear for a float matrix
         self._linears = {name: m for name, m in self.model.tensor_modules().items() if not isinstance(m, RMSNorm)}
@@ -123,6 +128,9 @@ class Engine:
         if not seqs or any(len(s) == 0 for s in seqs):
             raise ValueError("every prompt must have at least one token")
         S = max(len(s) for s in seqs)
+        if S > self.model.rope_cos.shape[0]:
+            raise ValueError(f"{self.gguf.path}: a prompt of {S} tokens exceeds the model's context of "
+                             f"{self.model.rope_cos.shape[0]} positions")
         tokens = torch.zeros(len(seqs), S, dtype=torch.long)
         valid = torch.zeros(len(seqs), S, dtype=torch.bool)
         for b, s in enumerate(seqs):
@@ -150,6 +158,9 @@ class Engine:
         for chunk, tokens, positions, mask in self._batches(seqs, batch_size):
             S = tokens.shape[1]
             lg = self.model(tokens, positions, mask, last_only=last_only).cpu()
+            if not bool(torch.isfinite(lg).all()):  # finite weights can still overflow float32
+                raise ValueError(f"{self.gguf.path}: the model's logits overflow to inf/NaN (its weights are "
+                                 "finite but too large for float32 arithmetic)")
             for b, s in enumerate(chunk):
                 out.append(lg[b] if last_only else lg[b, S - len(s):])
         return out

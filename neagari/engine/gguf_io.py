@@ -1,13 +1,33 @@
 """GGUF files: one memory map, zero-copy tensor views, loud errors; and a writer.
 
-Parsing is gguf-py's ``GGUFReader``; what we add is validation that turns every malformed input
-into a one-line :class:`GGUFFormatError`, the PyTorch-order shapes, dequantization of the types
-our models use, and the file hash that patches and provenance records pin.
+The header is parsed by our own bounded parser, :func:`parse_header`, modelled on llama.cpp's
+loader (``gguf_init_from_file_impl`` in ggml/src/gguf.cpp): every count, length, type, shape and
+offset is checked before it is used, and no read or allocation can exceed what the file's size
+allows, so a damaged or hostile header ends in one :class:`GGUFFormatError` naming the file and
+the offending key or tensor, never in a hang, an unbounded allocation or a traceback. Its values
+are those gguf-py's ``GGUFReader`` gives for the same file (``ReaderField.contents()``: Python
+ints, floats, bools and strs, arrays as lists); gguf-py's reader itself is not used, as it walks
+arrays element by element and follows nested arrays without bound.
+
+Refused, beyond a read past the end of the file: a version other than 2 or 3 (or a big-endian
+file); a key/value or tensor count, string length or array length that the bytes left could not
+hold; an unknown value type; an array of arrays (llama.cpp refuses them too); a key or string
+that is not UTF-8; a duplicate key or tensor name; ``general.alignment`` that is not a uint32
+power of two; a tensor with an empty name or one of 64 bytes or more, no dimensions or more than
+four, an unknown GGML type, a row length that is not a multiple of its type's block, an offset not
+aligned to ``general.alignment``, bytes outside the file or overlapping another tensor's bytes.
+
+On top: typed, range-checked metadata lookups (``int_key``, ``float_key``, ``str_key``), the
+PyTorch-order shapes, finiteness checks (``check_finite``), dequantization of the types our models
+use, and the file hash that patches and provenance records pin. Writing is gguf-py's
+``GGUFWriter``.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -19,13 +39,247 @@ from neagari.engine import q1
 from neagari.hashing import sha256_file
 
 GGUF_MAGIC = b"GGUF"
-# GGML type ids we read (gguf.GGMLQuantizationType values).
-TYPE_F32, TYPE_F16, TYPE_BF16 = 0, 1, 30
-SUPPORTED_TYPES = {TYPE_F32: "F32", TYPE_F16: "F16", TYPE_BF16: "BF16", q1.GGML_TYPE_Q1_0: "Q1_0"}
 
 
 class GGUFFormatError(ValueError):
     """The file is not a GGUF model this project can read; the message says why, in one line."""
+
+
+SUPPORTED_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_NAME = 64  # GGML_MAX_NAME: a tensor name must be shorter
+
+# ---------------------------------------------------------------------------- the header parser
+
+# GGUF value types (gguf.GGUFValueType).
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
+VALUE_TYPE_NAMES = {UINT8: "uint8", INT8: "int8", UINT16: "uint16", INT16: "int16", UINT32: "uint32",
+                    INT32: "int32", FLOAT32: "float32", BOOL: "bool", STRING: "string", ARRAY: "array",
+                    UINT64: "uint64", INT64: "int64", FLOAT64: "float64"}
+# scalar type → numpy dtype (little-endian); BOOL as numpy bool, as gguf-py reads it
+SCALAR_DTYPES = {UINT8: np.dtype("<u1"), INT8: np.dtype("<i1"), UINT16: np.dtype("<u2"),
+                 INT16: np.dtype("<i2"), UINT32: np.dtype("<u4"), INT32: np.dtype("<i4"),
+                 FLOAT32: np.dtype("<f4"), BOOL: np.dtype(np.bool_), UINT64: np.dtype("<u8"),
+                 INT64: np.dtype("<i8"), FLOAT64: np.dtype("<f8")}
+INTEGER_TYPES = frozenset({UINT8, INT8, UINT16, INT16, UINT32, INT32, UINT64, INT64})
+FLOAT_TYPES = frozenset({FLOAT32, FLOAT64})
+
+# the smallest encodings, for bounding counts by the bytes left
+_MIN_KV_BYTES = 8 + 4 + 1  # key length, type, a 1-byte value
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
+
+
+def ggml_type_sizes() -> dict[int, tuple[int, int]]:
+    """GGML type id → (block size in elements, bytes per block), from gguf-py's table."""
+    from gguf.constants import GGML_QUANT_SIZES  # deferred: importing gguf-py costs ~0.3 s
+
+    return {int(t): (int(b), int(s)) for t, (b, s) in GGML_QUANT_SIZES.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    ggml_type: int
+    dims: tuple[int, ...]  # GGUF order: ne[0] (the row length) first
+    offset: int  # absolute byte offset of the data in the file
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Header:
+    version: int
+    alignment: int
+    metadata: dict[str, Any]
+    types: dict[str, tuple[int, int | None]]  # key → (value type, array element type or None)
+    tensors: list[TensorInfo]
+    data_offset: int  # start of the data section (after the tensor infos, aligned)
+
+
+class _Cursor:
+    """Reads little-endian values from a buffer; every read is checked against the buffer's end."""
+
+    def __init__(self, buf, size: int, path: Path):
+        self.buf, self.size, self.path, self.pos = buf, size, path, 0
+        self.where = "the header"
+
+    def fail(self, what: str) -> GGUFFormatError:
+        return GGUFFormatError(f"{self.path}: {what}")
+
+    def left(self) -> int:
+        return self.size - self.pos
+
+    def need(self, n: int, what: str) -> None:
+        if n > self.left():
+            raise self.fail(f"truncated GGUF header: {what} of {self.where} needs {n} bytes at byte {self.pos}, "
+                            f"the file has {self.left()} left")
+
+    def unpack(self, fmt: str, what: str):
+        n = struct.calcsize(fmt)
+        self.need(n, what)
+        v = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += n
+        return v[0] if len(v) == 1 else v
+
+    def u32(self, what: str) -> int:
+        return self.unpack("<I", what)
+
+    def u64(self, what: str) -> int:
+        return self.unpack("<Q", what)
+
+    def raw(self, n: int, what: str) -> bytes:
+        self.need(n, what)
+        b = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += n
+        return b
+
+    def string(self, what: str) -> str:
+        n = self.u64(f"{what} length")
+        if n > self.left():
+            raise self.fail(f"truncated or damaged GGUF header: {what} of {self.where} claims {n} bytes at byte {self.pos}, "
+                            f"the file has {self.left()} left")
+        b = self.raw(n, what)
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail(f"damaged GGUF header: {what} of {self.where} at byte {self.pos - n} "
+                            "is not valid UTF-8") from None
+
+
+def _value(cur: _Cursor, vtype: int, what: str):
+    """One value of a scalar or string type (what gguf-py's contents() gives)."""
+    if vtype == STRING:
+        return cur.string(what)
+    dt = SCALAR_DTYPES[vtype]
+    cur.need(dt.itemsize, what)
+    v = np.frombuffer(cur.buf, dt, 1, cur.pos).tolist()[0]
+    cur.pos += dt.itemsize
+    return v
+
+
+def _array(cur: _Cursor, key: str) -> tuple[list, int]:
+    etype = cur.u32("array element type")
+    if etype == ARRAY:
+        raise cur.fail(f"damaged GGUF header: metadata key {key!r} is an array of arrays "
+                       "(nested arrays are not supported)")
+    if etype not in VALUE_TYPE_NAMES:
+        raise cur.fail(f"damaged GGUF header: metadata key {key!r} is an array of unknown type {etype}")
+    n = cur.u64("array length")
+    min_size = 8 if etype == STRING else SCALAR_DTYPES[etype].itemsize
+    if n > cur.left() // min_size:
+        raise cur.fail(f"truncated or damaged GGUF header: metadata key {key!r} claims {n} {VALUE_TYPE_NAMES[etype]} elements, "
+                       f"the file has {cur.left()} bytes left")
+    if etype == STRING:
+        return [cur.string(f"element {i}") for i in range(n)], etype
+    dt = SCALAR_DTYPES[etype]
+    values = np.frombuffer(cur.buf, dt, n, cur.pos).tolist()
+    cur.pos += n * dt.itemsize
+    return values, etype
+
+
+def parse_header(buf, size: int, path: Path) -> Header:
+    """Parse and check a GGUF header held in ``buf`` (any buffer of ``size`` bytes: a memory map)."""
+    cur = _Cursor(buf, size, path)
+    magic = cur.raw(4, "magic") if size >= 4 else bytes(buf[:size])
+    if magic != GGUF_MAGIC:
+        raise cur.fail(f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    version = cur.u32("version")
+    if version & 0xFFFF == 0 and version:
+        raise cur.fail(f"big-endian GGUF (version field {version:#010x}) is not supported")
+    if version not in SUPPORTED_VERSIONS:
+        raise cur.fail(f"GGUF version {version} is not supported (only {' and '.join(map(str, SUPPORTED_VERSIONS))})")
+    n_tensors = cur.u64("tensor count")
+    n_kv = cur.u64("key/value count")
+    if n_kv > cur.left() // _MIN_KV_BYTES:
+        raise cur.fail(f"truncated or damaged GGUF header: key/value count {n_kv} is impossible in a file of {size} bytes")
+    if n_tensors > cur.left() // _MIN_TENSOR_INFO_BYTES:
+        raise cur.fail(f"truncated or damaged GGUF header: tensor count {n_tensors} is impossible in a file of {size} bytes")
+
+    metadata: dict[str, Any] = {}
+    types: dict[str, tuple[int, int | None]] = {}
+    for i in range(n_kv):
+        cur.where = f"metadata entry {i}"
+        key = cur.string("key")
+        cur.where = f"metadata key {key!r}"
+        if key in types:
+            raise cur.fail(f"damaged GGUF header: duplicate metadata key {key!r}")
+        vtype = cur.u32("value type")
+        if vtype == ARRAY:
+            value, etype = _array(cur, key)
+        elif vtype in VALUE_TYPE_NAMES:
+            value, etype = _value(cur, vtype, "value"), None
+        else:
+            raise cur.fail(f"damaged GGUF header: metadata key {key!r} has unknown value type {vtype}")
+        metadata[key], types[key] = value, (vtype, etype)
+
+    alignment = DEFAULT_ALIGNMENT
+    if "general.alignment" in types:
+        alignment = metadata["general.alignment"]
+        if types["general.alignment"] != (UINT32, None) or alignment == 0 or alignment & (alignment - 1):
+            raise cur.fail(f"damaged GGUF header: general.alignment {alignment!r} "
+                           f"({VALUE_TYPE_NAMES[types['general.alignment'][0]]}) is not a uint32 power of two")
+
+    sizes = ggml_type_sizes() if n_tensors else {}
+    infos: list[tuple[str, int, tuple[int, ...], int]] = []
+    names: set[str] = set()
+    for i in range(n_tensors):
+        cur.where = f"tensor info {i}"
+        name = cur.string("name")
+        if not name:
+            raise cur.fail(f"damaged GGUF header: tensor {i} has an empty name")
+        cur.where = f"tensor {name!r}"
+        if len(name.encode("utf-8")) >= MAX_NAME:
+            raise cur.fail(f"damaged GGUF header: tensor name {name[:80]!r} is {len(name.encode())} bytes "
+                           f"(at most {MAX_NAME - 1})")
+        if name in names:
+            raise cur.fail(f"damaged GGUF header: duplicate tensor {name!r}")
+        names.add(name)
+        n_dims = cur.u32("dimension count")
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise cur.fail(f"damaged GGUF header: tensor {name!r} has {n_dims} dimensions (1 to {MAX_DIMS})")
+        dims = tuple(cur.u64(f"dimension {d}") for d in range(n_dims))
+        ggml_type = cur.u32("type")
+        offset = cur.u64("data offset")
+        if ggml_type not in sizes:
+            raise cur.fail(f"damaged GGUF header: tensor {name!r} has unknown GGML type {ggml_type}")
+        infos.append((name, ggml_type, dims, offset))
+
+    data_offset = -(-cur.pos // alignment) * alignment
+    tensors: list[TensorInfo] = []
+    for name, ggml_type, dims, offset in infos:
+        block, type_size = sizes[ggml_type]
+        if dims[0] % block:
+            raise cur.fail(f"damaged GGUF header: tensor {name!r} row length {dims[0]} is not a multiple of "
+                           f"its type's block size {block}")
+        n_elements = 1
+        for d in dims:
+            n_elements *= d
+        nbytes = n_elements // block * type_size
+        if offset % alignment:
+            raise cur.fail(f"damaged GGUF header: tensor {name!r} data offset {offset} is not a multiple of "
+                           f"general.alignment {alignment}")
+        start = data_offset + offset
+        if start > size:
+            raise cur.fail(f"damaged GGUF header: tensor {name!r} data offset {offset} lies outside the file "
+                           f"(data section {data_offset}..{size})")
+        if start + nbytes > size:
+            raise cur.fail(f"truncated file: tensor {name!r} ({list(dims)}, {nbytes} bytes) ends at byte "
+                           f"{start + nbytes}, the file has {size}")
+        tensors.append(TensorInfo(name, ggml_type, dims, start, nbytes))
+    placed = sorted((t for t in tensors if t.nbytes), key=lambda t: t.offset)
+    for a, b in zip(placed, placed[1:]):
+        if a.offset + a.nbytes > b.offset:
+            raise cur.fail(f"damaged GGUF header: tensor {b.name!r} (bytes {b.offset}..{b.offset + b.nbytes}) "
+                           f"overlaps tensor {a.name!r} (bytes {a.offset}..{a.offset + a.nbytes})")
+    return Header(version, alignment, metadata, types, tensors, data_offset)
+
+
+# ---------------------------------------------------------------------------- files
+
+# GGML type ids we read (gguf.GGMLQuantizationType values).
+TYPE_F32, TYPE_F16, TYPE_BF16 = 0, 1, 30
+SUPPORTED_TYPES = {TYPE_F32: "F32", TYPE_F16: "F16", TYPE_BF16: "BF16", q1.GGML_TYPE_Q1_0: "Q1_0"}
+FLOAT_TENSOR_TYPES = (TYPE_F32, TYPE_F16, TYPE_BF16)
 
 
 @dataclass(frozen=True)
@@ -41,19 +295,18 @@ class TensorRecord:
         return SUPPORTED_TYPES.get(self.ggml_type, f"type {self.ggml_type}")
 
 
-def _field_value(field) -> Any:
-    value = field.contents()
-    if isinstance(value, np.generic):
-        value = value.item()
-    return value
+def _nonfinite_fp16(bits: np.ndarray) -> np.ndarray:
+    """Mask of uint16 fp16 bit patterns that are inf or NaN (exponent bits all ones)."""
+    return (bits & 0x7C00) == 0x7C00
 
 
 class GGUFFile:
-    """A parsed GGUF file. ``metadata`` maps key → Python value; ``tensors`` name → record."""
+    """A parsed GGUF file. ``metadata`` maps key → Python value; ``tensors`` name → record.
+
+    The header is parsed by :func:`parse_header` (bounded, every field checked), the
+    tensor data read through one read-only memory map."""
 
     def __init__(self, path: str | os.PathLike):
-        import gguf  # deferred: importing gguf-py costs ~0.3 s
-
         self.path = Path(path)
         if not self.path.is_file():
             raise GGUFFormatError(f"{self.path}: no such file")
@@ -62,33 +315,54 @@ class GGUFFile:
             magic = f.read(4)
         if magic != GGUF_MAGIC:
             raise GGUFFormatError(f"{self.path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
-        try:
-            reader = gguf.GGUFReader(self.path, "r")
-        except Exception as e:  # gguf-py raises assorted errors on damaged headers
-            raise GGUFFormatError(f"{self.path}: damaged or truncated GGUF header ({type(e).__name__}: {e})") from None
-        self._reader = reader
-        self.metadata = MappingProxyType({name: _field_value(fl) for name, fl in reader.fields.items()
-                                          if not name.startswith("GGUF.")})
-        tensors: dict[str, TensorRecord] = {}
-        for t in reader.tensors:
-            shape = tuple(int(x) for x in reversed(t.shape.tolist()))  # GGUF [in, out] → (out, in)
-            rec = TensorRecord(t.name, int(t.tensor_type), shape, int(t.data_offset), int(t.n_bytes))
-            if rec.offset + rec.nbytes > size:
-                raise GGUFFormatError(f"{self.path}: truncated file: tensor {t.name} ends at byte "
-                                      f"{rec.offset + rec.nbytes}, file has {size}")
-            tensors[t.name] = rec
-        self.tensors = MappingProxyType(tensors)
+        self._data = np.memmap(self.path, mode="r")
+        header = parse_header(memoryview(self._data), size, self.path)
+        self.version, self.alignment = header.version, header.alignment
+        self.metadata = MappingProxyType({k: v for k, v in header.metadata.items() if not k.startswith("GGUF.")})
+        self.metadata_types = MappingProxyType({k: t for k, t in header.types.items() if k in self.metadata})
+        self.tensors = MappingProxyType({
+            t.name: TensorRecord(t.name, t.ggml_type, tuple(reversed(t.dims)), t.offset, t.nbytes)  # → (out, in)
+            for t in header.tensors})
         self._sha256: str | None = None
 
     # ------------------------------------------------------------------ access
     @property
     def architecture(self) -> str:
-        return str(self.require_key("general.architecture"))
+        return self.str_key("general.architecture")
 
     def require_key(self, key: str) -> Any:
         if key not in self.metadata:
             raise GGUFFormatError(f"{self.path}: missing required metadata key {key!r}")
         return self.metadata[key]
+
+    def _typed(self, key: str, default, allowed: frozenset, kind: str):
+        if key not in self.metadata:
+            if default is None:
+                self.require_key(key)
+            return default
+        vtype, _ = self.metadata_types[key]
+        if vtype not in allowed:
+            raise GGUFFormatError(f"{self.path}: metadata key {key!r} is a {VALUE_TYPE_NAMES[vtype]}, expected {kind}")
+        return self.metadata[key]
+
+    def int_key(self, key: str, default: int | None = None, lo: int | None = None, hi: int | None = None) -> int:
+        """An integer key (any GGUF integer type), required when ``default`` is None, in [lo, hi]."""
+        v = self._typed(key, default, INTEGER_TYPES, "an integer")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            bounds = f"at least {lo}" if hi is None else f"in {lo}..{hi}" if lo is not None else f"at most {hi}"
+            raise GGUFFormatError(f"{self.path}: metadata key {key!r} is {v}, must be {bounds}")
+        return int(v)
+
+    def float_key(self, key: str, default: float | None = None, lo: float = 0.0, hi: float = math.inf) -> float:
+        """A finite float key (float32/float64, or an integer) with lo < value < hi."""
+        v = float(self._typed(key, default, FLOAT_TYPES | INTEGER_TYPES, "a number"))
+        if not (math.isfinite(v) and lo < v < hi):
+            bounds = f"above {lo}" if hi == math.inf else f"between {lo} and {hi}"
+            raise GGUFFormatError(f"{self.path}: metadata key {key!r} is {v}, must be finite and {bounds}")
+        return v
+
+    def str_key(self, key: str, default: str | None = None) -> str:
+        return self._typed(key, default, frozenset({STRING}), "a string")
 
     def require_tensor(self, name: str) -> TensorRecord:
         if name not in self.tensors:
@@ -106,8 +380,28 @@ class GGUFFile:
         """Zero-copy uint8 view of a tensor's bytes, shaped (rows, bytes per row)."""
         rec = self.require_tensor(name)
         rows = int(np.prod(rec.shape[:-1])) if len(rec.shape) > 1 else 1
-        flat = self._reader.data[rec.offset : rec.offset + rec.nbytes]
-        return flat.reshape(rows, rec.nbytes // rows)
+        flat = self._data[rec.offset : rec.offset + rec.nbytes]
+        return flat.reshape(rows, rec.nbytes // rows if rows else 0)
+
+    def check_finite(self, name: str) -> None:
+        """Refuse a tensor holding inf or NaN: a Q1_0 block scale, or any value of a float tensor
+        (fp16/bf16/fp32 checked on their bit patterns: exponent bits all ones)."""
+        rec = self.require_tensor(name)
+        raw = self.raw(name)
+        if rec.ggml_type == q1.GGML_TYPE_Q1_0:
+            scales = raw.reshape(-1, q1.BLOCK_BYTES)[:, q1.SCALE_BYTES].copy().view("<u2")
+            bad = np.flatnonzero(_nonfinite_fp16(scales))
+            what = "block scale"
+        elif rec.ggml_type == TYPE_F16:
+            bad = np.flatnonzero(_nonfinite_fp16(raw.view("<u2")))
+            what = "value"
+        else:  # F32 / BF16: 8 exponent bits
+            bits = raw.view("<u4") >> 16 if rec.ggml_type == TYPE_F32 else raw.view("<u2")
+            bad = np.flatnonzero((bits & 0x7F80) == 0x7F80)
+            what = "value"
+        if bad.size:
+            raise GGUFFormatError(f"{self.path}: tensor {name!r} has {bad.size} non-finite (inf/NaN) {what}"
+                                  f"{'s' if bad.size > 1 else ''}, the first at index {int(bad[0])}")
 
     def dequantize(self, name: str) -> np.ndarray:
         """float32 array in PyTorch shape."""

@@ -169,6 +169,48 @@ def _raise_exception(message):
     raise jinja2.exceptions.TemplateError(message)
 
 
+_TOKEN_TYPES = range(0, BYTE + 1)  # LLAMA_TOKEN_TYPE_UNDEFINED .. BYTE
+
+
+def _checked_vocab(metadata: dict[str, object]) -> tuple[list[str], list[int], list[str]]:
+    """tokens, token types and merges of GGUF tokenizer metadata, each checked as llama.cpp and
+    tokenizers need them: tokens a non-empty list of strings, one integer type in 0..6 per token,
+    every merge two tokens of the vocabulary whose concatenation is one too, every
+    ``tokenizer.ggml.*_token_id`` an id of the vocabulary. Raises ValueError naming the key."""
+    if "tokenizer.ggml.tokens" not in metadata:
+        raise ValueError("missing required metadata key 'tokenizer.ggml.tokens'")
+    tokens = metadata["tokenizer.ggml.tokens"]
+    if not isinstance(tokens, (list, tuple)) or not tokens or not all(isinstance(t, (str, bytes)) for t in tokens):
+        raise ValueError("tokenizer.ggml.tokens must be a non-empty array of strings")
+    tokens = [_str(t) for t in tokens]
+    n = len(tokens)
+    types = metadata.get("tokenizer.ggml.token_type", [NORMAL] * n)
+    if not isinstance(types, (list, tuple)) or len(types) != n:
+        raise ValueError(f"tokenizer.ggml.token_type must be an array of {n} integers, one per token")
+    if not all(isinstance(t, int) and not isinstance(t, bool) and t in _TOKEN_TYPES for t in types):
+        bad = next(i for i, t in enumerate(types) if not (isinstance(t, int) and t in _TOKEN_TYPES))
+        raise ValueError(f"tokenizer.ggml.token_type[{bad}] is {types[bad]!r}, not a token type 0..{BYTE}")
+    types = [int(t) for t in types]
+    merges = metadata.get("tokenizer.ggml.merges", [])
+    if not isinstance(merges, (list, tuple)) or not all(isinstance(m, (str, bytes)) for m in merges):
+        raise ValueError("tokenizer.ggml.merges must be an array of strings")
+    merges = [_str(m) for m in merges]
+    vocab = set(tokens)
+    for i, m in enumerate(merges):
+        a, sep, b = m.partition(" ")
+        if not (sep and a and b):
+            raise ValueError(f"tokenizer.ggml.merges[{i}] {m[:40]!r} is not two tokens separated by a space")
+        for part in (a, b, a + b):
+            if part not in vocab:
+                raise ValueError(f"tokenizer.ggml.merges[{i}] {m[:40]!r} names {part[:40]!r}, "
+                                 "which is not in tokenizer.ggml.tokens")
+    for key, v in metadata.items():
+        if key.startswith("tokenizer.ggml.") and key.endswith("_token_id"):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
+                raise ValueError(f"metadata key {key!r} is {v!r}, not a token id of the vocabulary (0..{n - 1})")
+    return tokens, types, merges
+
+
 class GGUFTokenizer:
     """Byte-level BPE tokenizer that encodes exactly as llama.cpp does for the same GGUF."""
 
@@ -182,7 +224,11 @@ class GGUFTokenizer:
         # Later duplicates win, as in llama.cpp's token_to_id map.
         vocab = {t: i for i, t in enumerate(tokens)}
         pairs = [tuple(m.split(" ", 1)) for m in merges]
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+        try:
+            tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+        except Exception as e:  # tokenizers' own errors (a Rust exception type)
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            raise ValueError(f"tokenizer could not be built from the file's vocabulary: {lines[0]}") from None
         tok.pre_tokenizer = _pre_tokenizer(regex)
         tok.decoder = decoders.ByteLevel()
         # llama.cpp splits out control/unknown tokens only when parse_special is set, but
@@ -211,14 +257,12 @@ class GGUFTokenizer:
                 warnings.warn(f"tokenizer.ggml.pre {pre!r} is not Qwen2's; using the Qwen2 split regex, "
                               "which may tokenize differently from llama.cpp", stacklevel=2)
             regex = QWEN2_PRE_REGEX
-        tokens = [_str(t) for t in metadata["tokenizer.ggml.tokens"]]
-        types = [int(t) for t in metadata.get("tokenizer.ggml.token_type", [NORMAL] * len(tokens))]
-        merges = [_str(m) for m in metadata.get("tokenizer.ggml.merges", [])]
+        tokens, types, merges = _checked_vocab(metadata)
         index = {t: i for i, t in enumerate(tokens)}
 
         def tid(key):
             v = metadata.get(key)
-            return None if v is None or not 0 <= int(v) < len(tokens) else int(v)
+            return None if v is None else int(v)
 
         eos = tid("tokenizer.ggml.eos_token_id")
         if eos is None:
@@ -226,6 +270,8 @@ class GGUFTokenizer:
         if eos is None:
             raise ValueError("GGUF tokenizer has no tokenizer.ggml.eos_token_id and no <|im_end|>/<|endoftext|> token")
         template = metadata.get("tokenizer.chat_template")
+        if template is not None and not isinstance(template, (str, bytes)):
+            raise ValueError(f"tokenizer.chat_template is a {type(template).__name__}, expected a string")
         return cls(tokens, types, merges, regex, eos_token_id=eos, bos_token_id=tid("tokenizer.ggml.bos_token_id"),
                    pad_token_id=tid("tokenizer.ggml.padding_token_id"), eot_token_id=tid("tokenizer.ggml.eot_token_id"),
                    add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", False)),
