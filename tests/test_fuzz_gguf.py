@@ -349,10 +349,10 @@ def test_weights_that_overflow_float32(base, value):
     assert "logits overflow to inf/NaN" in err or "non-finite" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="score checks gap == correct - wrong to 1e-4 absolute, but computes the gap "
-                   "in float32 (neagari/search/probes.py): logits beyond ~2e3 fail the table's schema with a traceback")
 @pytest.mark.parametrize("what", ["norm", "scale"])
 def test_huge_finite_weights(base, what):
+    """Logits far beyond float32's exact range still give a valid score table (its gap check is
+    relative to the logits' magnitude)."""
     lay = base.layout.copy()
     if what == "norm":
         i = base.layout.tensor("output_norm.weight")[3]

@@ -26,7 +26,9 @@ class ProbeScores(pa.DataFrameModel):
     @pa.dataframe_check
     def gap_is_difference(cls, data) -> pl.LazyFrame:
         lf = data.lazyframe
-        return lf.select(((pl.col("correct_logit") - pl.col("wrong_logit") - pl.col("gap")).abs() < 1e-4))
+        # the gap is a float32 difference: its rounding grows with the logits' magnitude
+        scale = pl.max_horizontal(pl.lit(1.0), pl.col("correct_logit").abs(), pl.col("wrong_logit").abs())
+        return lf.select(((pl.col("correct_logit") - pl.col("wrong_logit") - pl.col("gap")).abs() < 1e-4 * scale))
 
 
 class SearchIterations(pa.DataFrameModel):
