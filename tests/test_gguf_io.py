@@ -139,3 +139,19 @@ def test_check_finite_float_types(tmp_path):
     for name, n in (("bad32.weight", 1), ("bad16.weight", 1), ("inf16.weight", 8)):
         with pytest.raises(GGUFFormatError, match=rf"'{name}' has {n} non-finite \(inf/NaN\) value"):
             f.check_finite(name)
+
+
+def test_directories_and_unreadable_files_are_one_line(tmp_path, capsys, fixture_models, monkeypatch):
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"neagari: error: {tmp_path}: is a directory, not a GGUF file"
+    path = fixture_models["tied_gqa"]
+    real_open = open
+
+    def denied(file, *a, **k):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr("builtins.open", denied)  # we may run as root, where chmod does not deny reads
+    assert main(["inspect", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"neagari: error: {path}: cannot read (Permission denied)"

@@ -308,14 +308,19 @@ class GGUFFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise GGUFFormatError(f"{self.path}: is a directory, not a GGUF file")
         if not self.path.is_file():
             raise GGUFFormatError(f"{self.path}: no such file")
-        size = self.path.stat().st_size
-        with open(self.path, "rb") as f:
-            magic = f.read(4)
-        if magic != GGUF_MAGIC:
-            raise GGUFFormatError(f"{self.path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
-        self._data = np.memmap(self.path, mode="r")
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                magic = f.read(4)
+            if magic != GGUF_MAGIC:
+                raise GGUFFormatError(f"{self.path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+            self._data = np.memmap(self.path, mode="r")
+        except OSError as e:  # unreadable (permissions, I/O errors, special files)
+            raise GGUFFormatError(f"{self.path}: cannot read ({e.strerror or e})") from None
         header = parse_header(memoryview(self._data), size, self.path)
         self.version, self.alignment = header.version, header.alignment
         self.metadata = MappingProxyType({k: v for k, v in header.metadata.items() if not k.startswith("GGUF.")})
