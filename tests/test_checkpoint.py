@@ -5,6 +5,7 @@ untouched copy still resumes to the byte-identical patch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -92,10 +93,44 @@ def _wrong_part(ckpt: Path):  # a readable table, but not the one the checkpoint
     pl.read_parquet(part).with_columns(pl.col("accepted").not_()).write_parquet(part)
 
 
+def _forge(ckpt: Path, key: str, value) -> None:
+    """Accepted move 0 changed consistently everywhere: its row in the part file, its checkpoint
+    entry, the part's sha256 and the checksum. Only the search's settings can tell."""
+    data = json.loads(ckpt.read_text())
+    m = data["accepted"][0]
+    if key == "bit":
+        m["type"] = "scale"
+    m[key] = value
+    for p in data["parts"]:
+        path = ckpt.parent / p["name"]
+        df = pl.read_parquet(path)
+        if m["iteration"] in df["iteration"]:
+            row = df["iteration"] == m["iteration"]
+            df.with_columns(pl.when(row).then(pl.lit(value, dtype=df[key].dtype)).otherwise(pl.col(key)).alias(key),
+                            pl.when(row).then(pl.lit(m["type"])).otherwise(pl.col("move_type")).alias("move_type")
+                            ).write_parquet(path)
+            p["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    data["sha256"] = canonical_sha256(data)
+    ckpt.write_text(json.dumps(data))
+
+
+def _part_retyped(ckpt: Path) -> None:
+    """part-00001's iterations stored as strings (they cast back to integers), recorded consistently:
+    was a polars SchemaError traceback when the resume concatenated the parts."""
+    data = json.loads(ckpt.read_text())
+    path = ckpt.parent / "part-00001.parquet"
+    pl.read_parquet(path).with_columns(pl.col("iteration").cast(pl.Utf8)).write_parquet(path)
+    data["parts"][1]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    data["sha256"] = canonical_sha256(data)
+    ckpt.write_text(json.dumps(data))
+
+
 DAMAGE = {
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not valid JSON"),
     "garbage": (lambda p: p.write_bytes(b"\x00\xffPAR1\x9c garbage \x01" * 10), "not valid JSON"),
     "empty": (lambda p: p.write_bytes(b""), "not valid JSON"),
+    "nested": (lambda p: p.write_bytes(b'{"sha256": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+               "not usable JSON (nested too deeply"),  # was a RecursionError traceback
     "edited": (lambda p: _rewrite(p, lambda d: d.update(next_iteration=40), checksum=False), "checksum mismatch"),
     "no checksum": (lambda p: _rewrite(p, _old_format), "has no checksum"),
     "key dropped": (lambda p: _rewrite(p, lambda d: d.pop("parts")), "parts: Field required"),
@@ -107,6 +142,12 @@ DAMAGE = {
     "part deleted": (lambda p: (p.parent / "part-00002.parquet").unlink(), "part-00002.parquet named in the "
                      "checkpoint is missing"),
     "part changed": (_wrong_part, "part-00001.parquet was changed"),
+    "part retyped": (_part_retyped, "part-00001.parquet column 'iteration' is String, not the iteration table's"),
+    # moves the search could not have proposed were a KeyError / IndexError traceback in the replay
+    "forged layer": (lambda p: _forge(p, "layer", 2), "is in layer 2, not one of the search's layers [0, 1]"),
+    "forged proj": (lambda p: _forge(p, "proj", "attn_q.weight"), "moves 'attn_q.weight', not one of the search's "
+                    "projections ffn_gate, ffn_up, ffn_down"),
+    "forged bit": (lambda p: _forge(p, "bit", 15), "flips scale bit 15, not one of the search's scale bits"),
 }
 
 

@@ -138,6 +138,22 @@ def test_lone_surrogate_is_refused(tmp_path, key):
         load_probes(path)
 
 
+@pytest.mark.parametrize("doc,expected", [
+    ({"probes": [BASE], "\ud800x": 1}, r"/p\.json: top-level key '\\ud800x' is not valid Unicode text"),
+    ({"probes": [dict(BASE, **{"\ud8ca": "smoke"})]},
+     r"^p\.json:probes\.target\[0\] \(name 'x'\): key '\\ud8ca' is not valid Unicode text"),
+])
+def test_lone_surrogate_key_is_refused(tmp_path, doc, expected):
+    """A key the schema cannot read: one line saying so (a top-level one was a StopIteration traceback)."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ProbeError, match=expected):
+        load_probes(path)
+    # in values, lone surrogates of keys other than the probe's texts are carried unvalidated
+    path.write_text(json.dumps({"probes": [dict(BASE, category="\ud800", extra={"\ud800": 1})]}))
+    assert load_probes(path)[0].extra["category"] == "\ud800"
+
+
 def test_deeply_nested_json_is_refused(tmp_path):
     path = tmp_path / "p.json"
     path.write_text("[" * 100_000 + "]" * 100_000)

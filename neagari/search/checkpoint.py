@@ -9,8 +9,9 @@ temporary file, fsync and ``os.replace``, so a kill leaves the previous checkpoi
 
 :meth:`CheckpointStore.load` refuses a checkpoint that is not JSON, has no checksum (written before
 checksums existed), fails its checksum, fails the schema, lies outside ``[0, iterations]``, names a
-part file that is missing, changed or not an iteration table, or lists accepted moves that the part
-files do not record; it raises :class:`CheckpointError` naming the file and saying what to do and
+part file that is missing, changed or not an iteration table, lists accepted moves that the part
+files do not record or that the search could not have proposed (outside its layers, projections or
+scale bits); it raises :class:`CheckpointError` naming the file and saying what to do and
 deletes nothing. A checkpoint of another search (different identity) is dropped with a warning and
 the search starts afresh. Parts written after the last checkpoint are discarded on resume.
 """
@@ -211,6 +212,7 @@ class CheckpointStore:
             raise self._refuse(f"next_iteration {ck.next_iteration} is beyond the search's {iterations} "
                                "iterations")
         self._verify_parts(ck)
+        self._check_moves(ck)
         self._parts = {p.name: p for p in ck.parts}
         self._accepted_at = [m.iteration for m in ck.accepted]
         listed = {p.name for p in ck.parts}
@@ -231,6 +233,14 @@ class CheckpointStore:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise self._refuse(f"not valid JSON ({_brief(e)}; the file is truncated or damaged)") from None
+        except RecursionError:
+            raise self._refuse("not usable JSON (nested too deeply; the file is damaged)") from None
+        try:
+            return self._check(data)
+        except RecursionError:  # nested just under the parser's limit: too deep to hash or compare
+            raise self._refuse("not usable JSON (nested too deeply; the file is damaged)") from None
+
+    def _check(self, data) -> CheckpointFile:
         if not isinstance(data, dict):
             raise self._refuse(f"not a checkpoint (a JSON {type(data).__name__}, not an object)")
         if "sha256" not in data:
@@ -245,6 +255,25 @@ class CheckpointStore:
         if ck.identity_sha256 != identity_sha256(ck.identity):
             raise self._refuse("identity_sha256 does not match its identity")
         return ck
+
+    def _check_moves(self, ck: CheckpointFile) -> None:
+        """Accepted moves the search could have proposed: in its layers and projections, a scale
+        move on one of its scale bits (the identity's proposal settings). A move outside them would
+        fail in the replay, far from the checkpoint that holds it."""
+        config = self.identity.get("config")
+        prop = config.get("proposal") if isinstance(config, dict) else None
+        if not isinstance(prop, dict):
+            return
+        layers, projs, bits = prop.get("layers"), prop.get("projections"), prop.get("scale_bits")
+        for m in ck.accepted:
+            where = f"accepted move at iteration {m.iteration}"
+            if isinstance(layers, list) and m.layer not in layers:
+                raise self._refuse(f"{where} is in layer {m.layer}, not one of the search's layers {layers}")
+            if isinstance(projs, list) and m.proj not in {f"{p}.weight" for p in projs}:
+                raise self._refuse(f"{where} moves {_short(m.proj)}, not one of the search's projections "
+                                   f"{', '.join(map(str, projs))}")
+            if m.type == "scale" and isinstance(bits, list) and m.bit not in bits:
+                raise self._refuse(f"{where} flips scale bit {m.bit}, not one of the search's scale bits {bits}")
 
     def _verify_parts(self, ck: CheckpointFile) -> None:
         frames = []
@@ -261,6 +290,12 @@ class CheckpointStore:
             if set(df.columns) != set(_ITERATION_SCHEMA):
                 raise self._refuse(f"part file {p.name} has columns {sorted(df.columns)}, not the iteration "
                                    "table's")
+            # the search writes each column at its schema type, or Null when every value is None: a
+            # castable other type (iterations as strings) would pass here but break the resume's reads
+            wrong = next((c for c, t in _ITERATION_SCHEMA.items() if df.schema[c] not in (t, pl.Null)), None)
+            if wrong is not None:
+                raise self._refuse(f"part file {p.name} column {wrong!r} is {df.schema[wrong]}, not the iteration "
+                                   f"table's {_ITERATION_SCHEMA[wrong]}")
             if df.height != p.rows:
                 raise self._refuse(f"part file {p.name} has {df.height} rows, the checkpoint says {p.rows}")
             try:

@@ -128,6 +128,9 @@ def probe_from_dict(d: dict, role: str, where: str, distinct: bool = True) -> Pr
         raise ProbeError(f"{where}: a probe must be an object, got {type(d).__name__}")
     name = d.get("name")
     label = f"{where} (name {_show(name)})" if isinstance(name, str) else where
+    for k in d:  # the schema cannot read such a key: say so rather than quote pydantic
+        if _not_utf8(k):
+            raise ProbeError(f"{label}: key {_show(k)} is not valid Unicode text (a lone surrogate)")
     try:
         ProbeRecord.model_validate(d)
     except ValidationError as e:
@@ -154,12 +157,17 @@ def probe_groups(doc, where: str) -> dict[str, list]:
         raise ProbeError(f"{where}: the top level must be an object with a 'probes' key, got {type(doc).__name__}")
     if "probes" not in doc:
         raise ProbeError(f"{where}: expected an object with a 'probes' list or object")
+    for key in doc:
+        if _not_utf8(key):
+            raise ProbeError(f"{where}: top-level key {_show(key)} is not valid Unicode text (a lone surrogate)")
     try:
         ProbeDocument.model_validate(doc)
     except ValidationError:
         groups = doc["probes"]
         if isinstance(groups, dict):
-            role, items = next((r, v) for r, v in groups.items() if not isinstance(v, list))
+            role = next((r for r, v in groups.items() if not isinstance(v, list)), None)
+            if role is None:  # every group a list: a key the schema cannot read
+                raise ProbeError(f"{where}: 'probes' must be a list or an object of lists") from None
             raise ProbeError(f"{where}: {_group_path(role)} is not a list") from None
         raise ProbeError(f"{where}: 'probes' must be a list or an object of lists, "
                          f"got {type(groups).__name__}") from None
