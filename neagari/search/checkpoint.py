@@ -25,7 +25,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, Mapping
 
 import pandera.errors as pa_errors
 import polars as pl
@@ -198,9 +198,10 @@ class CheckpointStore:
         problem = " ".join(str(problem).split())  # one line, whatever an underlying error said
         return CheckpointError(f"{self.path}: {problem}; delete {self.dir} to start the search afresh")
 
-    def load(self, iterations: int) -> Resume | None:
+    def load(self, iterations: int, n_groups: Mapping[tuple[int, str], int] | None = None) -> Resume | None:
         """The verified checkpoint, None when there is none (or it belongs to another search, which is
-        then removed with a warning); :class:`CheckpointError` when it cannot be trusted."""
+        then removed with a warning); :class:`CheckpointError` when it cannot be trusted.
+        ``n_groups``: groups per (layer, tensor) of the model, to refuse moves outside a tensor."""
         if not self.path.exists() and not self.path.is_symlink():
             return None
         ck = self._read()
@@ -212,7 +213,7 @@ class CheckpointStore:
             raise self._refuse(f"next_iteration {ck.next_iteration} is beyond the search's {iterations} "
                                "iterations")
         self._verify_parts(ck)
-        self._check_moves(ck)
+        self._check_moves(ck, n_groups or {})
         self._parts = {p.name: p for p in ck.parts}
         self._accepted_at = [m.iteration for m in ck.accepted]
         listed = {p.name for p in ck.parts}
@@ -256,7 +257,7 @@ class CheckpointStore:
             raise self._refuse("identity_sha256 does not match its identity")
         return ck
 
-    def _check_moves(self, ck: CheckpointFile) -> None:
+    def _check_moves(self, ck: CheckpointFile, n_groups: Mapping[tuple[int, str], int]) -> None:
         """Accepted moves the search could have proposed: in its layers and projections, a scale
         move on one of its scale bits (the identity's proposal settings). A move outside them would
         fail in the replay, far from the checkpoint that holds it."""
@@ -274,6 +275,10 @@ class CheckpointStore:
                                    f"{', '.join(map(str, projs))}")
             if m.type == "scale" and isinstance(bits, list) and m.bit not in bits:
                 raise self._refuse(f"{where} flips scale bit {m.bit}, not one of the search's scale bits {bits}")
+            n = n_groups.get((m.layer, m.proj))
+            if n is not None and not 0 <= m.group < n:
+                raise self._refuse(f"{where} is group {m.group} of blk.{m.layer}.{_short(m.proj)}, which has "
+                                   f"{n} groups")
 
     def _verify_parts(self, ck: CheckpointFile) -> None:
         frames = []

@@ -136,7 +136,7 @@ class Search:
     # ------------------------------------------------------------------ checkpoints
     def _load_checkpoint(self) -> Resume | None:
         """The verified checkpoint (CheckpointError, one line, when it cannot be trusted)."""
-        return self.checkpoints.load(self.cfg.iterations)
+        return self.checkpoints.load(self.cfg.iterations, self.proposer.n_groups)
 
     def _save_checkpoint(self, t: int, accepted: list[Move], pending: list[dict], parts: list[str]) -> None:
         self.checkpoints.save(t, accepted, pending, parts)
