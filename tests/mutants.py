@@ -87,8 +87,8 @@ MUTANTS = [
            ("tests/test_stats.py", "-k", "mcnemar"),
            "exact McNemar tail misses P[X = min(b, c)]"),
     Mutant("rope-theta-key", "neagari/engine/config.py",
-           'rope_theta=float(key("rope.freq_base", 1_000_000.0))',
-           'rope_theta=float(key("rope.theta", 1_000_000.0))',
+           'rope_theta=f.float_key(k + "rope.freq_base", 1_000_000.0),',
+           'rope_theta=f.float_key(k + "rope.theta", 1_000_000.0),',
            ("tests/test_train.py::test_trained_model_exports_to_the_engine",),
            "config reads RoPE theta from a key GGUF does not have (always the default)"),
 ]
