@@ -28,35 +28,42 @@ N = 300  # iterations; _cli checkpoints every 40
 STOP_AT = 130  # SIGTERM while proposing this iteration: the checkpoint is at STOP_AT + 1
 
 
-def _search(model, out) -> Search:
-    """The search the CLI command ``_cli(model, out, N)`` runs, in this process."""
-    a = build_parser().parse_args([str(x) for x in _cli(model, out, N)[3:]])
+def search_from_argv(model, out, argv) -> Search:
+    """The search the CLI command ``neagari ARGV`` runs, in this process."""
+    a = build_parser().parse_args([str(x) for x in argv])
     targets, controls = split_probes(a.probes, a.controls or ())
     return Search(Engine.load(model), model, targets, controls, search_config(vars(a)), out, label=a.label)
 
 
-@pytest.fixture(scope="module")
-def stopped(fixture_models, tmp_path_factory):
-    """(model, out dir of a search stopped by SIGTERM at iteration STOP_AT + 1, reference patch bytes)."""
-    model = fixture_models["mha_untied"]
-    root = tmp_path_factory.mktemp("ckpt")
+def reference_and_stopped(model, root: Path, argv_of, stop_at: int) -> tuple[Path, Path]:
+    """(out dir of the uninterrupted search, out dir of the same search stopped by SIGTERM while
+    proposing iteration ``stop_at``, so its checkpoint is at ``stop_at + 1``). ``argv_of(out)``: the
+    CLI arguments of the search writing to ``out``."""
     ref = root / "ref"
-    s = _search(model, ref)
+    s = search_from_argv(model, ref, argv_of(ref))
     r = s.run(progress=False)
     s.finish(r, ref / "patch.json", ref / "iterations.parquet", ref / "summary.json")
 
     out = root / "stopped"
-    s = _search(model, out)
+    s = search_from_argv(model, out, argv_of(out))
     propose = s.proposer.propose
 
     def propose_then_term(t):
-        if t == STOP_AT:
+        if t == stop_at:
             os.kill(os.getpid(), signal.SIGTERM)  # the search's own handler: finish, checkpoint, exit
         return propose(t)
 
     s.proposer.propose = propose_then_term
     with pytest.raises(SystemExit, match="stopped by SIGTERM"):
         s.run(progress=False)
+    return ref, out
+
+
+@pytest.fixture(scope="module")
+def stopped(fixture_models, tmp_path_factory):
+    """(model, out dir of a search stopped by SIGTERM at iteration STOP_AT + 1, reference patch bytes)."""
+    model = fixture_models["mha_untied"]
+    ref, out = reference_and_stopped(model, tmp_path_factory.mktemp("ckpt"), lambda o: _cli(model, o, N)[3:], STOP_AT)
     ck = json.loads((out / ".checkpoint" / CHECKPOINT_NAME).read_text())
     assert ck["next_iteration"] == STOP_AT + 1 and len(ck["parts"]) == 4 and len(ck["accepted"]) >= 2
     assert not (out / "patch.json").exists()

@@ -37,10 +37,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neagari.cli import build_parser, main
-from neagari.engine.engine import Engine
-from neagari.search import split_probes
-from neagari.search.runner import Search, search_config
+from neagari.cli import main
+from test_checkpoint import reference_and_stopped
 from test_search import _cli
 
 N, EVERY, STOP_AT = 40, 8, 29  # iterations, checkpoint cadence, SIGTERM while proposing this iteration
@@ -84,33 +82,11 @@ class Stopped:
     files: dict = field(default_factory=dict)  # part name → bytes
 
 
-def _search(model: Path, out: Path) -> Search:
-    a = build_parser().parse_args(argv(model, out))
-    targets, controls = split_probes(a.probes, a.controls or ())
-    return Search(Engine.load(model), model, targets, controls, search_config(vars(a)), out, label=a.label)
-
-
 @pytest.fixture(scope="module")
 def stopped(fixture_models, tmp_path_factory) -> Stopped:
     model = fixture_models[MODEL]
     root = tmp_path_factory.mktemp("fuzz-ckpt")
-    ref = root / "ref"
-    s = _search(model, ref)
-    r = s.run(progress=False)
-    s.finish(r, ref / "patch.json", ref / "iterations.parquet", ref / "summary.json")
-
-    out = root / "stopped"
-    s = _search(model, out)
-    propose = s.proposer.propose
-
-    def propose_then_term(t):
-        if t == STOP_AT:
-            os.kill(os.getpid(), signal.SIGTERM)  # the search's own handler: finish, checkpoint, exit
-        return propose(t)
-
-    s.proposer.propose = propose_then_term
-    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
-        s.run(progress=False)
+    ref, out = reference_and_stopped(model, root, lambda o: argv(model, o), STOP_AT)
     ckpt = out / ".checkpoint"
     content = json.loads((ckpt / "checkpoint.json").read_text())
     assert content["next_iteration"] == STOP_AT + 1 and len(content["parts"]) >= 3
