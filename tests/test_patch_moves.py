@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import gguf
-import numpy as np
 import pytest
 
 from neagari.cli import main
@@ -24,16 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "resources/probes/smoke.json"
 
 
-def _offsets(path: Path) -> dict[str, int]:
+def tensor_offsets(path: Path) -> dict[str, int]:
     """Absolute byte offset of every tensor, read with gguf-py directly."""
     return {t.name: int(t.data_offset) for t in gguf.GGUFReader(path).tensors}
 
 
-def _brute_force_bytes(path: Path, moves) -> bytes:
+def brute_force_bytes(path: Path, moves) -> bytes:
     """The file with ``moves`` applied one by one, from the block layout written out here:
     18-byte blocks, bytes 0-1 the little-endian fp16 scale, bytes 2-17 the 128 sign bits."""
-    data = bytearray(path.read_bytes())
-    offsets = _offsets(path)
+    data = bytearray(Path(path).read_bytes())
+    offsets = tensor_offsets(path)
     for m in moves:
         start = offsets[f"blk.{m.layer}.{m.proj}"] + 18 * m.group
         if m.type == "group":
@@ -67,7 +66,7 @@ REPEATS = {
 @pytest.mark.parametrize("moves", list(REPEATS.values()), ids=list(REPEATS))
 def test_recorded_sha256_of_repeated_moves_matches_brute_force(fixture_models, tmp_path, moves):
     model = fixture_models["tied_gqa"]
-    expected = _brute_force_bytes(model, moves)
+    expected = brute_force_bytes(model, moves)
     assert _sha(expected) != _sha(model.read_bytes())  # every case leaves some move standing
     recorded = sha256_after_moves(model, GGUFFile(model), moves)
     assert recorded == _sha(expected)
@@ -105,7 +104,7 @@ def test_search_accepting_a_move_twice_records_its_patched_file(fixture_models, 
     s.finish(r, tmp_path / "patch.json", tmp_path / "it.parquet", tmp_path / "summary.json")
     patch = read_patch(tmp_path / "patch.json")
     assert patch.moves == script
-    expected = _brute_force_bytes(model, script)
+    expected = brute_force_bytes(model, script)
     assert patch.patched_sha256 == _sha(expected)
     assert json.loads((tmp_path / "summary.json").read_text())["patched_sha256"] == _sha(expected)
     out = tmp_path / "patched.gguf"

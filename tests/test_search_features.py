@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 import torch
@@ -19,28 +18,10 @@ from neagari.search import split_probes
 from neagari.search.patch import apply_patch_files, read_patch
 from neagari.search.proposal import ProposalConfig, Proposer
 from neagari.search.runner import Search, SearchConfig
+from test_patch_moves import brute_force_bytes, tensor_offsets
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "resources/probes/smoke.json"
-
-
-def _offsets(path) -> dict[str, int]:
-    return {t.name: int(t.data_offset) for t in gguf.GGUFReader(path).tensors}
-
-
-def _xor_bytes(path, moves) -> bytes:
-    """The file with ``moves`` XOR-ed in, from the Q1_0 block layout (18-byte blocks: fp16 scale in
-    bytes 0-1, low byte first, then the sign bits), tensor offsets from gguf-py."""
-    data = bytearray(Path(path).read_bytes())
-    offsets = _offsets(path)
-    for m in moves:
-        start = offsets[f"blk.{m.layer}.{m.proj}"] + 18 * m.group
-        if m.type == "group":
-            for i in range(start + 2, start + 18):
-                data[i] ^= 0xFF
-        else:
-            data[start + m.bit // 8] ^= 1 << (m.bit % 8)
-    return bytes(data)
 
 
 def _gaps(engine, probes) -> np.ndarray:
@@ -80,7 +61,7 @@ def wide_scales(fixture_models, tmp_path_factory) -> tuple[Path, np.ndarray]:
     d[::3] *= -1
     np.random.default_rng(0).shuffle(d)
     data = bytearray(base.read_bytes())
-    start = _offsets(base)[DOWN]
+    start = tensor_offsets(base)[DOWN]
     for g in range(n):
         data[start + 18 * g : start + 18 * g + 2] = d[g : g + 1].view(np.uint8).tobytes()
     path = tmp_path_factory.mktemp("scales") / "wide.gguf"
@@ -184,7 +165,7 @@ def test_accept_all_keeps_every_proposal(fixture_models, tmp_path):
     assert pl.read_parquet(tmp_path / "null/iterations.parquet")["accepted"].to_list() == [True] * n
     # the state the search ended in is the patched file's
     path = tmp_path / "null.gguf"
-    path.write_bytes(_xor_bytes(model, patch.moves))
+    path.write_bytes(brute_force_bytes(model, patch.moves))
     targets, controls = split_probes(PROBES)
     assert np.abs(_gaps(Engine.load(path), targets + controls) - summary["final_gaps"]).max() < 1e-4
 
@@ -260,7 +241,7 @@ def test_low_precision_search_is_deterministic_and_its_patch_replays(fixture_mod
     assert p0.moves, "nothing accepted"
     # the search's final gaps are the patched file's under the same dtype's full forward
     path = tmp_path / f"{dtype}.gguf"
-    path.write_bytes(_xor_bytes(model, p0.moves))
+    path.write_bytes(brute_force_bytes(model, p0.moves))
     assert p0.patched_sha256 == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
     targets, controls = split_probes(PROBES)
     full = _gaps(Engine.load(path, dtype=dtype), targets + controls)
