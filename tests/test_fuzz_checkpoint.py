@@ -21,14 +21,12 @@ Profiles: the default keeps this module to about ten seconds (``make test``). A 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import io
 import json
 import os
 import shutil
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neagari.cli import main
+import fuzzing
 from test_checkpoint import reference_and_stopped
 from test_search import _cli
 
@@ -100,32 +98,10 @@ def stopped(fixture_models, tmp_path_factory) -> Stopped:
 # ---------------------------------------------------------------------------- running a case
 
 
-class Hang(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Hang(f"no answer within {CASE_TIMEOUT_S} s")
-
-
-def run_cli(args: list[str]) -> tuple[int, str]:
-    """main(args) in-process: (exit status, stderr); an escaping exception fails the case."""
-    err = io.StringIO()
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(CASE_TIMEOUT_S)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            rc = main(args)
-    except SystemExit as e:
-        rc = e.code
-    except Hang:
-        pytest.fail(f"hang: {args}")
-    except BaseException as e:  # a traceback for the user
-        pytest.fail(f"{args}: uncaught {type(e).__name__}: {e}")
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-    return rc, err.getvalue()
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    """main(argv) in-process: (exit status, stderr) (tests/fuzzing.py)."""
+    rc, _, err = fuzzing.run_cli(argv, CASE_TIMEOUT_S)
+    return rc, err
 
 
 @dataclass

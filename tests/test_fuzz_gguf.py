@@ -12,13 +12,10 @@ runs that many Hypothesis examples per property (by hand: minutes to hours).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import math
 import os
 import resource
-import signal
 import struct
 import subprocess
 import sys
@@ -31,11 +28,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neagari.cli import main
+import fuzzing
 from neagari.engine import q1
 from neagari.engine.fixtures import FixtureSpec, write_fixture_model
 from neagari.engine.gguf_io import (ARRAY, BOOL, FLOAT32, FLOAT64, INT8, INT16, INT32, INT64, STRING, UINT8, UINT16,
-                                    UINT32, UINT64, GGUFFile, parse_header)
+                                    UINT32, UINT64, parse_header)
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "resources" / "probes" / "smoke.json"
@@ -139,32 +136,9 @@ def layout_of(path: Path) -> Layout:
 # ---------------------------------------------------------------------------- running the CLI
 
 
-class Hang(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Hang(f"no answer within {CASE_TIMEOUT_S} s")
-
-
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """main(argv) in-process: (exit status, stdout, stderr); an escaping exception fails the case."""
-    out, err = io.StringIO(), io.StringIO()
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(CASE_TIMEOUT_S)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = main(argv)
-    except SystemExit as e:  # argparse
-        rc = e.code
-    except Hang:
-        pytest.fail(f"hang: {argv}")
-    except BaseException as e:  # a traceback for the user
-        pytest.fail(f"{argv}: uncaught {type(e).__name__}: {e}")
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-    return rc, out.getvalue(), err.getvalue()
+    """main(argv) in-process: (exit status, stdout, stderr) (tests/fuzzing.py)."""
+    return fuzzing.run_cli(argv, CASE_TIMEOUT_S)
 
 
 @dataclass

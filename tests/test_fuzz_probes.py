@@ -19,13 +19,9 @@ Profiles: the default keeps this module to a few seconds (``make test``). A long
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import json
 import math
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neagari.cli import main
+import fuzzing
 from neagari.engine.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,32 +146,10 @@ def reference(raw: bytes, model: Model) -> list[dict] | None:
 # ---------------------------------------------------------------------------- running a case
 
 
-class Hang(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Hang(f"no answer within {CASE_TIMEOUT_S} s")
-
-
 def run_cli(argv: list[str]) -> tuple[int, str]:
-    """main(argv) in-process: (exit status, stderr); an escaping exception fails the case."""
-    err = io.StringIO()
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(CASE_TIMEOUT_S)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            rc = main(argv)
-    except SystemExit as e:  # argparse
-        rc = e.code
-    except Hang:
-        pytest.fail(f"hang: {argv}")
-    except BaseException as e:  # a traceback for the user
-        pytest.fail(f"{argv}: uncaught {type(e).__name__}: {e}")
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-    return rc, err.getvalue()
+    """main(argv) in-process: (exit status, stderr) (tests/fuzzing.py)."""
+    rc, _, err = fuzzing.run_cli(argv, CASE_TIMEOUT_S)
+    return rc, err
 
 
 @dataclass

@@ -24,6 +24,7 @@ from neagari.search.fitness import Fitness
 from neagari.search.null import randomize_mlp_signs
 from neagari.search.proposal import ProposalConfig, Proposer
 from neagari.search.runner import Search, SearchConfig
+from test_patch_moves import brute_force_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "resources/probes/smoke.json"
@@ -98,24 +99,6 @@ def test_evaluator_equals_brute_force(fixture_models):
     assert np.abs(ev.gaps.numpy() - brute()).max() < 1e-4
 
 
-def _xor_bytes(path, moves) -> bytes:
-    """The GGUF's bytes with ``moves`` XOR-ed in one by one, from the Q1_0 block layout written out
-    here (18-byte blocks: fp16 scale in bytes 0-1, low byte first; sign bits in bytes 2-17), with
-    tensor offsets read by gguf-py directly: no neagari code involved."""
-    import gguf
-
-    data = bytearray(Path(path).read_bytes())
-    offsets = {t.name: int(t.data_offset) for t in gguf.GGUFReader(path).tensors}
-    for m in moves:
-        start = offsets[f"blk.{m.layer}.{m.proj}"] + 18 * m.group
-        if m.type == "group":
-            for i in range(start + 2, start + 18):
-                data[i] ^= 0xFF
-        else:
-            data[start + m.bit // 8] ^= 1 << (m.bit % 8)
-    return bytes(data)
-
-
 def _mv(layer, proj, group, bit=None):
     from neagari.search.patch import Move
 
@@ -161,7 +144,7 @@ def test_evaluator_commits_of_repeated_units_equal_fresh_forward(fixture_models,
         if k not in checks:
             continue
         path = tmp_path / f"after{k}.gguf"
-        path.write_bytes(_xor_bytes(model, REPEATING_MOVES[: k + 1]))
+        path.write_bytes(brute_force_bytes(model, REPEATING_MOVES[: k + 1]))
         lg = torch.stack(Engine.load(path).logits(prompts))
         ref = (lg[range(6), c] - lg[range(6), w]).numpy()
         path.unlink()
