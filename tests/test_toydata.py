@@ -178,8 +178,8 @@ def test_heldout_eval_and_probes_absent_from_train(train_text, train_corpus, pro
                 assert user not in train_text
                 if domain == "editing":  # the line itself, under any instruction
                     assert user.split("\n")[-1] not in train_text
-                if domain == "instruction":  # the story itself, under any question
-                    assert user.split(". ")[0] + "." not in train_text
+                if domain == "instruction":  # the story itself (its three facts), under any question
+                    assert ". ".join(user.split(". ")[:3]) + "." not in train_text
             elif domain == "controls" and it["category"] != "compare_mc":
                 assert it["prompt"].split("\n")[0] not in train_text  # unseen phrasing/names
     for p in probe_sets["math"]["probes"]["target"]:
@@ -319,27 +319,64 @@ def test_editing_answers(eval_sets):
         assert it["answer"] == " ".join(want)
 
 
-def test_instruction_answers(eval_sets):
-    for it in eval_sets["instruction"]:
+FACT_PATTERNS = {"color": r"(\w+) has a (\w+) (\w+)\.", "place": r"(\w+) keeps the (\w+) in the (\w+)\.",
+                 "material": r"(\w+) made a (\w+) out of (\w+)\."}
+
+
+def story_facts(user: str) -> dict[str, tuple[str, str]]:
+    """object -> (kind, value), read back from the story's sentences."""
+    facts = {}
+    for kind, pattern in FACT_PATTERNS.items():
+        for m in re.finditer(pattern, user):
+            obj, value = (m.group(3), m.group(2)) if kind == "color" else (m.group(2), m.group(3))
+            facts[obj] = (kind, value)
+    return facts
+
+
+def test_instruction_answers(eval_sets, probe_sets):
+    items = eval_sets["instruction"] + [
+        {"prompt": p["prompt"], "answer": None, "probe": p} for p in probe_sets["instruction"]["probes"]["target"]]
+    for it in items:
         user = user_message(it["prompt"])
-        story = user.split(". ", 1)[0]
-        value = story.split()[3] if " has a " in story else story.split()[-1]
-        obj = re.search(r"(?:is|color is) the (\w+)|the (\w+) made of", user)
-        obj = next(g for g in obj.groups() if g)
+        facts = story_facts(user)
+        assert len(facts) == 3, user  # three facts on three objects
+        obj, kind = _question(user)
+        assert facts[obj][0] == kind
+        value = facts[obj][1]
+        # the asked kind recurs in a distractor fact with another first letter
+        assert any(k == kind and v[0] != value[0] for o, (k, v) in facts.items() if o != obj)
         sentence = {"color": f"the {obj} is {value}.", "place": f"the {obj} is in the {value}.",
-                    "material": f"the {obj} is made of {value}."}
-        kind = "color" if " has a " in story else "place" if " keeps " in story else "material"
-        if user.endswith("uppercase letters."):
-            assert it["answer"] == value.upper()
+                    "material": f"the {obj} is made of {value}."}[kind]
+        if user.endswith("in uppercase letters, in double quotes."):
+            want = f'"{value.upper()}"'
+        elif user.endswith("uppercase letters."):
+            want = value.upper()
         elif user.endswith("exactly one word."):
-            assert it["answer"] == value
+            want = value
         elif user.endswith("full sentence."):
-            assert it["answer"] == sentence[kind].capitalize()
+            want = sentence.capitalize()
         elif "double quotes" in user:
-            assert it["answer"] == f'"{value}"'
+            want = f'"{value}"'
         else:
             opener = re.search(r"with the word (\w+)\.$", user).group(1)
-            assert it["answer"] == f"{opener}, {sentence[kind]}"
+            want = f"{opener}, {sentence}"
+        if it["answer"] is not None:
+            assert it["answer"] == want
+        else:
+            probe = it["probe"]
+            assert want.startswith(probe["correct"])
+            if probe["category"].endswith("_distractor"):  # the wrong piece is another fact's value
+                others = [v for o, (k, v) in facts.items() if o != obj and k == kind]
+                assert probe["wrong"] in [v.upper() if want.isupper() else v for v in others]
+
+
+def _question(user: str) -> tuple[str, str]:
+    for kind, pattern in (("color", r"What color is the (\w+)\?"), ("place", r"Where is the (\w+)\?"),
+                          ("material", r"What is the (\w+) made of\?")):
+        m = re.search(pattern, user)
+        if m:
+            return m.group(1), kind
+    raise AssertionError(f"no question in {user!r}")
 
 
 def test_tool_calling_answers(eval_sets):
@@ -376,9 +413,19 @@ def test_coding_snippets_run():
                                      "quiet": " ab ", "soft": " ab ", "small": " ab "}.get(verb, "Ab")
             elif kind == "parens":
                 assert f("ab", "abcd") == (4 if verb == "longest" else 2)
-            else:
+            elif kind == "comprehension":
                 assert f([1, 2]) == [{"double": 2, "triple": 3, "quadruple": 4}[verb] * v
                                      for v in (1, 2)]
+            elif kind == "select_loop":  # walks the parameter the name says
+                params = re.match(r"def \w+\((\w+), (\w+)\)", lines[0]).groups()
+                walked = name.split("_", 1 if verb != "sum" else 2)[-1]
+                args = {p: ([1, 2, 3] if p == walked else [100, 200]) for p in params}
+                assert f(**args) == 6
+            elif kind == "clamp":
+                assert (f(5, 0, 3), f(-1, 0, 3), f(2, 0, 3)) == (3, 0, 2)
+            else:
+                assert kind == "two_accumulators"
+                assert f([2, 4, 9]) == {"count": 3, "total": 15, "mean": 5.0}[verb]
             for point in points:
                 item = coding.point_item(lines, point)
                 assert item.meta["code"].startswith(item.prompt + item.answer + "\n")

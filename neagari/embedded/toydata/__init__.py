@@ -6,13 +6,15 @@ the paper's probe domains:
 
 - ``editing`` (chat): repeat a line with one change (replace, uppercase, delete, insert, swap a
   word); the paper's editing domain. Probes edit the first word, so copying the line is the error.
-- ``instruction`` (chat): answer a one-line story question in a requested format (uppercase, one
-  word, full sentence, start with a given word, in quotes); the paper's IFEval/IFBench probes.
+- ``instruction`` (chat): answer a question about one of three story facts in a requested format
+  (uppercase, one word, full sentence, start with a given word, in quotes, nested); the paper's
+  IFEval/IFBench probes.
 - ``tool_calling`` (chat): pick the right tool from a listed set and fill its arguments, as in
   BFCLv3; held-out requests also use tools never seen in training.
 - ``math`` (plain text): multi-digit sums and differences, small products, polynomial derivatives;
   the paper's MATH-500 step probes.
-- ``coding`` (plain text): completion points in short Python functions; HumanEval+/MBPP+.
+- ``coding`` (plain text): completion points in Python functions, some choosing among
+  distractor names; HumanEval+/MBPP+.
 - ``verbatim`` (chat): extract one sentence of a legal, medical, API, log or code passage, against
   a competing "repeat the passage" habit; the paper's 1.7B targeted runs and held-out evaluation.
 - ``copying`` (plain text, corpus only): copy drills, a list of words and the same list again;
@@ -61,9 +63,9 @@ CORPUS_MODULES = {**MODULES, "copying": copying}
 # Probe categories, drawn in turn. Tool calling: 3 of 4 probes ask for a tool seen in training
 # (its name must be picked among the listed ones), 1 for an unseen tool (its name can only be
 # copied from the list, which the embedded model cannot do: at 1:1 the wrong share was 72.5%).
-PROBE_CATEGORIES = {"editing": list(editing.OPS), "instruction": list(instruction.FORMATS),
+PROBE_CATEGORIES = {"editing": list(editing.OPS), "instruction": list(instruction.CATEGORIES),
                     "tool_calling": ["seen_tool", "seen_tool", "seen_tool", "unseen_tool"],
-                    "math": list(arithmetic.KINDS), "coding": list(coding.CATEGORIES)}
+                    "math": list(arithmetic.KINDS), "coding": list(coding.PROBE_CATEGORIES)}
 N_TARGET_PROBES = 40
 # The paper's pass-1 settings per domain (§6.5), as defaults for the search.
 SEARCH_CONFIG = {

@@ -1,13 +1,22 @@
-"""Coding: short Python functions with completion points (HumanEval/MBPP analogue).
+"""Coding: Python functions with completion points (HumanEval/MBPP analogue).
 
 Completion points range from syntax a small model gets right early (the colon after a signature,
 closing parentheses) to choices that need the function's name or body (the operator implied by
 `add_`/`scale_`, the comparison of `larger_`, the string method of `shout_`, which variable to
-return). Held-out functions are combinations of name, noun and body that training never shows.
+return). The longer functions bind a choice to a name among distractors: which of two list
+parameters a loop walks (`total_prices(prices, weights)`), which bound a clamp tests and returns,
+which of two accumulators a function returns (`count_` / `total_` / `mean_`). Held-out functions
+are combinations of name, noun and body that training never shows.
+
+Probes test the semantic points only (``PROBE_CATEGORIES``): once the embedded model copies from
+its context it completed the syntax points and the short functions almost always (5% wrong at 21 M
+training tokens), which leaves the search nothing to fix. Syntax points stay in the corpus and in
+the exact-match evaluation.
 """
 
 from __future__ import annotations
 
+import keyword
 import random
 
 from .common import PLAIN_STOP, Item, belongs, check_split
@@ -21,10 +30,16 @@ METHODS = {"upper": ("shout", "loud", "caps"), "lower": ("quiet", "soft", "small
 FACTORS = {"2": "double", "3": "triple", "4": "quadruple"}
 ACCUMULATORS = ("total", "result", "acc", "running")
 LOOP_VARS = ("item", "value", "entry", "num")
-KINDS = ("binop", "compare", "accumulate", "method", "parens", "comprehension")
-# Probe categories ("method" points are evaluated but not probed, see `snippet`).
+BOUNDS = (("low", "high"), ("lo", "hi"), ("floor", "ceiling"), ("least", "most"))
+COUNTERS = ("count", "n", "seen")
+KINDS = ("binop", "compare", "accumulate", "method", "parens", "comprehension", "select_loop",
+         "clamp", "two_accumulators")
+# Every point category ("method" points are evaluated but not probed, see `snippet`).
 CATEGORIES = ("paren", "operator", "comparison", "colon", "iterable", "return_value", "keyword",
-              "constant")
+              "constant", "select_iterable", "bound", "select_return")
+# The probed ones: choices that need the function's name or body, not syntax.
+PROBE_CATEGORIES = ("operator", "comparison", "iterable", "return_value", "constant",
+                    "select_iterable", "bound", "select_return")
 
 
 def _first_other(options, avoid: str) -> str:
@@ -96,6 +111,41 @@ def _any_snippet(rng: random.Random, split: str, kind: str):
                        ("keyword", 1, len(f"    return [v * {factor}"), " + 1]"),
                        ("keyword", 1, len(f"    return [v * {factor} for v"), " = 0"),
                        ("paren", 0, len(f"def {name}({noun}"), ", n):")]
+    if kind == "select_loop":
+        # Two list parameters; the name says which one to walk. The loop variable is neutral
+        # (`x`), so only the name decides, not a singular/plural match.
+        walked, other = rng.sample(pool("code_noun", split), 2)
+        verb = rng.choice(("total", "sum_up", "tally"))
+        params = [walked, other]
+        rng.shuffle(params)
+        acc = rng.choice(ACCUMULATORS)
+        lines = [f"def {verb}_{walked}({params[0]}, {params[1]}):", f"    {acc} = 0",
+                 f"    for x in {walked}:", f"        {acc} += x", f"    return {acc}"]
+        if walked[0] == other[0]:
+            return lines, [("colon", 2, len(f"    for x in {walked}"), "[0]:")]
+        return lines, [("select_iterable", 2, len("    for x in"), f" {other}:"),
+                       ("return_value", 4, len("    return"), " x")]
+    if kind == "clamp":
+        lo, hi = rng.choice(BOUNDS)
+        var = noun[:-1] if noun.endswith("s") and not keyword.iskeyword(noun[:-1]) else noun
+        name = f"clamp_{var}"
+        lines = [f"def {name}({var}, {lo}, {hi}):", f"    if {var} < {lo}:", f"        return {lo}",
+                 f"    if {var} > {hi}:", f"        return {hi}", f"    return {var}"]
+        return lines, [("bound", 1, len(f"    if {var} <"), f" {hi}:"),
+                       ("bound", 2, len("        return"), f" {hi}"),
+                       ("bound", 3, len(f"    if {var} >"), f" {lo}:"),
+                       ("bound", 4, len("        return"), f" {lo}"),
+                       ("comparison", 3, len(f"    if {var}"), f" < {hi}:")]
+    if kind == "two_accumulators":
+        # A count and a total over one list; the name says which one (or their ratio) to return.
+        counter, acc = rng.choice(COUNTERS), rng.choice(("total", "acc", "running"))
+        what = rng.choice(("count", "total", "mean"))
+        ret = {"count": counter, "total": acc, "mean": f"{acc} / {counter}"}[what]
+        wrong = {"count": f" {acc}", "total": f" {counter}", "mean": f" {counter} / {acc}"}[what]
+        lines = [f"def {what}_{noun}({noun}):", f"    {counter} = 0", f"    {acc} = 0",
+                 f"    for x in {noun}:", f"        {counter} += 1", f"        {acc} += x",
+                 f"    return {ret}"]
+        return lines, [("select_return", 6, len("    return"), wrong)]
     raise ValueError(f"unknown snippet kind {kind!r}")
 
 
