@@ -13,6 +13,8 @@ import re
 import sys
 from pathlib import Path
 
+from neagari import __version__
+
 
 class CliError(Exception):
     """An expected failure found by the command line itself; its message is one line."""
@@ -276,24 +278,36 @@ def _cmd_fixture(a) -> int:
     return 0
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default after its help, unless there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or action.help is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
     """The parser. ``search_args=False`` leaves the ``search`` command's options out: they take
     their defaults and choices from the search modules, whose import (torch) other commands skip."""
-    p = argparse.ArgumentParser(prog="neagari", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="neagari", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name, func, **kw):
-        s = sub.add_parser(name, **kw)
+        s = sub.add_parser(name, formatter_class=HelpFormatter, **kw)
         s.set_defaults(func=func, parser=s)
         return s
 
     s = command("inspect", _cmd_inspect, help="architecture, tensors, types, sizes, sha256 of a GGUF")
-    s.add_argument("model")
+    s.add_argument("model", help="a GGUF file")
     s.add_argument("--tensors", action="store_true", help="list every tensor")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a text summary")
 
     def engine_args(s):
-        s.add_argument("model")
+        s.add_argument("model", help="a Qwen3 GGUF (Q1_0, F16, BF16 or F32 tensors)")
         s.add_argument("--device", default="cpu", type=device_name, help="cpu, cuda, cuda:N or auto")
         s.add_argument("--no-cache", action="store_true", help="dequantize weights at each call")
         s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
@@ -301,28 +315,28 @@ def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
 
     s = command("score", _cmd_score, help="logit gap of every probe of a probe file")
     engine_args(s)
-    s.add_argument("--probes", required=True)
+    s.add_argument("--probes", required=True, help="probe file (upstream JSON schema)")
     s.add_argument("--out", required=True, help="table path (.parquet, .csv or .tsv)")
-    s.add_argument("--batch-size", type=positive_int, default=64)
+    s.add_argument("--batch-size", type=positive_int, default=64, help="prompts per forward pass")
 
     s = command("generate", _cmd_generate, help="greedy continuation with a KV cache")
     engine_args(s)
-    s.add_argument("--prompt", required=True)
+    s.add_argument("--prompt", required=True, help="the text to continue (the user turn with --chat)")
     s.add_argument("--chat", action="store_true", help="render through the file's chat template")
-    s.add_argument("--system", default=None)
+    s.add_argument("--system", default=None, help="system turn (with --chat)")
     s.add_argument("--thinking", action="store_true", help="leave Qwen3 thinking on (off by default)")
-    s.add_argument("--max-new-tokens", type=positive_int, default=64)
+    s.add_argument("--max-new-tokens", type=positive_int, default=64, help="stop after this many tokens")
 
     s = command("apply-patch", _cmd_apply_patch, help="write BASE with the patches' bytes XOR-ed in")
-    s.add_argument("--base", required=True)
+    s.add_argument("--base", required=True, help="the GGUF the patches were searched on")
     s.add_argument("--out", required=True, help="the file to write (never the base: it is not modified)")
     s.add_argument("--force", action="store_true", help="accept patches that record no base sha256")
-    s.add_argument("patches", nargs="+")
+    s.add_argument("patches", nargs="+", help="patch files (ours or upstream's), applied in order")
 
     s = command("provenance", None, help="provenance records of result files")
     psub = s.add_subparsers(dest="action", required=True)
-    v = psub.add_parser("verify", help="re-hash results; list every file that no longer matches its record")
-    v.add_argument("root", nargs="?", default="results")
+    v = psub.add_parser("verify", formatter_class=HelpFormatter, help="re-hash results; list every file that no longer matches its record")
+    v.add_argument("root", nargs="?", default="results", help="directory of result files and their .prov.json records")
     v.add_argument("--deep", action="store_true", help="re-hash large files too (default: size + mtime)")
     v.set_defaults(func=_cmd_verify, parser=v)
 
@@ -331,14 +345,19 @@ def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
         _search_arguments(s, engine_args)
 
     s = command("fixture", _cmd_fixture, help="write a small random Qwen3 Q1_0 GGUF")
-    s.add_argument("out")
+    s.add_argument("out", help="the GGUF to write")
     for flag, default, kind in (("layers", 2, positive_int), ("hidden", 128, positive_int),
                                 ("ffn", 256, positive_int), ("heads", 4, positive_int),
                                 ("kv-heads", 2, positive_int), ("head-dim", 32, positive_int),
                                 ("vocab", 512, positive_int), ("seed", 0, nonnegative_int)):
-        s.add_argument(f"--{flag}", type=kind, default=default)
-    s.add_argument("--untied", action="store_true")
+        s.add_argument(f"--{flag}", type=kind, default=default, help=FIXTURE_HELP[flag])
+    s.add_argument("--untied", action="store_true", help="a separate LM head (default: tied to the embedding)")
     return p
+
+
+FIXTURE_HELP = {"layers": "transformer blocks", "hidden": "hidden size (a multiple of 128)",
+                "ffn": "MLP width (a multiple of 128)", "heads": "attention heads", "kv-heads": "key/value heads",
+                "head-dim": "dimension per head", "vocab": "vocabulary size", "seed": "weight seed"}
 
 
 def _search_arguments(s, engine_args) -> None:
@@ -351,30 +370,35 @@ def _search_arguments(s, engine_args) -> None:
     s.add_argument("--probes", required=True, help="target probes (calibrated upstream JSON)")
     s.add_argument("--controls", nargs="*", help="control probe files")
     s.add_argument("--out", required=True, help="directory for patch.json, iterations.parquet, summary.json")
-    s.add_argument("--iterations", type=positive_int, required=True)
+    s.add_argument("--iterations", type=positive_int, required=True, help="proposals to evaluate")
     d = search_defaults()  # the search's defaults are its config dataclasses'
-    s.add_argument("--fitness", default=d["fitness"], choices=FITNESS_NAMES)
+    s.add_argument("--fitness", default=d["fitness"], choices=FITNESS_NAMES, help="fitness function (PAPER.md §5)")
     s.add_argument("--lambda", dest="lam", type=nonnegative_float, default=d["lam"], help="control penalty weight")
     s.add_argument("--epsilon", type=nonnegative_float, default=d["epsilon"], help="focused: fixed control slack")
     s.add_argument("--slack-ratio", type=nonnegative_float, default=d["slack_ratio"],
                    help="focused_proportional: slack / |baseline|")
     s.add_argument("--layers", type=nonnegative_int, nargs="+", default=None, help="search layers (default: all)")
-    s.add_argument("--projections", nargs="+", default=list(d["projections"]), choices=MLP_PROJECTIONS)
-    s.add_argument("--group-sampling", default=d["group_sampling"], choices=GROUP_SAMPLING)
+    s.add_argument("--projections", nargs="+", default=list(d["projections"]), choices=MLP_PROJECTIONS,
+                   help="MLP projections whose groups may be flipped")
+    s.add_argument("--group-sampling", default=d["group_sampling"], choices=GROUP_SAMPLING,
+                   help="uniform over groups, or proportional to |scale|")
     s.add_argument("--scale-prob", type=probability, default=d["scale_prob"],
                    help="probability of a scale-mantissa move")
     s.add_argument("--scale-bits", type=int, nargs="+", default=list(d["scale_bits"]), choices=range(10),
                    metavar="BIT", help="FP16 mantissa bits a scale move may flip (0..9)")
-    s.add_argument("--seed", type=nonnegative_int, default=d["seed"])
-    s.add_argument("--window", type=positive_int, default=d["window"])
-    s.add_argument("--min-rate", type=probability, default=d["min_rate"])
+    s.add_argument("--seed", type=nonnegative_int, default=d["seed"], help="proposal stream seed")
+    s.add_argument("--window", type=positive_int, default=d["window"],
+                   help="auto-termination window (iterations)")
+    s.add_argument("--min-rate", type=probability, default=d["min_rate"],
+                   help="stop when the acceptance rate over the window falls below this")
     s.add_argument("--speculate", type=positive_int, default=d["speculate"], help="proposals evaluated per batch")
-    s.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"])
+    s.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"],
+                   help="iterations between checkpoints in --out")
     s.add_argument("--accept-all", action="store_true", help="random-flip null: keep every proposal")
     s.add_argument("--upstream", action="store_true", help="also write patch.upstream.json")
-    s.add_argument("--threads", type=nonnegative_int, default=0)
-    s.add_argument("--label", default=None)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--threads", type=nonnegative_int, default=0, help="torch threads (0: torch's default)")
+    s.add_argument("--label", default=None, help="run name written into the patch and summary")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--force", action="store_true",
                    help="overwrite a finished search of another configuration in --out")
 

@@ -177,3 +177,33 @@ def test_light_commands_do_not_import_torch(tmp_path):
 def test_parser_without_search_options_has_the_same_commands():
     full, light = build_parser(), build_parser(search_args=False)
     assert full._subparsers._group_actions[0].choices.keys() == light._subparsers._group_actions[0].choices.keys()
+
+
+def test_version_and_module_entry_point():
+    """`python -m neagari --version` runs the same command line and reports the installed
+    distribution's version (from pyproject.toml), not a second copy of it."""
+    from importlib.metadata import version
+
+    out = subprocess.run([sys.executable, "-m", "neagari", "--version"], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout.strip() == f"neagari {version('neagari')}"
+
+
+def _actions(parser, path=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, path + (name,))
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield path, action
+
+
+def test_every_option_has_help_and_shows_its_default():
+    actions = list(_actions(build_parser()))
+    assert len(actions) > 40
+    missing = [(" ".join(p), a.dest) for p, a in actions if not a.help]
+    assert not missing, missing
+    search_help = build_parser()._subparsers._group_actions[0].choices["search"].format_help()
+    assert "(default: 200)" in search_help  # the auto-termination window's default, from the search config
