@@ -81,7 +81,7 @@ def save(ckpt_dir: str | os.PathLike, state: dict) -> Path:
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / CHECKPOINT_NAME
-    tmp = d / (CHECKPOINT_NAME + f".tmp{os.getpid()}")
+    tmp = d / (CHECKPOINT_NAME + ".tmp")  # one name: a save after a kill replaces the partial one
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
