@@ -1,4 +1,10 @@
-"""Rule train_embedded_model: train one variant (qat | fp), export the Q1_0 GGUF, log the loss."""
+"""Rule train_embedded_model: train one variant (qat | fp), export the Q1_0 GGUF, log the loss.
+
+With embedded.train.checkpoint_dir set, each model checkpoints to its own subdirectory
+(<checkpoint_dir>/<model>), so a stopped job resumes where it was and the variants never share a file.
+"""
+import os
+
 import polars as pl
 import tokenizers
 import torch
@@ -15,7 +21,11 @@ from neagari.embedded.train import TrainConfig, build_model, corpus_rows, export
 p = snakemake.params
 with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as log:
     tok = tokenizers.Tokenizer.from_file(snakemake.input.tokenizer)
-    tc = TrainConfig(**p.train, seed=p.seed)
+    settings = dict(p.train)
+    if settings.get("checkpoint_dir") is not None:
+        root = os.path.expandvars(os.path.expanduser(settings["checkpoint_dir"]))
+        settings["checkpoint_dir"] = os.path.join(root, snakemake.wildcards.model)
+    tc = TrainConfig(**settings, seed=p.seed)
     torch.set_num_threads(tc.threads)
 
     drills = set(CORPUS_ONLY) if (tc.copy_steps or tc.copy_fraction) else None
@@ -24,6 +34,9 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
     log.info("%d training rows, %d held-out rows of %d tokens", len(train_rows), len(eval_rows), tc.seq_len + 1)
     if copy_rows is not None:
         log.info("curriculum: the first %d steps on %d copy-drill rows", tc.copy_steps, len(copy_rows))
+    log.info("autocast: %s (forward and loss of the training steps; evaluations in fp32)", tc.autocast)
+    if tc.checkpoint_dir is not None:
+        log.info("checkpoints in %s every %g s", tc.checkpoint_dir, tc.checkpoint_every_s)
     arch = {k: v for k, v in p.architecture.items() if k != "seed"}
     cfg = ModelConfig(**arch, vocab_size=tok.get_vocab_size())
     model = build_model(cfg, qat=p.variant == "qat", seed=p.seed)

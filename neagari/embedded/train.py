@@ -9,6 +9,7 @@ Two variants of one recipe (same data, steps, seed):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from neagari.engine import q1
 from neagari.engine.config import ModelConfig
 from neagari.engine.model import Qwen3, RMSNorm, build_qwen3
+from neagari.embedded import checkpoint
 from neagari.embedded.toydata.chat import GENERATION_PROMPT
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,12 @@ class TrainConfig:
     # Where the steps run. Batches are drawn by a CPU generator, so the data order is the same
     # on every device; the default run trains on CPU (the numbers differ in the last bits on GPU).
     device: str = "cpu"
+    # "bf16": each training step's forward and loss under bfloat16 autocast (see train); "none": fp32.
+    autocast: str = "none"
+    # Where the run's checkpoint lives (None: no checkpoints), and the wall seconds between saves
+    # (one more after the last step). A run that finds its own checkpoint there resumes from it.
+    checkpoint_dir: str | None = None
+    checkpoint_every_s: float = 300.0
 
 
 PAD = -1  # filler in packed rows: fed as the separator, never a prediction target
@@ -263,10 +271,30 @@ def train(model: Qwen3, train_rows: Packed, eval_rows: Packed, tc: TrainConfig, 
     configurable option, not as a fix. ``tc.copy_fraction`` keeps that share of every later batch
     on the drills. The GPU sweeps (BENCHMARKS.md) measured what these buy: with triple-repeated
     drills they build the circuit within 900 steps, but the tasks only use it from about 2,000.
+
+    With ``tc.autocast == "bf16"`` the forward and loss of each training step run under
+    ``torch.autocast(<device type>, torch.bfloat16)``; the backward pass follows the forward's
+    dtypes, the optimizer and the latent weights stay fp32, and the evaluations run without
+    autocast, so the logged eval loss compares across settings. Under autocast the QAT forward's
+    binarized weights, ±fp16(mean |w|), are rounded to bf16 in each matmul, as the activations
+    are: a rounding on the activation path only; the exported file keeps the fp16 scales, which
+    the fp32 forward reproduces exactly. On CPUs without AVX512-BF16 or AMX the bf16 matmuls are
+    emulated and the steps get slower, not faster.
+
+    With ``tc.checkpoint_dir``, the state needed to continue (see :mod:`neagari.embedded.checkpoint`)
+    is saved there every ``tc.checkpoint_every_s`` wall seconds and after the last step, and a run
+    that finds its own checkpoint there resumes from it: the same final weights and loss log, bit
+    for bit, as a run that never stopped (``elapsed_s`` continues from the saved time). A finished
+    checkpoint is kept: a rerun loads its weights and returns its log without training. The
+    checkpoint of another run (other settings, rows or initial weights) raises ValueError.
     """
     if (tc.copy_steps or tc.copy_fraction) and (copy_rows is None or len(copy_rows) == 0):
         raise ValueError("copy_steps or copy_fraction > 0 needs copy-drill rows; the corpus has none "
                          "(rebuild it: corpora written before the copy drills existed lack them)")
+    if tc.autocast not in ("none", "bf16"):
+        raise ValueError(f"autocast must be 'none' or 'bf16', not {tc.autocast!r}")
+    fp = (checkpoint.fingerprint(tc, model, {"train": train_rows, "eval": eval_rows, "copy": copy_rows})
+          if tc.checkpoint_dir is not None else None)
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
     if tc.eval_rows:
@@ -279,9 +307,39 @@ def train(model: Qwen3, train_rows: Packed, eval_rows: Packed, tc: TrainConfig, 
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.95))
     g = torch.Generator().manual_seed(tc.seed)
-    history, t0 = [], time.time()
+    device_type = torch.device(tc.device).type
+    history, start, elapsed0 = [], 1, 0.0
+    saved = checkpoint.load(tc.checkpoint_dir, fp) if fp is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        history = saved["history"]
+        if saved["step"] >= tc.steps:
+            log.info("training already finished in %s (%d steps)", tc.checkpoint_dir, saved["step"])
+            return history
+        opt.load_state_dict(saved["optimizer"])
+        g.set_state(saved["batch_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        if device_type == "cuda" and saved["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], tc.device)
+        start, elapsed0 = saved["step"] + 1, saved["elapsed_s"]
+        log.info("resuming from step %d", saved["step"])
+
+    def save(step: int) -> None:
+        checkpoint.save(tc.checkpoint_dir, {
+            "fingerprint": fp, "step": step, "elapsed_s": time.time() - t0, "history": history,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "batch_rng": g.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(tc.device) if device_type == "cuda" else None})
+
+    def autocast():
+        if tc.autocast == "bf16":
+            return torch.autocast(device_type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    t0 = time.time() - elapsed0
+    last_save = time.time()
     model.train()
-    for step in range(1, tc.steps + 1):
+    for step in range(start, tc.steps + 1):
         frac = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
         lr = tc.lr * (step / tc.warmup if step <= tc.warmup else
                       tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
@@ -296,7 +354,8 @@ def train(model: Qwen3, train_rows: Packed, eval_rows: Packed, tc: TrainConfig, 
                 parts.append(rows[idx])
         batch = parts[0] if len(parts) == 1 else Packed(torch.cat([b.tokens for b in parts]),
                                                          torch.cat([b.weights for b in parts]))
-        loss = lm_loss(model, batch)
+        with autocast():
+            loss = lm_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -308,6 +367,9 @@ def train(model: Qwen3, train_rows: Packed, eval_rows: Packed, tc: TrainConfig, 
             log.info("step %d/%d  train %.3f  eval %.3f  %.0fs", step, tc.steps, rec["train_loss"],
                      rec["eval_loss"], rec["elapsed_s"])
         history.append(rec)
+        if tc.checkpoint_dir is not None and (step == tc.steps or time.time() - last_save >= tc.checkpoint_every_s):
+            save(step)
+            last_save = time.time()
         if progress is not None:
             progress(step, rec)
     return history
