@@ -1,4 +1,4 @@
-# Two entry points: `make paper` and `make test`. Each sets up .venv/ from the pinned requirements
+# Entry points: `make paper`, `make test`, and `make model` (retrains the shipped embedded models). Each sets up .venv/ from the pinned requirements
 # first (once; redone when a requirements file changes).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,7 +9,7 @@ CONFIG ?= config/config.yaml
 WHEEL_CACHE ?= $(HOME)/.cache/neagari/wheels
 LLAMA_CPP_VERSION := 0.3.36
 
-.PHONY: paper test test-fast lint setup setup-test bench clean-results
+.PHONY: paper model test test-fast lint setup setup-test bench clean-results
 
 # llama-cpp-python serves the paper's benchmark evaluation (as llama.cpp did in the paper) and is
 # the tests' independent reference; it compiles from source, so its wheel is cached.
@@ -38,6 +38,13 @@ setup-test: $(VENV)/.installed-test
 paper: $(VENV)/.installed
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-triggers mtime params input code
 	@echo "The paper: $(CURDIR)/results/paper/index.html (Markdown: results/paper/paper.md)"
+
+## The shipped embedded models, trained from scratch (config/model.yaml) into resources/models/;
+## prints the config/config.yaml entries that use them (resources/models/README.md).
+MODEL_CONFIG ?= config/model.yaml
+model: $(VENV)/.installed
+	$(VENV)/bin/snakemake ship --cores $(CORES) --configfile $(MODEL_CONFIG) --rerun-triggers mtime params input code
+	$(PY) -m neagari.workflow.shipped $(MODEL_CONFIG) --dir resources/models
 
 ## Every test (compares against llama.cpp and transformers).
 test: $(VENV)/.installed-test

@@ -26,6 +26,7 @@ include: "rules/subspace.smk"
 include: "rules/common_report.smk"
 include: "rules/figures.smk"
 include: "rules/paper.smk"
+include: "rules/ship.smk"
 
 
 rule all:

@@ -156,6 +156,22 @@ def _cmd_apply_patch(a) -> int:
     return 0
 
 
+def _cmd_quantize(a) -> int:
+    import os
+
+    from neagari.engine.requantize import quantize_gguf
+    from neagari.hashing import sha256_file
+
+    src, out = Path(a.model), Path(a.out)
+    if os.path.abspath(src) == os.path.abspath(out) or (src.exists() and out.exists() and os.path.samefile(src, out)):
+        raise CliError(f"--out {out} is the input file {src}; write the Q1_0 model to another path")
+    if out.is_dir():
+        raise CliError(f"--out {out} is a directory; give the path of the file to write")
+    quantize_gguf(src, out)
+    print(f"{out}  sha256 {sha256_file(out)}", file=sys.stderr)
+    return 0
+
+
 def _cmd_verify(a) -> int:
     from neagari.workflow.provenance import verify
 
@@ -332,6 +348,10 @@ def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the file to write (never the base: it is not modified)")
     s.add_argument("--force", action="store_true", help="accept patches that record no base sha256")
     s.add_argument("patches", nargs="+", help="patch files (ours or upstream's), applied in order")
+
+    s = command("quantize", _cmd_quantize, help="round a float GGUF's linear weights to Q1_0 (llama.cpp's rule)")
+    s.add_argument("model", help="a GGUF with F32, F16 or BF16 linear weights")
+    s.add_argument("--out", required=True, help="the Q1_0 file to write (never the input)")
 
     s = command("provenance", None, help="provenance records of result files")
     psub = s.add_subparsers(dest="action", required=True)

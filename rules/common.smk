@@ -1,4 +1,6 @@
 # Config validation and the target list; every stage's paths are built here from the config.
+import os
+
 from snakemake.utils import validate
 
 from neagari.workflow.runs import STAGES, null_model_path, runs_of, search_runs
@@ -9,7 +11,21 @@ validate(config, schema="../config/schema.yaml")
 ENV = "../envs/neagari.yaml"
 MODELS = list(config["models"])
 FIXTURE_MODELS = [m for m, s in config["models"].items() if s["source"] == "fixture"]
-EMBEDDED_MODELS = [m for m, s in config["models"].items() if s["source"] == "embedded"]
+# The embedded family: trained here (source embedded, rules/models.smk) or shipped in the
+# repository (source shipped, resources/models/: trained once by `make model`). The quality report,
+# the training-loss figures and the paper cover the whole family; only TRAINED_MODELS are trained.
+TRAINED_MODELS = [m for m, s in config["models"].items() if s["source"] == "embedded"]
+SHIPPED_MODELS = [m for m, s in config["models"].items() if s["source"] == "shipped"]
+EMBEDDED_MODELS = [m for m, s in config["models"].items() if s["source"] in ("embedded", "shipped")]
+# Trained here: QAT models export their Q1_0 file directly; fp models write a float (F16) file
+# that rule quantize_posthoc rounds to Q1_0.
+TRAINED_QAT_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("variant") != "fp"]
+TRAINED_FP_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("variant") == "fp"]
+# The repository (this file's directory's parent): shipped files are named relative to it, so a
+# run with --directory elsewhere reads the same files.
+WORKFLOW_DIR = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
+# Where `make model` ships the models it trains (rules/ship.smk), relative to the working directory.
+SHIPPED_DIR = "resources/models"
 PROBE_SETS = list(config["probe_sets"])
 # probe sets the embedded data stage generates (the paper's five domains + controls)
 TASK_PROBE_SETS = ["editing", "instruction", "tool_calling", "math", "coding", "controls"]
@@ -32,6 +48,37 @@ def regex_escape(name):
     import re
 
     return re.escape(name)
+
+
+def shipped_file(model, field):
+    """A shipped model's file (``field`` path or record) named relative to the repository (an
+    absolute path stays as it is)."""
+    return os.path.join(WORKFLOW_DIR, config["models"][model]["shipped"][field])
+
+
+def ship_inputs(with_float=False):
+    """What rule ship_model copies and records, as training and the quality stage leave it."""
+    files = {
+        "gguf": "results/models/{model}.gguf",
+        "history": "results/training/{model}.loss.parquet",
+        "figure": "results/figures/training/{model}.loss.png",
+        "crosscheck": "results/quality/{model}/llama_crosscheck.parquet",
+        "train_log": "logs/models/{model}.train.log",
+        "train_bench": "logs/models/{model}.train.bench.tsv",
+        "corpus": "results/data/corpus.train.jsonl",
+        "tokenizer": "results/models/embedded/tokenizer.json",
+    }
+    if with_float:
+        files["float"] = "results/models/{model}.f16.gguf"
+    return files
+
+
+def ship_targets():
+    """Every file `make model` ships (target rule ship)."""
+    targets = expand(f"{SHIPPED_DIR}/{{model}}.gguf", model=TRAINED_MODELS)
+    targets += expand(f"{SHIPPED_DIR}/{{model}}.record", model=TRAINED_MODELS)
+    targets += expand(f"{SHIPPED_DIR}/{{model}}.f16.gguf", model=TRAINED_FP_MODELS)
+    return targets
 
 
 def probe_set_path(wildcards):

@@ -1,7 +1,9 @@
 # Stage 1: the models. Fixture models are random Qwen3 Q1_0 GGUFs (tests, smoke runs); embedded
 # models are trained here from the procedural corpus, once with 1-bit QAT and once in full
-# precision rounded post hoc (the paper's §8 cross-quantization comparison). Downloaded models
-# (source: download, e.g. PrismML's Bonsai GGUFs) come from a pinned source, checked by sha256.
+# precision rounded post hoc (the paper's §8 cross-quantization comparison); shipped models are
+# embedded models trained once (`make model`, rules/ship.smk) and kept in resources/models/, checked
+# by sha256 before use. Downloaded models (source: download, e.g. PrismML's Bonsai GGUFs) come from
+# a pinned source, checked by sha256.
 
 from neagari.workflow import downloads as dl
 
@@ -10,6 +12,38 @@ DOWNLOAD_MODELS = [m for m, s in config["models"].items() if s["source"] == "dow
 
 localrules:
     download_model,
+    use_shipped_model,
+
+
+# A model kept in the repository: its GGUF and training-loss table, checked against the config's
+# sha256 and the record (neagari.workflow.shipped), then copied where trained models go.
+rule use_shipped_model:
+    priority: EMBEDDED_CHAIN_PRIORITY
+    input:
+        gguf=lambda wc: shipped_file(wc.model, "path"),
+        history=lambda wc: os.path.join(shipped_file(wc.model, "record"), "loss.parquet"),
+        record=lambda wc: os.path.join(shipped_file(wc.model, "record"), "record.json"),
+    output:
+        gguf="results/models/{model}.gguf",
+        history="results/training/{model}.loss.parquet",
+    params:
+        sha256=lambda wc: config["models"][wc.model]["shipped"]["sha256"],
+        record=lambda wc: shipped_file(wc.model, "record"),
+        key=lambda wc: ["models", wc.model, "shipped"],
+        variant=lambda wc: config["models"][wc.model]["variant"],
+    wildcard_constraints:
+        model=wildcard_choice(SHIPPED_MODELS),
+    log:
+        "logs/models/{model}.shipped.log",
+    benchmark:
+        "logs/models/{model}.shipped.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/use_shipped_model.py"
 
 
 rule download_model:
@@ -76,6 +110,8 @@ rule train_tokenizer:
         "../scripts/train_tokenizer.py"
 
 
+# Two rules share the training script: it writes the Q1_0 file (output gguf, QAT models) or the
+# float F16 file (output float, fp models) that quantize_posthoc rounds.
 rule train_embedded_model:
     priority: EMBEDDED_CHAIN_PRIORITY
     input:
@@ -91,7 +127,7 @@ rule train_embedded_model:
         train=config["embedded"]["train"],
         seed=config["embedded"]["seed"],
     wildcard_constraints:
-        model=wildcard_choice(EMBEDDED_MODELS),
+        model=wildcard_choice(TRAINED_QAT_MODELS),
     threads: config["embedded"]["train"]["threads"]
     log:
         "logs/models/{model}.train.log",
@@ -104,3 +140,34 @@ rule train_embedded_model:
         runtime=60,
     script:
         "../scripts/train_embedded_model.py"
+
+
+use rule train_embedded_model as train_embedded_float with:
+    output:
+        float="results/models/{model}.f16.gguf",
+        history="results/training/{model}.loss.parquet",
+    wildcard_constraints:
+        model=wildcard_choice(TRAINED_FP_MODELS),
+
+
+# An fp model's Q1_0 file: its float file's linear weights rounded by llama.cpp's rule
+# (neagari.engine.requantize; the same bytes as llama.cpp's quantizer).
+rule quantize_posthoc:
+    priority: EMBEDDED_CHAIN_PRIORITY
+    input:
+        float="results/models/{model}.f16.gguf",
+    output:
+        gguf="results/models/{model}.gguf",
+    wildcard_constraints:
+        model=wildcard_choice(TRAINED_FP_MODELS),
+    log:
+        "logs/models/{model}.quantize.log",
+    benchmark:
+        "logs/models/{model}.quantize.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/quantize_posthoc.py"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EMBEDDED_ONLY = {"build_corpus", "train_tokenizer", "train_embedded_model", "build_task_sets", "evaluate_quality"}
+EMBEDDED_ONLY = {"build_corpus", "train_tokenizer", "train_embedded_model", "train_embedded_float", "quantize_posthoc",
+                 "use_shipped_model", "build_task_sets", "evaluate_quality"}
 
 
 @pytest.fixture(scope="module")

@@ -441,7 +441,8 @@ def write_gguf(path: str | os.PathLike, arch: str, add_metadata, tensors: Iterab
 
     add_metadata: callable(gguf.GGUFWriter) adding the key/values (typed writer calls).
     tensors: (name, array, ggml_type); Q1_0 arrays are uint8 (out, in / 128 * 18) blocks,
-    F32/F16 arrays are float matrices in PyTorch shape.
+    F32/F16 arrays are float matrices in PyTorch shape, BF16 arrays uint16 bit patterns in
+    PyTorch shape (written as they are).
     """
     import gguf
 
@@ -458,6 +459,9 @@ def write_gguf(path: str | os.PathLike, arch: str, add_metadata, tensors: Iterab
             writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32))
         elif ggml_type == TYPE_F16:
             writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float16))
+        elif ggml_type == TYPE_BF16:
+            bits = np.ascontiguousarray(array, dtype="<u2")
+            writer.add_tensor(name, bits.view(np.uint8), raw_dtype=gguf.GGMLQuantizationType.BF16)
         else:
             raise ValueError(f"cannot write tensor {name} of GGML type {ggml_type}")
     writer.write_header_to_file()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 GGML_TYPE_Q1_0 = 41
+LLAMA_FTYPE_MOSTLY_Q1_0 = 40  # general.file_type of a file whose linear weights are Q1_0
 QK = 128  # weights per block
 BLOCK_BYTES = 18  # 2 (fp16 scale) + 16 (sign bits)
 SCALE_BYTES = slice(0, 2)  # the block's FP16 scale d, little-endian
