@@ -124,7 +124,9 @@ rule train_embedded_model:
     params:
         variant=lambda wc: config["models"][wc.model]["variant"],
         architecture=config["embedded"]["architecture"],
-        train=config["embedded"]["train"],
+        # Where and how often to checkpoint changes no weight: the script reads those two keys from
+        # the config, so that they are no params and trigger no rerun.
+        train={k: v for k, v in config["embedded"]["train"].items() if not k.startswith("checkpoint_")},
         seed=config["embedded"]["seed"],
     wildcard_constraints:
         model=wildcard_choice(TRAINED_QAT_MODELS),
@@ -137,7 +139,8 @@ rule train_embedded_model:
         ENV
     resources:
         mem_mb=6000,
-        runtime=60,
+        # about 1.5 s per step on one CPU core at the default shape (BENCHMARKS.md), at least an hour
+        runtime=max(60, config["embedded"]["train"]["steps"] * 3 // 120),
     script:
         "../scripts/train_embedded_model.py"
 

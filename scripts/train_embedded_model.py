@@ -1,4 +1,7 @@
-"""Rule train_embedded_model: train one variant (qat | fp), export the Q1_0 GGUF, log the loss.
+"""Rules train_embedded_model / train_embedded_float: train one variant, export it, log the loss.
+
+qat: the Q1_0 GGUF holds the training forward's own signs and scales. fp: the float GGUF (F16
+linear weights, F32 norms), which rule quantize_posthoc rounds to Q1_0 with llama.cpp's rule.
 
 With embedded.train.checkpoint_dir set, each model checkpoints to its own subdirectory
 (<checkpoint_dir>/<model>), so a stopped job resumes where it was and the variants never share a file.
@@ -11,6 +14,7 @@ import torch
 
 from neagari.engine.config import ModelConfig
 from neagari.engine.export import write_model
+from neagari.engine.gguf_io import TYPE_F16
 from neagari.workflow.smk import rule_context
 from neagari.embedded.schemas import TrainingLoss
 from neagari.tables import write_table
@@ -21,9 +25,10 @@ from neagari.embedded.train import TrainConfig, build_model, corpus_rows, export
 p = snakemake.params
 with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as log:
     tok = tokenizers.Tokenizer.from_file(snakemake.input.tokenizer)
-    settings = dict(p.train)
-    if settings.get("checkpoint_dir") is not None:
-        root = os.path.expandvars(os.path.expanduser(settings["checkpoint_dir"]))
+    where = snakemake.config["embedded"]["train"]  # checkpoint settings: not params (see the rule)
+    settings = dict(p.train, checkpoint_every_s=where["checkpoint_every_s"])
+    if where["checkpoint_dir"] is not None:
+        root = os.path.expandvars(os.path.expanduser(where["checkpoint_dir"]))
         settings["checkpoint_dir"] = os.path.join(root, snakemake.wildcards.model)
     tc = TrainConfig(**settings, seed=p.seed)
     torch.set_num_threads(tc.threads)
@@ -43,8 +48,14 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
     history = train(model, train_rows, eval_rows, tc, copy_rows=copy_rows)
     model.cpu()  # trained on tc.device; exported from CPU
     meta = gguf_tokenizer_metadata(tok)
-    write_model(snakemake.output.gguf, cfg, export_weights(model), meta, name=snakemake.wildcards.model,
-                extra_metadata={"neagari.training.variant": p.variant})
+    extra = {"neagari.training.variant": p.variant}
+    if "float" in snakemake.output.keys():
+        weights = {n: m.weight.detach().float().numpy() for n, m in model.tensor_modules().items()}
+        write_model(snakemake.output.float, cfg, weights, meta, name=snakemake.wildcards.model,
+                    extra_metadata=extra, quantize=False, float_type=TYPE_F16)
+    else:
+        write_model(snakemake.output.gguf, cfg, export_weights(model), meta, name=snakemake.wildcards.model,
+                    extra_metadata=extra)
     table = pl.DataFrame(history, schema_overrides={"eval_loss": pl.Float64}).with_columns(
         pl.lit(snakemake.wildcards.model).alias("model"), pl.lit(p.variant).alias("variant"))
     write_table(table, snakemake.output.history, TrainingLoss)
