@@ -69,6 +69,7 @@ rule quality_report:
         copies=expand("results/quality/{model}/copy.parquet", model=EMBEDDED_MODELS),
     output:
         table="results/quality/quality.parquet",
+        bars="results/quality/bars.parquet",
         report=report("results/quality/report.md", caption="../report/quality.rst", category="Model quality"),
     params:
         band=config["quality"]["wrong_target_band"],

@@ -6,7 +6,8 @@ from pathlib import Path
 import polars as pl
 
 from neagari.engine.engine import Engine
-from neagari.evaluation.quality import copy_diagnostic, evaluate_items, heldout_nll, uniform_nll, verbatim_outcomes
+from neagari.evaluation.quality import (chance_of, copy_diagnostic, evaluate_items, heldout_nll, uniform_nll,
+                                       verbatim_outcomes)
 from neagari.workflow.smk import rule_context
 from neagari.evaluation.schemas import CopyDiagnostic, EvalItems, QualitySummary, VerbatimOutcomes
 from neagari.tables import write_table
@@ -34,11 +35,14 @@ with rule_context(snakemake, config_keys=["quality"], device=p.device, dtype=p.d
         gaps = [d["base_gap"] for group in doc["probes"].values() for d in group]
         probe_rows.append({"domain": Path(path).stem, "probes_n": len(gaps),
                            "probes_wrong_share": sum(g <= 0 for g in gaps) / len(gaps)})
-    acc = per_item.group_by("domain").agg(pl.len().cast(pl.Int64).alias("eval_n"), pl.col("correct").mean().alias("eval_accuracy"))
+    per_item = per_item.with_columns(pl.Series("chance", [chance_of(it) for it in items]))
+    acc = per_item.group_by("domain").agg(pl.len().cast(pl.Int64).alias("eval_n"),
+                                          pl.col("correct").mean().alias("eval_accuracy"),
+                                          pl.col("chance").mean().alias("eval_chance"))
     summary = (acc.join(pl.DataFrame(probe_rows), on="domain", how="full", coalesce=True)
                .with_columns(pl.lit(snakemake.wildcards.model).alias("model"), pl.lit(nll).alias("heldout_nll"),
                              pl.lit(uniform_nll(engine.cfg.vocab_size)).alias("uniform_nll"))
-               .select("model", "domain", "eval_n", "eval_accuracy", "probes_n", "probes_wrong_share",
+               .select("model", "domain", "eval_n", "eval_accuracy", "eval_chance", "probes_n", "probes_wrong_share",
                        "heldout_nll", "uniform_nll").sort("domain"))
     write_table(summary, snakemake.output.summary, QualitySummary)
     log.info("\n%s\n%s", summary, verbatim["outcome"].value_counts())

@@ -4,15 +4,18 @@ import math
 import polars as pl
 
 from neagari.evaluation.agreement import TIE
+from neagari.evaluation.quality import Bars, quality_bars
 from neagari.workflow.smk import rule_context
-from neagari.evaluation.schemas import QualitySummary
+from neagari.evaluation.schemas import QualityBars, QualitySummary
 from neagari.tables import read_table, write_table
 
 lo, hi = snakemake.params.band
+bars = Bars(band=(lo, hi))
 with rule_context(snakemake, config_keys=["quality"]) as log:
     table = pl.concat([read_table(p) for p in snakemake.input.summaries])
     write_table(table, snakemake.output.table, QualitySummary)
     lines = ["# Embedded model quality", ""]
+    bar_rows = []
     for model, hist_path, verb_path, cc_path, copy_path in zip(
             table["model"].unique(maintain_order=True), snakemake.input.histories, snakemake.input.verbatim,
             snakemake.input.crosschecks, snakemake.input.copies):
@@ -45,5 +48,14 @@ with rule_context(snakemake, config_keys=["quality"]) as log:
         in_band = shares.filter(pl.col("probes_wrong_share").is_between(lo, hi))
         lines += [f"Target-probe domains with a wrong share inside [{lo:.0%}, {hi:.0%}]: "
                   f"{len(in_band)} of {len(shares)}.", ""]
+        rows = [{"model": model, **r} for r in quality_bars(t, counts, cp, bars)]
+        bar_rows += rows
+        met = sum(r["met"] for r in rows)
+        lines += [f"Bars (neagari.evaluation.quality.Bars): {met} of {len(rows)} met.", "",
+                  "| requirement | subject | measured | bar | met |", "|---|---|---|---|---|"]
+        lines += [f"| {r['requirement']} | {r['subject']} | {r['measured']} | {r['bar']} | "
+                  f"{'yes' if r['met'] else '**no**'} |" for r in rows]
+        lines.append("")
+    write_table(pl.DataFrame(bar_rows), snakemake.output.bars, QualityBars)
     open(snakemake.output.report, "w").write("\n".join(lines) + "\n")
     log.info("\n".join(lines))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 from typing import Sequence
 
 import polars as pl
@@ -116,3 +118,75 @@ def copy_diagnostic(engine, texts: Sequence[str], batch_size: int = 32) -> dict:
 
 def uniform_nll(vocab_size: int) -> float:
     return math.log(vocab_size)
+
+
+_OPTION = re.compile(r"(?:^|\s)([A-Z])\) ")
+
+
+def chance_of(item: dict) -> float:
+    """Exact-match chance of a blind guesser on one evaluation item: 1 / (number of lettered
+    options) for a multiple-choice prompt ("A) ... B) ... C) ..."), 0 for a free-form answer (a
+    fixed string of several tokens is practically never guessed)."""
+    options = _OPTION.findall(item["prompt"].rsplit("\n", 2)[-2] if "\n" in item["prompt"] else "")
+    return 1 / len(options) if len(options) >= 2 else 0.0
+
+
+@dataclass(frozen=True)
+class Bars:
+    """What the embedded model must show for the paper's experiments to mean anything on it.
+
+    - held-out loss below that of a uniform model over the vocabulary;
+    - exact match at least `margin` above chance on every probed domain and the controls (the
+      paper's models solve a share of each task);
+    - a wrong-target share inside `band` on every search domain (the search needs wrong targets to
+      fix, and right ones to keep: PAPER.md §6.5 selects 20-60%);
+    - at least `min_pass` PASS and `min_copy` COPY outcomes on held-out verbatim at baseline (the
+      COPY->PASS conversion of §6.8 needs both);
+    - a copy circuit: repetition NLL below `max_repeat_nll` while the first occurrence stays above
+      `min_first_nll` (the copy tasks read their answers from the context).
+    """
+
+    margin: float = 0.10
+    band: tuple[float, float] = (0.2, 0.6)
+    min_pass: int = 10
+    min_copy: int = 10
+    max_repeat_nll: float = 0.5
+    min_first_nll: float = 2.0
+
+
+BAR_DOMAINS = ("editing", "instruction", "tool_calling", "math", "coding")
+
+
+def quality_bars(summary: pl.DataFrame, outcomes: dict[str, int], copying: dict, bars: Bars = Bars()) -> list[dict]:
+    """One row per requirement of `Bars` for one model: what was measured, the bar, and whether it
+    is met. `summary` is the model's QualitySummary rows (with eval_chance), `outcomes` the held-out
+    verbatim outcome counts, `copying` its copy-diagnostic row."""
+    rows = []
+
+    def add(requirement, subject, measured, bar, met):
+        rows.append({"requirement": requirement, "subject": subject, "measured": measured, "bar": bar,
+                     "met": bool(met)})
+
+    first = summary.row(0, named=True)
+    add("held-out loss", "held-out corpus", f"{first['heldout_nll']:.3f} nats/token",
+        f"< {first['uniform_nll']:.3f} (uniform)", first["heldout_nll"] < first["uniform_nll"])
+    by_domain = {r["domain"]: r for r in summary.iter_rows(named=True)}
+    for domain in BAR_DOMAINS + ("controls",):
+        r = by_domain.get(domain)
+        acc, chance = (None, 0.0) if r is None else (r["eval_accuracy"], r["eval_chance"] or 0.0)
+        add("exact match above chance", domain, "missing" if acc is None else f"{100 * acc:.1f}%",
+            f">= {100 * (chance + bars.margin):.1f}% (chance {100 * chance:.1f}% + {100 * bars.margin:.0f} pp)",
+            acc is not None and acc >= chance + bars.margin)
+    lo, hi = bars.band
+    for domain in BAR_DOMAINS:
+        share = by_domain.get(domain, {}).get("probes_wrong_share")
+        add("wrong-target share in band", domain, "missing" if share is None else f"{100 * share:.0f}%",
+            f"{100 * lo:.0f}-{100 * hi:.0f}%", share is not None and lo <= share <= hi)
+    for outcome, need in (("PASS", bars.min_pass), ("COPY", bars.min_copy)):
+        n = outcomes.get(outcome, 0)
+        add("held-out verbatim outcomes", outcome, str(n), f">= {need}", n >= need)
+    add("copy circuit", "word-list repetition", f"{copying['repeat_nll']:.2f} nats/token",
+        f"< {bars.max_repeat_nll}", copying["repeat_nll"] < bars.max_repeat_nll)
+    add("copy circuit", "word-list first occurrence", f"{copying['first_nll']:.2f} nats/token",
+        f"> {bars.min_first_nll}", copying["first_nll"] > bars.min_first_nll)
+    return rows

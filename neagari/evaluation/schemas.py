@@ -38,10 +38,22 @@ class QualitySummary(pa.DataFrameModel):
     domain: str
     eval_n: int = pa.Field(ge=1, nullable=True)
     eval_accuracy: float = pa.Field(ge=0, le=1, nullable=True)
+    eval_chance: float = pa.Field(ge=0, le=1, nullable=True)  # a blind guesser's exact match
     probes_n: int = pa.Field(ge=1, nullable=True)
     probes_wrong_share: float = pa.Field(ge=0, le=1, nullable=True)
     heldout_nll: float = pa.Field(ge=0)
     uniform_nll: float = pa.Field(gt=0)
+
+
+class QualityBars(pa.DataFrameModel):
+    """Per model and requirement of `neagari.evaluation.quality.Bars`: measured, bar, met."""
+
+    model: str
+    requirement: str
+    subject: str
+    measured: str
+    bar: str
+    met: bool
 
 
 class CopyDiagnostic(pa.DataFrameModel):
