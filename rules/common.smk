@@ -64,7 +64,6 @@ def ship_inputs(with_float=False):
         "figure": "results/figures/training/{model}.loss.png",
         "crosscheck": "results/quality/{model}/llama_crosscheck.parquet",
         "train_log": "logs/models/{model}.train.log",
-        "train_bench": "logs/models/{model}.train.bench.tsv",
         "corpus": "results/data/corpus.train.jsonl",
         "tokenizer": "results/models/embedded/tokenizer.json",
     }

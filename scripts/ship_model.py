@@ -6,11 +6,12 @@ from pathlib import Path
 
 from neagari.hashing import sha256_file
 from neagari.workflow.provenance import git_state, now_iso
-from neagari.workflow.shipped import (LOSS, RECORD, benchmark_seconds, make_record, training_record,
-                                      verify_shipped)
+from neagari.workflow.shipped import LOSS, RECORD, make_record, training_record, training_seconds, verify_shipped
 from neagari.workflow.smk import rule_context
 
 p, i, o = snakemake.params, snakemake.input, snakemake.output
+
+
 model = snakemake.wildcards.model
 with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.embedded["seed"]) as log:
     shipped = Path(o.gguf).parent
@@ -28,7 +29,7 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.embedded
         model=model, variant=p.variant, embedded=p.embedded, files=files, gguf_sha256=gguf_sha,
         float_sha256=files.get(f"{model}.f16.gguf"), corpus_sha256=sha256_file(i.corpus),
         tokenizer_sha256=sha256_file(i.tokenizer), trained=training_record(i.get("float", i.gguf)),
-        wall_time_s=benchmark_seconds(i.train_bench), git=git_state(snakemake.scriptdir), shipped_at=now_iso())
+        wall_time_s=training_seconds(i.history), git=git_state(snakemake.scriptdir), shipped_at=now_iso())
     (record / RECORD).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     verify_shipped(o.gguf, gguf_sha, record, ["models", model, "shipped"])  # as the workflow will check it
     log.info("%s: sha256 %s, %d files in %s", o.gguf, gguf_sha, len(files), record)

@@ -23,7 +23,8 @@ from neagari.embedded.toydata import CORPUS_ONLY
 from neagari.embedded.train import TrainConfig, build_model, corpus_rows, export_weights, train
 
 p = snakemake.params
-with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as log:
+# append: a job resumed from its checkpoint continues the log of the run it resumes
+with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed, append_log=True) as log:
     tok = tokenizers.Tokenizer.from_file(snakemake.input.tokenizer)
     where = snakemake.config["embedded"]["train"]  # checkpoint settings: not params (see the rule)
     settings = dict(p.train, checkpoint_every_s=where["checkpoint_every_s"])

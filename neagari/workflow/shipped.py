@@ -112,16 +112,12 @@ def verify_shipped(path: str | os.PathLike, sha256: str, record_dir: str | os.Pa
 # ---------------------------------------------------------------------------- shipping
 
 
-def benchmark_seconds(path: str | os.PathLike) -> float | None:
-    """Wall time (column ``s``) of a Snakemake benchmark file; None if it has none."""
-    import csv
+def training_seconds(history: str | os.PathLike) -> float:
+    """Wall time of the training steps: the loss table's last ``elapsed_s``, which a run resumed
+    from its checkpoint carries on (the job's benchmark file would time only the resumed job)."""
+    import polars as pl
 
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    try:
-        return float(rows[0]["s"])
-    except (IndexError, KeyError, TypeError, ValueError):
-        return None
+    return float(pl.read_parquet(history)["elapsed_s"][-1])
 
 
 def training_record(output: str | os.PathLike) -> dict[str, Any]:
