@@ -101,3 +101,203 @@ def test_scoring_by_hand(files, bench, output, correct):
 
 def test_exact_items_keep_exact_match():
     assert score_output({"answer": "936"}, "936") and not score_output({"answer": "936"}, "93")
+
+
+def test_musr_csv_in_the_repository_layout(tmp_path):
+    """MuSR's own CSV (a BOM, quoted multi-line narratives, choices as a Python list literal) gives
+    the same items as the parquet of the same rows."""
+    rows = {"narrative": ['Ann was in the library, "reading".\nBob was at home.'], "question": ["Who did it?"],
+            "choices": ["['Ann', 'Bob']"], "answer_index": [1], "answer_choice": ["Bob"]}
+    pl.DataFrame(rows).write_parquet(tmp_path / "musr.parquet")
+    csv = pl.DataFrame(rows).write_csv()
+    (tmp_path / "murder_mystery.csv").write_bytes(b"\xef\xbb\xbf" + csv.encode())
+    assert load_items("musr", tmp_path / "murder_mystery.csv") == load_items("musr", tmp_path / "musr.parquet")
+
+
+# ---------------------------------------------------------------------------- resumable evaluation
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(item_id, evaluate):
+    """``evaluate``, killed when it reaches the item ``item_id``."""
+    def run(it):
+        if it["id"] == item_id:
+            raise Stop
+        return evaluate(it)
+    return run
+
+
+def _items(n=7):
+    return [{"id": f"gsm8k/{i}", "domain": "gsm8k", "scorer": "gsm8k", "gold": f"#### {i}", "prompt": f"q{i}",
+             "max_new_tokens": 8 + i} for i in range(n)]
+
+
+def test_resumable_loop_resumes_exactly(tmp_path):
+    from neagari.evaluation.resumable import evaluate_resumable, partial_path
+
+    items = _items()
+    seen = []
+
+    def evaluate(it, fail_after=None):
+        if fail_after is not None and len(seen) == fail_after:
+            raise Stop
+        seen.append(it["id"])
+        return {"id": it["id"], "out": it["prompt"].upper(), "ok": it["max_new_tokens"] % 2 == 0, "x": 0.1 * len(seen)}
+
+    whole = evaluate_resumable(items, evaluate, tmp_path / "whole.partial.jsonl", {"model_sha256": "a" * 64})
+    seen.clear()
+    partial = partial_path(tmp_path / "t.parquet")
+    assert partial.name == "t.parquet.partial.jsonl"
+    with pytest.raises(Stop):
+        evaluate_resumable(items, lambda it: evaluate(it, fail_after=3), partial, {"model_sha256": "a" * 64})
+    assert len(partial.read_text().splitlines()) == 1 + 3  # header + 3 finished items
+    written = []
+    got = evaluate_resumable(items, evaluate, partial, {"model_sha256": "a" * 64}, write=written.append)
+    assert seen == [it["id"] for it in items]  # every item evaluated exactly once over both runs
+    assert got == whole and written == [whole] and not partial.exists()
+
+
+def test_resumable_drops_a_torn_last_line(tmp_path):
+    from neagari.evaluation.resumable import evaluate_resumable
+
+    items, partial = _items(3), tmp_path / "p.jsonl"
+    evaluate = lambda it: {"id": it["id"], "v": it["prompt"]}  # noqa: E731
+    whole = evaluate_resumable(items, evaluate, tmp_path / "w.jsonl", {})
+    with pytest.raises(Stop):
+        evaluate_resumable(items, stop_at("gsm8k/2", evaluate), partial, {})
+    with open(partial, "ab") as f:
+        f.write(b'{"id": "gsm8k/2", "v"')  # killed in the middle of a write
+    assert evaluate_resumable(items, evaluate, partial, {}) == whole
+
+
+@pytest.mark.parametrize("change, differs", [
+    (lambda items, h: (items, {**h, "model_sha256": "b" * 64}), "model_sha256"),
+    (lambda items, h: (items, {**h, "generation": {"n_ctx": 4096}}), "generation"),
+    (lambda items, h: ([{**items[0], "prompt": "other"}, *items[1:]], h), "items"),
+    (lambda items, h: (items[:-1], h), "items"),
+])
+def test_resumable_refuses_a_partial_file_of_other_settings(tmp_path, change, differs):
+    from neagari.evaluation.resumable import PartialFileError, evaluate_resumable
+
+    items, partial = _items(4), tmp_path / "p.jsonl"
+    header = {"model_sha256": "a" * 64, "generation": {"n_ctx": 8192}}
+    with pytest.raises(Stop):
+        evaluate_resumable(items, stop_at("gsm8k/1", lambda it: {"id": it["id"]}), partial, header)
+    before = partial.read_bytes()
+    other_items, other_header = change(items, header)
+    with pytest.raises(PartialFileError) as e:
+        evaluate_resumable(other_items, lambda it: pytest.fail("nothing is evaluated"), partial, other_header)
+    msg = str(e.value)
+    assert "\n" not in msg and f"differs in {differs}" in msg and "delete it to start over" in msg
+    assert partial.read_bytes() == before  # left as it was
+
+
+class FakeGenerator:
+    """The part of LlamaGenerator evaluate_items uses: a deterministic 'model'."""
+
+    def tokenize(self, text):
+        return list(text.encode())
+
+    def generate(self, prompt, max_new_tokens, stops=()):
+        from neagari.evaluation.llama_eval import Generation
+
+        n = int(prompt[1:])
+        text = f"#### {n if n % 3 else n + 1}"  # every third answer wrong
+        return Generation(list(range(min(len(text), max_new_tokens))), text, "eog")
+
+
+def test_evaluate_items_interrupted_by_the_scorer_resumes_to_the_same_table(tmp_path, monkeypatch):
+    from neagari.evaluation import llama_eval
+    from neagari.evaluation.resumable import partial_path
+    from neagari.evaluation.schemas import BenchItems
+    from neagari.tables import read_table, write_table
+
+    items, gen = _items(), FakeGenerator()
+    header = {"model_sha256": "a" * 64, "generation": {"n_ctx": 8192, "seed": 42}}
+    whole = llama_eval.evaluate_items(gen, items)
+    assert whole["correct"].to_list() == [i % 3 != 0 for i in range(len(items))]
+
+    out = tmp_path / "base.parquet"
+    real_score, calls = llama_eval.score_output, []
+
+    def scorer_killed_after(k):
+        def score(item, output):
+            if len(calls) == k:
+                raise Stop
+            calls.append(item["id"])
+            return real_score(item, output)
+        return score
+
+    monkeypatch.setattr(llama_eval, "score_output", scorer_killed_after(4))
+    with pytest.raises(Stop):
+        llama_eval.evaluate_items(gen, items, partial=partial_path(out), header=header,
+                                  write=lambda t: write_table(t, out, BenchItems))
+    assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 1 + 4
+    monkeypatch.setattr(llama_eval, "score_output", real_score)
+    got = llama_eval.evaluate_items(gen, items, partial=partial_path(out), header=header,
+                                    write=lambda t: write_table(t, out, BenchItems))
+    assert got.equals(whole) and read_table(out).equals(whole) and not partial_path(out).exists()
+
+    # a partial file from another model is refused, not mixed in
+    monkeypatch.setattr(llama_eval, "score_output", scorer_killed_after(len(calls) + 2))
+    with pytest.raises(Stop):
+        llama_eval.evaluate_items(gen, items, partial=partial_path(out), header=header)
+    monkeypatch.setattr(llama_eval, "score_output", real_score)
+    from neagari.evaluation.resumable import PartialFileError
+
+    with pytest.raises(PartialFileError, match=r"made with other settings \(differs in model_sha256\)"):
+        llama_eval.evaluate_items(gen, items, partial=partial_path(out), header={**header, "model_sha256": "b" * 64})
+
+
+@pytest.mark.llama
+def test_eval_benchmark_script_resumes_after_a_kill(tmp_path, fixture_models, monkeypatch):
+    """scripts/eval_benchmark.py under llama.cpp: killed after 3 items, run again, it gives the table of
+    an uninterrupted run and removes its partial file; a partial file of another model is refused."""
+    import runpy
+    import types
+    from pathlib import Path
+
+    from snakemake.iocontainers import Namedlist
+
+    pytest.importorskip("llama_cpp")
+    from neagari.evaluation import llama_eval
+    from neagari.evaluation.resumable import PartialFileError, partial_path
+
+    items = [{"id": f"exact/{i}", "domain": "exact", "prompt": p, "answer": "x", "max_new_tokens": 6}
+             for i, p in enumerate(["The capital of France is", "def add(a, b):", "1, 2, 3,", "Hello", "<|im_start|>"])]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    script = Path(__file__).parents[1] / "scripts" / "eval_benchmark.py"
+
+    def run(out, model="tied_gqa"):
+        smk = types.SimpleNamespace(
+            input=Namedlist(fromdict={"model": str(fixture_models[model]), "eval_sets": str(tmp_path / "items.jsonl")}),
+            output=Namedlist(fromdict={"table": str(out)}), log=Namedlist([str(tmp_path / "log")]), threads=1,
+            params=types.SimpleNamespace(n_ctx=256, seed=42, max_new_tokens=None, n_gpu_layers=0),
+            wildcards=types.SimpleNamespace(model="m", variant="base"), rule="eval_benchmark", config={})
+        runpy.run_path(str(script), init_globals={"snakemake": smk})
+
+    run(tmp_path / "whole.parquet")
+    whole = pl.read_parquet(tmp_path / "whole.parquet")
+    assert whole["id"].to_list() == [it["id"] for it in items] and not partial_path(tmp_path / "whole.parquet").exists()
+
+    out, real, calls = tmp_path / "base.parquet", llama_eval.score_output, []
+
+    def killed(item, output):
+        if len(calls) == 3:
+            raise Stop
+        calls.append(item["id"])
+        return real(item, output)
+
+    monkeypatch.setattr(llama_eval, "score_output", killed)
+    with pytest.raises(Stop):
+        run(out)
+    assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 1 + 3
+    monkeypatch.setattr(llama_eval, "score_output", real)
+    other = [m for m in fixture_models if m != "tied_gqa"][0]
+    with pytest.raises(PartialFileError, match="differs in .*model_sha256"):
+        run(out, model=other)
+    run(out)
+    assert pl.read_parquet(out).equals(whole) and not partial_path(out).exists()

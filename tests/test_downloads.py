@@ -178,17 +178,27 @@ def test_url_retries_transient_errors_not_404(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def fake_hub(monkeypatch):
+def fake_hub(monkeypatch, tmp_path_factory):
+    """hf_hub_download replaced by a cache of the hub's layout: blobs/<sha256> and
+    snapshots/<commit>/<filename> linking to its blob; each call is recorded with all its arguments."""
     huggingface_hub = pytest.importorskip("huggingface_hub")
+    cache = tmp_path_factory.mktemp("hf-cache")
     calls = []
     content = {"Bonsai-8B-Q1_0.gguf": b"GGUF fake model", "main/test-00000-of-00001.parquet": b"PAR1 fake"}
 
-    def hf_hub_download(repo_id, filename, revision=None, repo_type=None, local_dir=None):
-        calls.append(dict(repo_id=repo_id, filename=filename, revision=revision, repo_type=repo_type))
-        path = Path(local_dir) / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content[filename])
-        return str(path)
+    def hf_hub_download(repo_id, filename, **kwargs):
+        calls.append(dict(repo_id=repo_id, filename=filename, **kwargs))
+        commit = kwargs.get("revision") if downloads.HEX40.match(str(kwargs.get("revision"))) else "1" * 40
+        repo = cache / f"{kwargs.get('repo_type') or 'model'}s--{repo_id.replace('/', '--')}"
+        blob = repo / "blobs" / sha(content[filename])
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if not blob.exists():
+            blob.write_bytes(content[filename])
+        snap = repo / "snapshots" / commit / filename
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        if not snap.exists():
+            snap.symlink_to(blob)
+        return str(snap)
 
     class Meta:
         commit_hash = "1" * 40
@@ -196,29 +206,58 @@ def fake_hub(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url: Meta())
     monkeypatch.setattr(huggingface_hub, "hf_hub_url", lambda **kw: "https://hub/" + kw["filename"])
-    return calls, content
+    return calls, content, cache
 
 
-def test_hub_model_pinned(tmp_path, fake_hub):
-    calls, content = fake_hub
+def test_hub_model_pinned_through_the_user_cache(tmp_path, fake_hub):
+    calls, content, cache = fake_hub
     rev = "4" * 40
     dest = tmp_path / "models" / "bonsai-8b.gguf"
-    rec = fetch({"hub": {"repo": "prism-ml/Bonsai-8B-gguf", "filename": "Bonsai-8B-Q1_0.gguf", "revision": rev},
-                 "sha256": sha(content["Bonsai-8B-Q1_0.gguf"])}, dest, key="models.bonsai-8b.download")
+    spec = {"hub": {"repo": "prism-ml/Bonsai-8B-gguf", "filename": "Bonsai-8B-Q1_0.gguf", "revision": rev},
+            "sha256": sha(content["Bonsai-8B-Q1_0.gguf"])}
+    rec = fetch(spec, dest, key="models.bonsai-8b.download")
+    # the pinned revision, into the user's cache: no local_dir, no cache_dir, nothing forced
     assert calls == [dict(repo_id="prism-ml/Bonsai-8B-gguf", filename="Bonsai-8B-Q1_0.gguf", revision=rev,
                           repo_type="model")]
     assert dest.read_bytes() == content["Bonsai-8B-Q1_0.gguf"] and rec["resolved_revision"] == rev
-    assert [p.name for p in dest.parent.iterdir()] == ["bonsai-8b.gguf"]  # no temporary dirs left
+    assert not dest.is_symlink()  # a file of its own (a hard link to the blob, or a copy)
+    assert [p.name for p in dest.parent.iterdir()] == ["bonsai-8b.gguf"]  # no temporary files left
+    blob = cache / "models--prism-ml--Bonsai-8B-gguf" / "blobs" / spec["sha256"]
+    assert blob.read_bytes() == content["Bonsai-8B-Q1_0.gguf"]
+    # a rerun (the rule's output removed) takes the file from the cache again; the cache stays
+    dest.unlink()
+    fetch(spec, dest, key="models.bonsai-8b.download")
+    assert dest.read_bytes() == content["Bonsai-8B-Q1_0.gguf"] and blob.exists() and len(calls) == 2
 
 
-def test_hub_dataset_in_subfolder_mismatch(tmp_path, fake_hub):
-    dest = tmp_path / "gsm8k.parquet"
+def test_hub_copies_across_file_systems(tmp_path, fake_hub, monkeypatch):
+    calls, content, _ = fake_hub
+
+    def no_links(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(downloads.os, "link", no_links)
+    dest = tmp_path / "m.gguf"
+    fetch({"hub": {"repo": "prism-ml/Bonsai-8B-gguf", "filename": "Bonsai-8B-Q1_0.gguf", "revision": "4" * 40},
+           "sha256": sha(content["Bonsai-8B-Q1_0.gguf"])}, dest, key="k")
+    assert dest.read_bytes() == content["Bonsai-8B-Q1_0.gguf"] and not dest.is_symlink()
+
+
+def test_hub_mismatch_is_refused_in_one_line(tmp_path, fake_hub):
+    calls, content, cache = fake_hub
+    dest = tmp_path / "out" / "gsm8k.parquet"
     spec = {"hub": {"repo": "openai/gsm8k", "repo_type": "dataset", "filename": "main/test-00000-of-00001.parquet",
                     "revision": "e" * 40}, "sha256": "0" * 64}
-    with pytest.raises(DownloadError, match="sha256 mismatch"):
-        fetch(spec, dest, key="k")
-    assert fake_hub[0][0]["repo_type"] == "dataset"
-    assert not list(tmp_path.iterdir())
+    with pytest.raises(DownloadError) as e:
+        fetch(spec, dest, key="downloads.files.gsm8k")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"downloads.files.gsm8k -> {dest}: sha256 mismatch: expected {'0' * 64}, "
+                                              f"got {sha(content['main/test-00000-of-00001.parquet'])}")
+    assert "the Hugging Face cache holds these bytes at " + str(cache) in msg
+    assert calls[0]["repo_type"] == "dataset" and calls[0]["revision"] == "e" * 40 and "local_dir" not in calls[0]
+    assert not dest.exists() and not list(dest.parent.iterdir())
+    # the cache entry is the hub's business, not ours: left as it is
+    assert (cache / "datasets--openai--gsm8k" / "blobs" / sha(content["main/test-00000-of-00001.parquet"])).exists()
 
 
 def test_hub_errors_are_one_line(tmp_path, fake_hub, monkeypatch):
@@ -244,7 +283,7 @@ def test_hub_branch_needs_allow_and_reports_commit(tmp_path, fake_hub, caplog):
     assert fake_hub[0] == []  # refused before any transfer
     with caplog.at_level(logging.WARNING, logger="neagari.workflow.downloads"):
         rec = fetch(spec, tmp_path / "m.parquet", key="downloads.files.musr", allow_unpinned=True)
-    assert rec["resolved_revision"] == "1" * 40
+    assert rec["resolved_revision"] == "1" * 40  # read off the cache's snapshot directory
     assert "    musr:\n      hub:\n        revision: " + "1" * 40 in caplog.text
 
 

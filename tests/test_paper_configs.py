@@ -1,5 +1,6 @@
 """The paper-scale configurations lay out their whole DAG offline, from a checkout with no results:
-downloads pending, nothing of the embedded model's stages in it."""
+downloads pending, nothing of the embedded model's stages in it. Their pins: every source pinned by
+a commit and a sha256, or its null sha256 explained by a comment on its entry."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from neagari.workflow.downloads import unpinned_reasons
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ["config/bonsai-8b.yaml", "config/bonsai-1.7b.yaml"]
 EMBEDDED_ONLY = {"build_corpus", "train_tokenizer", "train_embedded_model", "train_embedded_float", "quantize_posthoc",
                  "use_shipped_model", "build_task_sets", "evaluate_quality"}
 
@@ -28,8 +33,8 @@ def checkout(tmp_path_factory) -> Path:
     return dest
 
 
-def dry_run(checkout: Path, config: str) -> dict[str, int]:
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", config], cwd=checkout,
+def dry_run(checkout: Path, config: str, *targets: str) -> dict[str, int]:
+    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "-n", "--configfile", config], cwd=checkout,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     stats = res.stdout[res.stdout.index("Job stats:"):]
@@ -46,3 +51,84 @@ def test_paper_dag_offline(checkout, config, searches):
         assert jobs["build_benchmark_items"] == 1 and jobs["eval_benchmark"] == 2
     else:  # the paper's 1.7B runs: targeted searches and their held-out verbatim evaluation
         assert "eval_benchmark" not in jobs and jobs["eval_heldout_verbatim"] == 2
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_paper_downloads_offline(checkout, config):
+    """`snakemake downloads` plans every configured source: each file, the model, the derived sets."""
+    cfg = yaml.safe_load((REPO / config).read_text())
+    jobs = dry_run(checkout, config, "downloads")
+    assert jobs["download_file"] == len(cfg["downloads"]["files"]) and jobs["download_model"] == 1
+    assert jobs["derive_probes"] == len(cfg["downloads"]["derived"])
+
+
+# ---------------------------------------------------------------------------- pins
+
+
+def sources(cfg: dict) -> dict[tuple[str, ...], dict]:
+    """Every download source of a config, by its place in it."""
+    out = {("models", m, "download"): s["download"] for m, s in cfg["models"].items() if s.get("source") == "download"}
+    out.update({("downloads", "files", k): s for k, s in cfg["downloads"]["files"].items()})
+    return out
+
+
+def key_line(root: yaml.Node, place: tuple[str, ...]) -> int:
+    """0-based line of the key that opens the entry at ``place``."""
+    node, line = root, None
+    for part in place:
+        key, node = next((k, v) for k, v in node.value if k.value == part)
+        line = key.start_mark.line
+    return line
+
+
+def attached_comment(lines: list[str], line: int) -> str:
+    """The comment on an entry: the comment lines right above its key (no blank line between) and a
+    comment after it on the key's own line."""
+    above = []
+    i = line - 1
+    while i >= 0 and lines[i].lstrip().startswith("#"):
+        above.insert(0, lines[i].strip().lstrip("#").strip())
+        i -= 1
+    trailing = lines[line].split(" #", 1)[1].strip() if " #" in lines[line] else ""
+    return " ".join(above + [trailing]).strip()
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_null_pin_says_why(config):
+    text = (REPO / config).read_text()
+    cfg, root, lines = yaml.safe_load(text), yaml.compose(text), text.splitlines()
+    upstream = cfg["downloads"]["upstream"]
+    short = upstream["commit"][:7]
+    nulls = []
+    for place, spec in sources(cfg).items():
+        reasons = unpinned_reasons(spec, upstream)
+        # a revision or commit that pins nothing is never acceptable here; only an unknown hash
+        assert reasons in ([], ["sha256 is null"]), f"{'.'.join(place)}: {reasons}"
+        if not reasons:
+            continue
+        nulls.append(place)
+        why = attached_comment(lines, key_line(root, place))
+        assert len(why) >= 30, f"{config}: {'.'.join(place)} has sha256 null and no comment saying why"
+        if "upstream" in spec:  # a file of the paper's repository: why the snapshot at the commit lacks it
+            assert f"not in the repository snapshot at {short}" in why, why
+    if "8b" in config:  # the three upstream files over the snapshot's 4 MiB limit
+        assert [p[-1] for p in nulls] == ["neagari/patches/v2_patches/patch_editing.json",
+                                         "neagari/patches/v2_patches/patch_instruction.json",
+                                         "neagari/patches/v3_patches/patch_instruction.json"]
+    else:
+        assert nulls == []
+
+
+def test_reason_comments_are_found_where_they_are():
+    text = "a:\n  # x is null: not in the snapshot for a good reason\n  x: {sha256: null}\n\n  y: 1 # short\n  z: 2\n"
+    root, lines = yaml.compose(text), text.splitlines()
+    assert attached_comment(lines, key_line(root, ("a", "x"))) == "x is null: not in the snapshot for a good reason"
+    assert attached_comment(lines, key_line(root, ("a", "y"))) == "short"
+    assert attached_comment(lines, key_line(root, ("a", "z"))) == ""
+
+
+def test_8b_weight_cache_is_bf16():
+    """The 8B run's weight cache is bf16 (31 GiB and 6x faster than fp32's 44 GiB, BENCHMARKS.md); the
+    1.7B run keeps the default, fp32."""
+    assert yaml.safe_load((REPO / "config/bonsai-8b.yaml").read_text())["weights_dtype"] == "bf16"
+    assert "weights_dtype" not in yaml.safe_load((REPO / "config/bonsai-1.7b.yaml").read_text())

@@ -64,11 +64,20 @@ class LlamaGenerator:
                                    verbose=False)
         self.n_ctx = self.llm.n_ctx()
         self.n_vocab = self.llm.n_vocab()
+        self._settings = {"n_ctx": self.n_ctx, "seed": seed, "n_batch": n_batch, "n_gpu_layers": n_gpu_layers,
+                          "llama_cpp": getattr(llama_cpp, "__version__", None)}
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._pieces: dict[int, bytes] = {}
 
     def close(self) -> None:
         self.llm.close()
+
+    def settings(self) -> dict:
+        """What greedy outputs may depend on besides the model and the prompt: context size, seed,
+        prompt batch size, layers offloaded to the GPU and the llama.cpp binding's version. The
+        thread count is left out, so that a resumed job may run on other cores: ggml splits its
+        CPU matrix products across threads by output rows, which leaves each sum as it is."""
+        return dict(self._settings)
 
     # ------------------------------------------------------------------ tokens
     def tokenize(self, text: str) -> list[int]:
@@ -147,28 +156,81 @@ def answer_budget(gen: LlamaGenerator, items: Sequence[dict], extra: int = 4) ->
     return max(len(gen.tokenize(it["answer"])) for it in items) + extra
 
 
+ROW_SCHEMA = {"id": pl.String, "domain": pl.String, "answer": pl.String, "output": pl.String,
+              "correct": pl.Boolean, "n_new_tokens": pl.Int64, "finish": pl.String}
+
+
+def default_budget(gen: LlamaGenerator, items: Sequence[dict], max_new_tokens: int | None = None) -> int | None:
+    """The token budget of items without their own ``max_new_tokens``: ``max_new_tokens``, else
+    :func:`answer_budget` over those items (None when every item has its own)."""
+    if max_new_tokens is None and any("max_new_tokens" not in it for it in items):
+        return answer_budget(gen, [it for it in items if "max_new_tokens" not in it])
+    return max_new_tokens
+
+
+def evaluate_item(gen: LlamaGenerator, item: dict, default: int | None) -> dict:
+    """One item's row: greedy output under its budget and stop string, judged by its scorer."""
+    budget = item.get("max_new_tokens") or default
+    g = gen.generate(item["prompt"], budget, [item.get("stop") or ""])
+    answer = item["answer"] if "answer" in item else json.dumps(item["gold"], sort_keys=True)
+    return {"id": item["id"], "domain": item["domain"], "answer": answer, "output": g.text,
+            "correct": score_output(item, g.text), "n_new_tokens": len(g.ids), "finish": g.finish}
+
+
+def rescore(item: dict, row: dict) -> dict:
+    """A stored row judged again by the current scorer (its output is what the model generated)."""
+    return {**row, "correct": score_output(item, row["output"])}
+
+
+def rows_table(rows: Sequence[dict]) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema=ROW_SCHEMA)
+
+
 def evaluate_items(gen: LlamaGenerator, items: Sequence[dict], max_new_tokens: int | None = None,
-                   desc: str | None = None) -> pl.DataFrame:
+                   desc: str | None = None, partial: str | os.PathLike | None = None,
+                   header: dict | None = None, write=None) -> pl.DataFrame:
     """Greedy evaluation of items under llama.cpp, each judged by its scorer
     (:func:`neagari.evaluation.benchmark_items.score_output`: exact match of ``answer`` by default).
 
     Token budget: the item's own ``max_new_tokens`` (benchmark items), else ``max_new_tokens``,
     else :func:`answer_budget` over the items that have an answer. The end-of-turn token always
-    stops; the item's ``stop`` string stops too. One row per item, in item order."""
+    stops; the item's ``stop`` string stops too. One row per item, in item order.
 
-    default = max_new_tokens
-    if default is None and any("max_new_tokens" not in it for it in items):
-        default = answer_budget(gen, [it for it in items if "max_new_tokens" not in it])
-    rows = []
-    for it in tqdm(items, desc=desc, disable=desc is None, leave=False):
-        budget = it.get("max_new_tokens") or default
-        g = gen.generate(it["prompt"], budget, [it.get("stop") or ""])
-        answer = it["answer"] if "answer" in it else json.dumps(it["gold"], sort_keys=True)
-        rows.append({"id": it["id"], "domain": it["domain"], "answer": answer, "output": g.text,
-                     "correct": score_output(it, g.text), "n_new_tokens": len(g.ids), "finish": g.finish})
-    schema = {"id": pl.String, "domain": pl.String, "answer": pl.String, "output": pl.String,
-              "correct": pl.Boolean, "n_new_tokens": pl.Int64, "finish": pl.String}
-    return pl.DataFrame(rows, schema=schema)
+    partial: keep each finished row in this partial file and resume from it
+    (:func:`neagari.evaluation.resumable.evaluate_resumable`); header: what the rows depend on
+    besides the items (model sha256, generation settings, see :meth:`LlamaGenerator.settings`);
+    rows read back are scored again by the current scorer. write: called with the table once
+    every item is done, before the partial file is removed."""
+    from neagari.evaluation.resumable import evaluate_resumable
+
+    default = default_budget(gen, items, max_new_tokens)
+    bar = tqdm(total=len(items), desc=desc, disable=desc is None, leave=False)
+
+    def one(it: dict) -> dict:
+        row = evaluate_item(gen, it, default)
+        bar.update()
+        return row
+
+    try:
+        if partial is None:
+            rows = [one(it) for it in items]
+            table = rows_table(rows)
+            if write is not None:
+                write(table)
+            return table
+        if header is None:
+            raise ValueError("a partial file needs a header (model sha256, generation settings)")
+        out: list[pl.DataFrame] = []
+
+        def finish(rows: list[dict]) -> None:
+            out.append(rows_table(rows))
+            if write is not None:
+                write(out[0])
+
+        evaluate_resumable(items, one, partial, {**header, "default_budget": default}, restore=rescore, write=finish)
+        return out[0]
+    finally:
+        bar.close()
 
 
 def paired_comparison(base: pl.DataFrame, patched: pl.DataFrame) -> pl.DataFrame:

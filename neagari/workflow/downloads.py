@@ -3,7 +3,10 @@
 A download *source* is one config mapping with exactly one of
 
 - ``hub: {repo, filename, revision, repo_type}``: a file of a Hugging Face hub repository (model
-  GGUFs, benchmark datasets) through ``huggingface_hub.hf_hub_download``;
+  GGUFs, benchmark datasets) through ``huggingface_hub.hf_hub_download`` into the user's Hugging
+  Face cache (``HF_HOME`` / ``HF_HUB_CACHE``; a file already there is not fetched again), then
+  checked and hard-linked (or, across file systems, copied) to its destination. A linked
+  destination shares its bytes with the cache entry: never edit it in place;
 - ``upstream: PATH``: a file of the paper's repository at the pinned commit
   (``downloads.upstream: {repo, commit}``), fetched from ``raw.githubusercontent.com``;
 - ``url: URL``: any other https URL;
@@ -28,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -136,27 +138,42 @@ def _fetch_url(url: str, part: Path, opener: Callable | None = None, attempts: i
         time.sleep(2 ** attempt)
 
 
-def _fetch_hub(hub: Mapping[str, Any], part: Path) -> str | None:
-    """Download one hub file into ``part``; returns the commit the revision resolved to, if known."""
+SNAPSHOT_COMMIT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{40})[\\/]")
+
+
+def _link_or_copy(src: str | os.PathLike, part: Path) -> None:
+    """``part`` as a hard link to ``src`` (no second copy of a large file), else a copy."""
+    try:
+        os.link(src, part)
+    except OSError:  # another file system, or links not allowed there
+        shutil.copyfile(src, part)
+
+
+def _fetch_hub(hub: Mapping[str, Any], part: Path) -> tuple[str | None, str]:
+    """One hub file through the user's Hugging Face cache (``HF_HOME``, ``HF_HUB_CACHE``), linked or
+    copied into ``part``. Returns the commit the revision resolved to (if known) and the cached
+    file's path."""
     import huggingface_hub  # imported here: only hub sources need it
 
     kwargs = dict(repo_id=hub["repo"], filename=hub["filename"], revision=hub.get("revision"),
                   repo_type=hub.get("repo_type", "model"))
-    with tempfile.TemporaryDirectory(dir=part.parent, prefix=".hub-") as tmp:
-        try:
-            got = huggingface_hub.hf_hub_download(local_dir=tmp, **kwargs)
-        except Exception as e:  # noqa: BLE001 - the hub's errors are many; report one line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise DownloadError(f"hub {hub['repo']}/{hub['filename']} at {hub.get('revision')}: "
-                                f"{type(e).__name__}: {first}") from None
-        shutil.move(got, part)
+    try:
+        got = huggingface_hub.hf_hub_download(**kwargs)
+    except Exception as e:  # noqa: BLE001 - the hub's errors are many; report one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DownloadError(f"hub {hub['repo']}/{hub['filename']} at {hub.get('revision')}: "
+                            f"{type(e).__name__}: {first}") from None
+    cached = os.path.realpath(got)  # the cache's snapshot entry is a link to its blob
+    _link_or_copy(cached, part)
     if HEX40.match(str(hub.get("revision") or "")):
-        return hub["revision"]
+        return hub["revision"], cached
+    if m := SNAPSHOT_COMMIT.search(str(got)):  # the cache files a snapshot under its commit
+        return m.group(1), cached
     try:  # an unpinned revision: say which commit it was, so it can be pinned
         meta = huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(**kwargs))
-        return meta.commit_hash
+        return meta.commit_hash, cached
     except Exception:  # noqa: BLE001 - only informative
-        return None
+        return None, cached
 
 
 # ---------------------------------------------------------------------------- fetch
@@ -188,6 +205,7 @@ def fetch(spec: Mapping[str, Any], dest: str | os.PathLike, *, key: str | Sequen
     for stale in (part, dest):
         stale.unlink(missing_ok=True)
     record = describe(spec, upstream)
+    cached = None
     log.info("fetching %s from %s", dest, record)
     try:
         if kind == "path":
@@ -197,13 +215,14 @@ def fetch(spec: Mapping[str, Any], dest: str | os.PathLike, *, key: str | Sequen
         elif kind == "upstream":
             _fetch_url(record["url"], part, opener)
         else:
-            record["resolved_revision"] = _fetch_hub(spec["hub"], part)
+            record["resolved_revision"], cached = _fetch_hub(spec["hub"], part)
         got = sha256_file(part)
         size = part.stat().st_size
         want = spec.get("sha256")
         if want is not None and got != want:
+            held = f"; the Hugging Face cache holds these bytes at {cached}" if kind == "hub" else ""
             raise DownloadError(f"{where}: sha256 mismatch: expected {want}, got {got} ({size} bytes); "
-                                f"file removed")
+                                f"file removed{held}")
         if spec.get("size") is not None and size != int(spec["size"]):
             raise DownloadError(f"{where}: size mismatch: expected {spec['size']} bytes, got {size}; file removed")
         os.replace(part, dest)
