@@ -71,7 +71,7 @@ rule score_stage_models:
 
 rule audit_published:
     input:
-        patches=list(config["published_patches"].values()),
+        patches=[config_path(p) for p in config["published_patches"].values()],
     output:
         crossing_flips="results/audits/published/boundary_crossing.flips.parquet",
         crossing_summary="results/audits/published/boundary_crossing.summary.parquet",

@@ -21,9 +21,13 @@ EMBEDDED_MODELS = [m for m, s in config["models"].items() if s["source"] in ("em
 # that rule quantize_posthoc rounds to Q1_0.
 TRAINED_QAT_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("variant") != "fp"]
 TRAINED_FP_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("variant") == "fp"]
-# The repository (this file's directory's parent): shipped files are named relative to it, so a
-# run with --directory elsewhere reads the same files.
-WORKFLOW_DIR = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
+# Where files are found. The workflow's own outputs (results/, logs/) are relative to the working
+# directory (--directory). The repository's files (resources/, the workflow's code) are named through
+# repo_path, so that a run from any directory reads the same files. A path from the config (probe
+# sets, published patches, shipped models, held-out sets) goes through config_path: absolute paths
+# and paths under results/ are used as they are; any other relative path is the working directory's
+# file if there is one, else the repository's (resources/probes/smoke.json works from anywhere).
+REPO_DIR = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
 # Where `make model` ships the models it trains (rules/ship.smk), relative to the working directory.
 SHIPPED_DIR = "resources/models"
 PROBE_SETS = list(config["probe_sets"])
@@ -50,10 +54,32 @@ def regex_escape(name):
     return re.escape(name)
 
 
+def repo_path(path):
+    """A file of the repository, by its path relative to the repository's root: relative to the
+    working directory when the repository lies below it (a run from the repository names files as
+    it always did), else absolute. An absolute path stays as it is."""
+    if os.path.isabs(path):
+        return path
+    full = os.path.join(REPO_DIR, path)
+    shown = os.path.relpath(full)
+    return full if shown == os.pardir or shown.startswith(os.pardir + os.sep) else shown
+
+
+def config_path(path):
+    """A file the config names (see REPO_DIR for the rule): as it is if absolute, under results/
+    (the workflow makes it) or present in the working directory; else the repository's."""
+    if os.path.isabs(path) or os.path.normpath(path).split(os.sep)[0] == "results" or os.path.exists(path):
+        return path
+    return repo_path(path)
+
+
+# the figures' fixed matplotlib style
+MATPLOTLIBRC = repo_path("resources/matplotlibrc")
+
+
 def shipped_file(model, field):
-    """A shipped model's file (``field`` path or record) named relative to the repository (an
-    absolute path stays as it is)."""
-    return os.path.join(WORKFLOW_DIR, config["models"][model]["shipped"][field])
+    """A shipped model's file (``field`` path or record) as config_path finds it."""
+    return config_path(config["models"][model]["shipped"][field])
 
 
 def ship_inputs(with_float=False):
@@ -82,7 +108,7 @@ def ship_targets():
 
 
 def probe_set_path(wildcards):
-    return config["probe_sets"][wildcards.probeset]
+    return config_path(config["probe_sets"][wildcards.probeset])
 
 
 def all_targets():

@@ -115,7 +115,7 @@ rule subspace_summary:
 rule subspace_scatter:
     input:
         summary="results/subspace/{model}/summary.parquet",
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/subspace/{model}.scatter.png",

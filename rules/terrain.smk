@@ -108,7 +108,7 @@ rule terrain_collect:
 rule terrain_figures:
     input:
         **{t: f"results/terrain/{{model}}/{t}.parquet" for t in TERRAIN_TABLES},
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         **{f: report(f"results/figures/terrain/{{model}}/{f}.png", caption=f"../report/terrain_{f}.rst",
                      category="Terrain") for f in TERRAIN_FIGURES},
