@@ -52,6 +52,7 @@ test: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/snakemake --lint --configfile config/smoke.yaml
+	$(VENV)/bin/snakemake --lint --configfile config/config.yaml
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_engine.py

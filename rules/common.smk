@@ -157,3 +157,61 @@ def stage_models(model):
         labels.append(r.label)
         files.append(r.patched)
     return labels, files
+
+
+# ---------------------------------------------------------------------------- terrain (terrain.smk)
+TERRAIN = config["terrain"]  # {enabled: false} unless the config has a terrain block
+TERRAIN_MODELS = TERRAIN.get("models", SEARCH_MODELS) if TERRAIN["enabled"] else []  # default: the searched models
+TERRAIN_TABLES = ["embedding", "spectrum", "cosine_hist", "simplex", "digits", "categories", "layers",
+                  "wordnet_words", "wordnet_seeds", "wordnet_summary", "wordnet_bands", "wordnet_hypernym"]
+TERRAIN_FIGURES = ["eigenspectrum", "cosine_hist", "simplex_cv", "digits", "layers", "wordnet"]
+
+
+def terrain_model_files(model):
+    """label -> model file: base, then <stage>-<run> for each patched model of the chosen stages,
+    then null-s<seed> for each MLP-randomized model."""
+    files = {"base": f"results/models/{model}.gguf"}
+    files.update({f"{r.stage}-{r.name}": r.patched for r in runs_of(RUNS, model, TERRAIN["stages"])})
+    files.update({f"null-s{s}": null_model_path(model, s) for s in TERRAIN["null_seeds"]})
+    return files
+
+
+TERRAIN_MODEL_FILES = {m: terrain_model_files(m) for m in TERRAIN_MODELS}
+
+
+def terrain_labels(model):
+    return list(TERRAIN_MODEL_FILES[model])
+
+
+def terrain_targets():
+    return expand("results/figures/terrain/{model}/{figure}.png", model=TERRAIN_MODELS, figure=TERRAIN_FIGURES) + \
+        expand("results/terrain/{model}/{table}.parquet", model=TERRAIN_MODELS, table=TERRAIN_TABLES)
+
+
+# ---------------------------------------------------------------------------- subspace sweep (subspace.smk)
+SUBSPACE = config["subspace"]  # {enabled: false} unless the config has a subspace block
+# the rank the scatter figure shows: the configured one, else the largest swept
+SUBSPACE_FIGURE_RANK = SUBSPACE.get("figure_rank", max(SUBSPACE["ranks"]))
+
+
+def subspace_models():
+    return SUBSPACE.get("models", SEARCH_MODELS) if SUBSPACE["enabled"] else []  # default: the searched models
+
+
+def subspace_runs(model):
+    """The run of every patch swept on one model: the configured stages, the targeted runs
+    filtered to the configured fitnesses."""
+    return [r for r in runs_of(RUNS, model, SUBSPACE["stages"])
+            if r.stage != "targeted" or r.name in SUBSPACE["targeted"]]
+
+
+def subspace_tables(wildcards):
+    return [f"results/subspace/{r.model}/{r.stage}/{r.name}.per_layer.parquet" for r in subspace_runs(wildcards.model)]
+
+
+def subspace_targets():
+    targets = []
+    for m in subspace_models():
+        targets += [f"results/subspace/{m}/summary.parquet", f"results/subspace/{m}/conclusion.md",
+                    f"results/figures/subspace/{m}.scatter.png"]
+    return targets

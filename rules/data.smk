@@ -18,7 +18,6 @@ rule build_corpus:
         n_wordnet=lambda wc: (N_WORDNET_TEXTS if wc.split == "train" else
                               round(N_WORDNET_TEXTS * config["embedded"]["corpus"]["n_heldout"]
                                     / config["embedded"]["corpus"]["n_train"])),
-        wordnet_dir=WORDNET_DIR,
     wildcard_constraints:
         split="train|heldout",
     log:

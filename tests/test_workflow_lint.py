@@ -63,3 +63,12 @@ def test_dry_run_from_the_repository_names_its_files_relatively():
     assert res.returncode == 0, res.stderr[-3000:]
     inputs = job_inputs(res.stdout)
     assert "resources/matplotlibrc" in inputs and not any(p.startswith("/") for p in inputs), inputs
+
+
+# ---------------------------------------------------------------------------- Snakemake's linter
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_snakemake_lint_is_clean(config):
+    res = snakemake("--lint", "--configfile", config)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
