@@ -29,6 +29,7 @@ rule audit_search:
         runs=lambda wc: [r.as_dict() for r in runs_of(RUNS, wc.model)],
         **ACCEPTANCE,
         threshold_pp=config["audits"]["null_threshold_pp"],
+    threads: 1
     log:
         "logs/audits/{model}/search.log",
     benchmark:
@@ -56,6 +57,7 @@ rule score_stage_models:
         stage_labels=lambda wc: stage_models(wc.model)[0],
         device=config["device"],
         dtype=config["weights_dtype"],
+    threads: 1
     log:
         "logs/audits/{model}/stage_scores.log",
     benchmark:
@@ -80,6 +82,7 @@ rule audit_published:
     params:
         names=list(config["published_patches"]),
         **ACCEPTANCE,
+    threads: 1
     log:
         "logs/audits/published.log",
     benchmark:

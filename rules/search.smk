@@ -14,6 +14,7 @@ rule randomize_null_model:
         gguf="results/models/null/{model}-s{seed}.gguf",
     wildcard_constraints:
         seed=r"\d+",
+    threads: 1
     log:
         "logs/models/null/{model}-s{seed}.log",
     benchmark:
@@ -68,6 +69,7 @@ rule assemble_patch:
         patch="results/search/{model}/{stage}/{run}/patch.json",
     output:
         gguf="results/patched/{model}/{stage}/{run}.gguf",
+    threads: 1
     log:
         "logs/patched/{model}/{stage}/{run}.log",
     benchmark:

@@ -15,6 +15,7 @@ rule subspace_bases:
         seed=config["seed"],
         device=config["device"],
         dtype=config["weights_dtype"],
+    threads: 1
     log:
         "logs/subspace/{model}/bases.log",
     benchmark:
@@ -47,6 +48,7 @@ rule subspace_sweep:
     wildcard_constraints:
         # not nullbase: its null runs start from the MLP-randomized model, not the model of the bases
         stage="pass1|pass2|isolated|lambda|targeted|randomflip",
+    threads: 1
     log:
         "logs/subspace/{model}/{stage}/{run}.log",
     benchmark:
@@ -73,6 +75,7 @@ rule subspace_summary:
         ),
     params:
         rank=SUBSPACE_FIGURE_RANK,
+    threads: 1
     log:
         "logs/subspace/{model}/summary.log",
     benchmark:
@@ -100,6 +103,7 @@ rule subspace_scatter:
     params:
         rank=SUBSPACE_FIGURE_RANK,
         seed=config["seed"],
+    threads: 1
     log:
         "logs/figures/subspace/{model}.scatter.log",
     benchmark:
