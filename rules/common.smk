@@ -9,8 +9,10 @@ from neagari.workflow.runs import STAGES, null_model_path, runs_of, search_runs
 validate(config, schema="../config/schema.yaml")
 
 ENV = "../envs/neagari.yaml"
+
 # Every rule whose script loads torch declares its threads; torch runs on that many
 # (neagari.workflow.smk.rule_context) and a SLURM job reserves as many CPUs (profiles/slurm).
+
 MODELS = list(config["models"])
 FIXTURE_MODELS = [m for m, s in config["models"].items() if s["source"] == "fixture"]
 # The embedded family: trained here (source embedded, rules/models.smk) or shipped in the

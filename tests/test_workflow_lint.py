@@ -1,5 +1,5 @@
 """The workflow as code: it runs from any working directory, Snakemake's linter finds nothing in it,
-and every rule that runs torch declares the threads it uses."""
+every rule that runs torch declares the threads it uses, and snakefmt leaves the rules as they are."""
 
 from __future__ import annotations
 
@@ -203,3 +203,14 @@ def test_slurm_profile_reserves_the_rule_threads():
     jobstep = pytest.importorskip("snakemake_executor_plugin_slurm_jobstep")
     job = SimpleNamespace(threads=3, resources=SimpleNamespace(get=lambda key, default=None: None))
     assert jobstep.get_cpu_setting(job, gpu=True) == "--cpus-per-task=3"
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def test_snakefmt_check():
+    """Snakefile and rules/*.smk as snakefmt formats them (`make format`)."""
+    pytest.importorskip("snakefmt", reason="snakefmt is pinned in requirements-test.txt")
+    res = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules/"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
