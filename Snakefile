@@ -13,7 +13,6 @@ if not config:
     configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-
 include: "rules/common.smk"
 include: "rules/downloads.smk"
 include: "rules/data.smk"

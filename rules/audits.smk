@@ -25,9 +25,9 @@ rule audit_search:
         fitness_modes="results/audits/{model}/fitness_modes.parquet",
         random_flip="results/audits/{model}/random_flip_null.parquet",
     params:
+        **ACCEPTANCE,
         # the records of the runs, in the order of the input lists
         runs=lambda wc: [r.as_dict() for r in runs_of(RUNS, wc.model)],
-        **ACCEPTANCE,
         threshold_pp=config["audits"]["null_threshold_pp"],
     threads: 1
     log:
@@ -80,8 +80,8 @@ rule audit_published:
         scale_share="results/audits/published/scale_share.parquet",
         acceptance="results/audits/published/acceptance.parquet",
     params:
-        names=list(config["published_patches"]),
         **ACCEPTANCE,
+        names=list(config["published_patches"]),
     threads: 1
     log:
         "logs/audits/published.log",

@@ -5,7 +5,6 @@ from snakemake.utils import validate
 
 from neagari.workflow.runs import STAGES, null_model_path, runs_of, search_runs
 
-
 validate(config, schema="../config/schema.yaml")
 
 ENV = "../envs/neagari.yaml"
@@ -116,9 +115,7 @@ def probe_set_path(wildcards):
 
 
 def all_targets():
-    targets = expand(
-        "results/figures/gaps/{model}/{probeset}.png", model=MODELS, probeset=PROBE_SETS
-    )
+    targets = expand("results/figures/gaps/{model}/{probeset}.png", model=MODELS, probeset=PROBE_SETS)
     targets += search_targets()
     targets += EVAL_TARGETS
     if TERRAIN_MODELS:
@@ -166,8 +163,20 @@ def stage_models(model):
 # ---------------------------------------------------------------------------- terrain (terrain.smk)
 TERRAIN = config["terrain"]  # {enabled: false} unless the config has a terrain block
 TERRAIN_MODELS = TERRAIN.get("models", SEARCH_MODELS) if TERRAIN["enabled"] else []  # default: the searched models
-TERRAIN_TABLES = ["embedding", "spectrum", "cosine_hist", "simplex", "digits", "categories", "layers",
-                  "wordnet_words", "wordnet_seeds", "wordnet_summary", "wordnet_bands", "wordnet_hypernym"]
+TERRAIN_TABLES = [
+    "embedding",
+    "spectrum",
+    "cosine_hist",
+    "simplex",
+    "digits",
+    "categories",
+    "layers",
+    "wordnet_words",
+    "wordnet_seeds",
+    "wordnet_summary",
+    "wordnet_bands",
+    "wordnet_hypernym",
+]
 TERRAIN_FIGURES = ["eigenspectrum", "cosine_hist", "simplex_cv", "digits", "layers", "wordnet"]
 
 
@@ -188,8 +197,9 @@ def terrain_labels(model):
 
 
 def terrain_targets():
-    return expand("results/figures/terrain/{model}/{figure}.png", model=TERRAIN_MODELS, figure=TERRAIN_FIGURES) + \
-        expand("results/terrain/{model}/{table}.parquet", model=TERRAIN_MODELS, table=TERRAIN_TABLES)
+    return expand(
+        "results/figures/terrain/{model}/{figure}.png", model=TERRAIN_MODELS, figure=TERRAIN_FIGURES
+    ) + expand("results/terrain/{model}/{table}.parquet", model=TERRAIN_MODELS, table=TERRAIN_TABLES)
 
 
 # ---------------------------------------------------------------------------- subspace sweep (subspace.smk)
@@ -205,8 +215,9 @@ def subspace_models():
 def subspace_runs(model):
     """The run of every patch swept on one model: the configured stages, the targeted runs
     filtered to the configured fitnesses."""
-    return [r for r in runs_of(RUNS, model, SUBSPACE["stages"])
-            if r.stage != "targeted" or r.name in SUBSPACE["targeted"]]
+    return [
+        r for r in runs_of(RUNS, model, SUBSPACE["stages"]) if r.stage != "targeted" or r.name in SUBSPACE["targeted"]
+    ]
 
 
 def subspace_tables(wildcards):
@@ -216,6 +227,9 @@ def subspace_tables(wildcards):
 def subspace_targets():
     targets = []
     for m in subspace_models():
-        targets += [f"results/subspace/{m}/summary.parquet", f"results/subspace/{m}/conclusion.md",
-                    f"results/figures/subspace/{m}.scatter.png"]
+        targets += [
+            f"results/subspace/{m}/summary.parquet",
+            f"results/subspace/{m}/conclusion.md",
+            f"results/figures/subspace/{m}.scatter.png",
+        ]
     return targets

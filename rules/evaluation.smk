@@ -110,10 +110,14 @@ rule build_benchmark_items:
 
 rule eval_benchmark:
     input:
-        model=lambda wc: (f"results/models/{wc.model}.gguf" if wc.variant == "base"
-                          else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"),
-        eval_sets=lambda wc: (f"results/eval/{wc.model}/bench/items.jsonl" if BENCHMARK_FILES
-                              else "results/data/eval/eval_sets.jsonl"),
+        model=lambda wc: (
+            f"results/models/{wc.model}.gguf"
+            if wc.variant == "base"
+            else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"
+        ),
+        eval_sets=lambda wc: (
+            f"results/eval/{wc.model}/bench/items.jsonl" if BENCHMARK_FILES else "results/data/eval/eval_sets.jsonl"
+        ),
     output:
         table="results/eval/{model}/bench/{variant}.parquet",
     params:

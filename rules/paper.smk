@@ -4,6 +4,7 @@
 # searches, the embedded models) and stages whose rules are not in this workflow (evaluation)
 # simply drop out of the paper.
 
+
 rule build_paper:
     input:
         results=paper_inputs,

@@ -3,8 +3,16 @@
 # targeted borderline/focused runs, null baselines and the random-flip null. Each run's record
 # (neagari.workflow.runs, RUNS in common.smk) says what it starts from and how it is configured.
 # The settings every run of the config shares
-SEARCH_COMMON = ("layers", "projections", "group_sampling", "window", "min_rate", "speculate", "checkpoint_every",
-                 "scale_bits")
+SEARCH_COMMON = (
+    "layers",
+    "projections",
+    "group_sampling",
+    "window",
+    "min_rate",
+    "speculate",
+    "checkpoint_every",
+    "scale_bits",
+)
 
 
 rule randomize_null_model:

