@@ -9,7 +9,7 @@ CONFIG ?= config/config.yaml
 WHEEL_CACHE ?= $(HOME)/.cache/neagari/wheels
 LLAMA_CPP_VERSION := 0.3.36
 
-.PHONY: paper model test test-fast lint setup setup-test bench clean-results
+.PHONY: paper model test test-fast lint format setup setup-test bench clean-results
 
 # llama-cpp-python serves the paper's benchmark evaluation (as llama.cpp did in the paper) and is
 # the tests' independent reference; it compiles from source, so its wheel is cached.
@@ -50,8 +50,15 @@ model: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider
 
-lint: $(VENV)/.installed
+## Snakemake's linter on the smoke and default configs, and the rules' formatting (snakefmt).
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/snakemake --lint --configfile config/smoke.yaml
+	$(VENV)/bin/snakemake --lint --configfile config/config.yaml
+	$(VENV)/bin/snakefmt --check Snakefile rules/
+
+## Snakefile and rules/*.smk formatted by snakefmt ([tool.snakefmt] in pyproject.toml).
+format: $(VENV)/.installed-test
+	$(VENV)/bin/snakefmt Snakefile rules/
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_engine.py

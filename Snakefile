@@ -1,14 +1,16 @@
 # The Neagari paper, regenerated. `make paper` runs this with config/config.yaml; see README.md.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-# The default config unless one is given: --configfile would otherwise be merged into it.
+# The default config unless one is given: --configfile would otherwise be merged into it. The
+# repository's, whatever the working directory.
 if not config:
 
-    configfile: "config/config.yaml"
-
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "rules/common.smk"

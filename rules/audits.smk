@@ -25,10 +25,11 @@ rule audit_search:
         fitness_modes="results/audits/{model}/fitness_modes.parquet",
         random_flip="results/audits/{model}/random_flip_null.parquet",
     params:
+        **ACCEPTANCE,
         # the records of the runs, in the order of the input lists
         runs=lambda wc: [r.as_dict() for r in runs_of(RUNS, wc.model)],
-        **ACCEPTANCE,
         threshold_pp=config["audits"]["null_threshold_pp"],
+    threads: 1
     log:
         "logs/audits/{model}/search.log",
     benchmark:
@@ -56,6 +57,7 @@ rule score_stage_models:
         stage_labels=lambda wc: stage_models(wc.model)[0],
         device=config["device"],
         dtype=config["weights_dtype"],
+    threads: 1
     log:
         "logs/audits/{model}/stage_scores.log",
     benchmark:
@@ -71,15 +73,16 @@ rule score_stage_models:
 
 rule audit_published:
     input:
-        patches=list(config["published_patches"].values()),
+        patches=[config_path(p) for p in config["published_patches"].values()],
     output:
         crossing_flips="results/audits/published/boundary_crossing.flips.parquet",
         crossing_summary="results/audits/published/boundary_crossing.summary.parquet",
         scale_share="results/audits/published/scale_share.parquet",
         acceptance="results/audits/published/acceptance.parquet",
     params:
-        names=list(config["published_patches"]),
         **ACCEPTANCE,
+        names=list(config["published_patches"]),
+    threads: 1
     log:
         "logs/audits/published.log",
     benchmark:

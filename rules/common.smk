@@ -5,10 +5,13 @@ from snakemake.utils import validate
 
 from neagari.workflow.runs import STAGES, null_model_path, runs_of, search_runs
 
-
 validate(config, schema="../config/schema.yaml")
 
 ENV = "../envs/neagari.yaml"
+
+# Every rule whose script loads torch declares its threads; torch runs on that many
+# (neagari.workflow.smk.rule_context) and a SLURM job reserves as many CPUs (profiles/slurm).
+
 MODELS = list(config["models"])
 FIXTURE_MODELS = [m for m, s in config["models"].items() if s["source"] == "fixture"]
 # The embedded family: trained here (source embedded, rules/models.smk) or shipped in the
@@ -21,9 +24,13 @@ EMBEDDED_MODELS = [m for m, s in config["models"].items() if s["source"] in ("em
 # that rule quantize_posthoc rounds to Q1_0.
 TRAINED_QAT_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("variant") != "fp"]
 TRAINED_FP_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("variant") == "fp"]
-# The repository (this file's directory's parent): shipped files are named relative to it, so a
-# run with --directory elsewhere reads the same files.
-WORKFLOW_DIR = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
+# Where files are found. The workflow's own outputs (results/, logs/) are relative to the working
+# directory (--directory). The repository's files (resources/, the workflow's code) are named through
+# repo_path, so that a run from any directory reads the same files. A path from the config (probe
+# sets, published patches, shipped models, held-out sets) goes through config_path: absolute paths
+# and paths under results/ are used as they are; any other relative path is the working directory's
+# file if there is one, else the repository's (resources/probes/smoke.json works from anywhere).
+REPO_DIR = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
 # Where `make model` ships the models it trains (rules/ship.smk), relative to the working directory.
 SHIPPED_DIR = "resources/models"
 PROBE_SETS = list(config["probe_sets"])
@@ -50,10 +57,32 @@ def regex_escape(name):
     return re.escape(name)
 
 
+def repo_path(path):
+    """A file of the repository, by its path relative to the repository's root: relative to the
+    working directory when the repository lies below it (a run from the repository names files as
+    it always did), else absolute. An absolute path stays as it is."""
+    if os.path.isabs(path):
+        return path
+    full = os.path.join(REPO_DIR, path)
+    shown = os.path.relpath(full)
+    return full if shown == os.pardir or shown.startswith(os.pardir + os.sep) else shown
+
+
+def config_path(path):
+    """A file the config names (see REPO_DIR for the rule): as it is if absolute, under results/
+    (the workflow makes it) or present in the working directory; else the repository's."""
+    if os.path.isabs(path) or os.path.normpath(path).split(os.sep)[0] == "results" or os.path.exists(path):
+        return path
+    return repo_path(path)
+
+
+# the figures' fixed matplotlib style
+MATPLOTLIBRC = repo_path("resources/matplotlibrc")
+
+
 def shipped_file(model, field):
-    """A shipped model's file (``field`` path or record) named relative to the repository (an
-    absolute path stays as it is)."""
-    return os.path.join(WORKFLOW_DIR, config["models"][model]["shipped"][field])
+    """A shipped model's file (``field`` path or record) as config_path finds it."""
+    return config_path(config["models"][model]["shipped"][field])
 
 
 def ship_inputs(with_float=False):
@@ -81,13 +110,11 @@ def ship_targets():
 
 
 def probe_set_path(wildcards):
-    return config["probe_sets"][wildcards.probeset]
+    return config_path(config["probe_sets"][wildcards.probeset])
 
 
 def all_targets():
-    targets = expand(
-        "results/figures/gaps/{model}/{probeset}.png", model=MODELS, probeset=PROBE_SETS
-    )
+    targets = expand("results/figures/gaps/{model}/{probeset}.png", model=MODELS, probeset=PROBE_SETS)
     targets += search_targets()
     targets += EVAL_TARGETS
     if TERRAIN_MODELS:
@@ -130,3 +157,78 @@ def stage_models(model):
         labels.append(r.label)
         files.append(r.patched)
     return labels, files
+
+
+# ---------------------------------------------------------------------------- terrain (terrain.smk)
+TERRAIN = config["terrain"]  # {enabled: false} unless the config has a terrain block
+TERRAIN_MODELS = TERRAIN.get("models", SEARCH_MODELS) if TERRAIN["enabled"] else []  # default: the searched models
+TERRAIN_TABLES = [
+    "embedding",
+    "spectrum",
+    "cosine_hist",
+    "simplex",
+    "digits",
+    "categories",
+    "layers",
+    "wordnet_words",
+    "wordnet_seeds",
+    "wordnet_summary",
+    "wordnet_bands",
+    "wordnet_hypernym",
+]
+TERRAIN_FIGURES = ["eigenspectrum", "cosine_hist", "simplex_cv", "digits", "layers", "wordnet"]
+
+
+def terrain_model_files(model):
+    """label -> model file: base, then <stage>-<run> for each patched model of the chosen stages,
+    then null-s<seed> for each MLP-randomized model."""
+    files = {"base": f"results/models/{model}.gguf"}
+    files.update({f"{r.stage}-{r.name}": r.patched for r in runs_of(RUNS, model, TERRAIN["stages"])})
+    files.update({f"null-s{s}": null_model_path(model, s) for s in TERRAIN["null_seeds"]})
+    return files
+
+
+TERRAIN_MODEL_FILES = {m: terrain_model_files(m) for m in TERRAIN_MODELS}
+
+
+def terrain_labels(model):
+    return list(TERRAIN_MODEL_FILES[model])
+
+
+def terrain_targets():
+    return expand(
+        "results/figures/terrain/{model}/{figure}.png", model=TERRAIN_MODELS, figure=TERRAIN_FIGURES
+    ) + expand("results/terrain/{model}/{table}.parquet", model=TERRAIN_MODELS, table=TERRAIN_TABLES)
+
+
+# ---------------------------------------------------------------------------- subspace sweep (subspace.smk)
+SUBSPACE = config["subspace"]  # {enabled: false} unless the config has a subspace block
+# the rank the scatter figure shows: the configured one, else the largest swept
+SUBSPACE_FIGURE_RANK = SUBSPACE.get("figure_rank", max(SUBSPACE["ranks"]))
+
+
+def subspace_models():
+    return SUBSPACE.get("models", SEARCH_MODELS) if SUBSPACE["enabled"] else []  # default: the searched models
+
+
+def subspace_runs(model):
+    """The run of every patch swept on one model: the configured stages, the targeted runs
+    filtered to the configured fitnesses."""
+    return [
+        r for r in runs_of(RUNS, model, SUBSPACE["stages"]) if r.stage != "targeted" or r.name in SUBSPACE["targeted"]
+    ]
+
+
+def subspace_tables(wildcards):
+    return [f"results/subspace/{r.model}/{r.stage}/{r.name}.per_layer.parquet" for r in subspace_runs(wildcards.model)]
+
+
+def subspace_targets():
+    targets = []
+    for m in subspace_models():
+        targets += [
+            f"results/subspace/{m}/summary.parquet",
+            f"results/subspace/{m}/conclusion.md",
+            f"results/figures/subspace/{m}.scatter.png",
+        ]
+    return targets

@@ -40,14 +40,31 @@ def evaluation_outputs(model):
     return heldout, bench if made(bench) else None
 
 
-PAPER_FIGURES = ["acceptance", "fitness", "trajectories", "crossing", "deltas", "layers", "interference",
-                 "null_baseline"]
+PAPER_FIGURES = [
+    "acceptance",
+    "fitness",
+    "trajectories",
+    "crossing",
+    "deltas",
+    "layers",
+    "interference",
+    "null_baseline",
+]
 PAPER_AUDITS = {  # role in the paper -> results/audits/{model}/<name>.parquet
-    "acceptance": "acceptance", "lambda_sweep": "lambda_sweep", "crossing": "boundary_crossing.summary",
-    "crossing_flips": "boundary_crossing.flips", "quartiles": "interference_quartiles",
-    "scale_share": "scale_share", "layers": "layer_projection", "overlap": "group_overlap",
-    "null_table": "null_baseline", "null_verdict": "null_baseline.verdict", "fitness_modes": "fitness_modes",
-    "random_flip": "random_flip_null", "interference": "interference_matrix", "rank2": "rank2_drift",
+    "acceptance": "acceptance",
+    "lambda_sweep": "lambda_sweep",
+    "crossing": "boundary_crossing.summary",
+    "crossing_flips": "boundary_crossing.flips",
+    "quartiles": "interference_quartiles",
+    "scale_share": "scale_share",
+    "layers": "layer_projection",
+    "overlap": "group_overlap",
+    "null_table": "null_baseline",
+    "null_verdict": "null_baseline.verdict",
+    "fitness_modes": "fitness_modes",
+    "random_flip": "random_flip_null",
+    "interference": "interference_matrix",
+    "rank2": "rank2_drift",
 }
 
 
@@ -88,22 +105,31 @@ def paper_manifest():
         }
     if rules.has("terrain_collect") and TERRAIN_MODELS:
         manifest["terrain"] = {
-            m: {"tables": {t: f"results/terrain/{m}/{t}.parquet" for t in ("embedding", "simplex", "layers",
-                                                                           "wordnet_summary")},
-                "figures": {f: f"results/figures/terrain/{m}/{f}.png" for f in TERRAIN_FIGURES}}
+            m: {
+                "tables": {
+                    t: f"results/terrain/{m}/{t}.parquet" for t in ("embedding", "simplex", "layers", "wordnet_summary")
+                },
+                "figures": {f: f"results/figures/terrain/{m}/{f}.png" for f in TERRAIN_FIGURES},
+            }
             for m in TERRAIN_MODELS
         }
     if rules.has("subspace_summary") and subspace_models():
         manifest["subspace"] = {
-            m: {"summary": f"results/subspace/{m}/summary.parquet", "conclusion": f"results/subspace/{m}/conclusion.md",
-                "figure": f"results/figures/subspace/{m}.scatter.png"}
+            m: {
+                "summary": f"results/subspace/{m}/summary.parquet",
+                "conclusion": f"results/subspace/{m}/conclusion.md",
+                "figure": f"results/figures/subspace/{m}.scatter.png",
+            }
             for m in subspace_models()
         }
     if config["published_patches"]:
         manifest["published"] = {
             k: f"results/audits/published/{v}.parquet"
-            for k, v in {"crossing": "boundary_crossing.summary", "scale_share": "scale_share",
-                         "acceptance": "acceptance"}.items()
+            for k, v in {
+                "crossing": "boundary_crossing.summary",
+                "scale_share": "scale_share",
+                "acceptance": "acceptance",
+            }.items()
         }
     return manifest
 
@@ -120,8 +146,9 @@ def manifest_paths(node):
 
 
 def paper_inputs(wildcards):
-    paths = manifest_paths({k: v for k, v in paper_manifest().items()
-                            if k in ("searched", "quality", "published", "terrain", "subspace")})
+    paths = manifest_paths(
+        {k: v for k, v in paper_manifest().items() if k in ("searched", "quality", "published", "terrain", "subspace")}
+    )
     return list(dict.fromkeys(paths))
 
 

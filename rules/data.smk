@@ -15,10 +15,13 @@ rule build_corpus:
     params:
         seed=config["embedded"]["seed"],
         n_per_domain=lambda wc: config["embedded"]["corpus"][f"n_{wc.split}"],
-        n_wordnet=lambda wc: (N_WORDNET_TEXTS if wc.split == "train" else
-                              round(N_WORDNET_TEXTS * config["embedded"]["corpus"]["n_heldout"]
-                                    / config["embedded"]["corpus"]["n_train"])),
-        wordnet_dir=WORDNET_DIR,
+        n_wordnet=lambda wc: (
+            N_WORDNET_TEXTS
+            if wc.split == "train"
+            else round(
+                N_WORDNET_TEXTS * config["embedded"]["corpus"]["n_heldout"] / config["embedded"]["corpus"]["n_train"]
+            )
+        ),
     wildcard_constraints:
         split="train|heldout",
     log:

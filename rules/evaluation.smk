@@ -12,7 +12,7 @@ BENCH_MAX_NEW_TOKENS = None  # None: the longest answer plus 4 tokens, as the qu
 # rendered through each model's chat template, instead of the embedded model's evaluation sets.
 EVAL_CFG = config["evaluation"]
 BENCHMARK_FILES = EVAL_CFG["benchmarks"]
-HELDOUT_VERBATIM = EVAL_CFG["heldout_verbatim"]
+HELDOUT_VERBATIM = config_path(EVAL_CFG["heldout_verbatim"])
 EVAL_FITNESSES = SEARCH["targeted"]["fitnesses"] if SEARCH else []
 # "patched" = the fully patched model of the five-domain pipeline (pass 2 unless it is off)
 EVAL_FINAL_STAGE = "pass2" if SEARCH and SEARCH["scale_pass"]["enabled"] else "pass1"
@@ -110,10 +110,14 @@ rule build_benchmark_items:
 
 rule eval_benchmark:
     input:
-        model=lambda wc: (f"results/models/{wc.model}.gguf" if wc.variant == "base"
-                          else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"),
-        eval_sets=lambda wc: (f"results/eval/{wc.model}/bench/items.jsonl" if BENCHMARK_FILES
-                              else "results/data/eval/eval_sets.jsonl"),
+        model=lambda wc: (
+            f"results/models/{wc.model}.gguf"
+            if wc.variant == "base"
+            else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"
+        ),
+        eval_sets=lambda wc: (
+            f"results/eval/{wc.model}/bench/items.jsonl" if BENCHMARK_FILES else "results/data/eval/eval_sets.jsonl"
+        ),
     output:
         table="results/eval/{model}/bench/{variant}.parquet",
     params:

@@ -5,7 +5,7 @@
 rule plot_probe_gaps:
     input:
         table="results/scores/{model}/{probeset}.parquet",
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/gaps/{model}/{probeset}.png",
@@ -29,7 +29,7 @@ rule plot_probe_gaps:
 rule plot_training_loss:
     input:
         history="results/training/{model}.loss.parquet",
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/training/{model}.loss.png",
@@ -55,7 +55,7 @@ rule plot_training_loss:
 rule fig_acceptance:
     input:
         iterations=lambda wc: search_run_files(wc.model, "iterations.parquet", ["pass1"]),
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/acceptance/{model}.png",
@@ -85,7 +85,7 @@ rule fig_acceptance:
 rule fig_fitness:
     input:
         iterations=lambda wc: search_run_files(wc.model, "iterations.parquet", ["pass1", "pass2"]),
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/fitness/{model}.png",
@@ -114,7 +114,7 @@ rule fig_fitness:
 rule fig_crossing:
     input:
         summary="results/audits/{model}/boundary_crossing.summary.parquet",
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/crossing/{model}.png",
@@ -144,7 +144,7 @@ rule fig_deltas:
         flips="results/audits/{model}/boundary_crossing.flips.parquet",
         summary="results/audits/{model}/boundary_crossing.summary.parquet",
         summaries=lambda wc: search_run_files(wc.model, "summary.json", ["pass1", "pass2"]),
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/deltas/{model}.png",
@@ -173,7 +173,7 @@ rule fig_trajectories:
     input:
         iterations=lambda wc: search_run_files(wc.model, "iterations.parquet", ["pass1", "targeted"]),
         summaries=lambda wc: search_run_files(wc.model, "summary.json", ["pass1", "targeted"]),
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/trajectories/{model}.png",
@@ -203,7 +203,7 @@ rule fig_trajectories:
 rule fig_layers:
     input:
         table="results/audits/{model}/layer_projection.parquet",
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/layers/{model}.png",
@@ -231,7 +231,7 @@ rule fig_layers:
 rule fig_interference:
     input:
         matrix="results/audits/{model}/interference_matrix.parquet",
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/interference/{model}.png",
@@ -259,7 +259,7 @@ rule fig_interference:
 rule fig_heldout:
     input:
         crosstabs=lambda wc: [kinds["crosstab"] for kinds in evaluation_outputs(wc.model)[0].values()],
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/heldout/{model}.png",
@@ -288,7 +288,7 @@ rule fig_null_baseline:
     input:
         table="results/audits/{model}/null_baseline.parquet",
         verdict="results/audits/{model}/null_baseline.verdict.parquet",
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/null_baseline/{model}.png",

@@ -4,12 +4,13 @@
 # searches, the embedded models) and stages whose rules are not in this workflow (evaluation)
 # simply drop out of the paper.
 
+
 rule build_paper:
     input:
         results=paper_inputs,
-        template="resources/paper/paper.md.j2",
-        shell="resources/paper/paper.html.j2",
-        css="resources/paper/paper.css",
+        template=repo_path("resources/paper/paper.md.j2"),
+        shell=repo_path("resources/paper/paper.html.j2"),
+        css=repo_path("resources/paper/paper.css"),
     output:
         html=report("results/paper/index.html", caption="../report/paper.rst", category="Paper"),
         markdown="results/paper/paper.md",

@@ -13,6 +13,7 @@ rule calibrate_probes:
         batch_size=config["score"]["batch_size"],
         device=config["device"],
         dtype=config["weights_dtype"],
+    threads: 1
     log:
         "logs/probes/{model}/{probeset}.log",
     benchmark:

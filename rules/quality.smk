@@ -22,6 +22,7 @@ rule evaluate_quality:
         batch_size=config["quality"]["batch_size"],
         device=config["device"],
         dtype=config["weights_dtype"],
+    threads: 1
     log:
         "logs/quality/{model}.log",
     benchmark:

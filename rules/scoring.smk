@@ -12,6 +12,7 @@ rule score_probes:
         batch_size=config["score"]["batch_size"],
         device=config["device"],
         dtype=config["weights_dtype"],
+    threads: 1
     log:
         "logs/scores/{model}/{probeset}.log",
     benchmark:

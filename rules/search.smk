@@ -3,8 +3,16 @@
 # targeted borderline/focused runs, null baselines and the random-flip null. Each run's record
 # (neagari.workflow.runs, RUNS in common.smk) says what it starts from and how it is configured.
 # The settings every run of the config shares
-SEARCH_COMMON = ("layers", "projections", "group_sampling", "window", "min_rate", "speculate", "checkpoint_every",
-                 "scale_bits")
+SEARCH_COMMON = (
+    "layers",
+    "projections",
+    "group_sampling",
+    "window",
+    "min_rate",
+    "speculate",
+    "checkpoint_every",
+    "scale_bits",
+)
 
 
 rule randomize_null_model:
@@ -14,6 +22,7 @@ rule randomize_null_model:
         gguf="results/models/null/{model}-s{seed}.gguf",
     wildcard_constraints:
         seed=r"\d+",
+    threads: 1
     log:
         "logs/models/null/{model}-s{seed}.log",
     benchmark:
@@ -68,6 +77,7 @@ rule assemble_patch:
         patch="results/search/{model}/{stage}/{run}/patch.json",
     output:
         gguf="results/patched/{model}/{stage}/{run}.gguf",
+    threads: 1
     log:
         "logs/patched/{model}/{stage}/{run}.log",
     benchmark:

@@ -3,6 +3,7 @@
 # shipped file; the loss table and figure, the llama.cpp cross-check, the training log), to be
 # used by later runs as `source: shipped` (rule use_shipped_model). resources/models/README.md.
 
+
 localrules:
     ship_model,
     ship_float_model,

@@ -1,33 +1,7 @@
 # Stage: subspace sweep (seed 001). Which residual-stream subspaces each patch's weight and
 # activation deltas live in, against random subspaces of the same rank: candidate bases once per
 # model from its weights, one sweep per patch, then per model the summary, conclusion and scatter.
-
-SUBSPACE = config["subspace"]  # {enabled: false} unless the config has a subspace block
-# the rank the scatter figure shows: the configured one, else the largest swept
-SUBSPACE_FIGURE_RANK = SUBSPACE.get("figure_rank", max(SUBSPACE["ranks"]))
-
-
-def subspace_models():
-    return SUBSPACE.get("models", SEARCH_MODELS) if SUBSPACE["enabled"] else []  # default: the searched models
-
-
-def subspace_runs(model):
-    """The run of every patch swept on one model: the configured stages, the targeted runs
-    filtered to the configured fitnesses."""
-    return [r for r in runs_of(RUNS, model, SUBSPACE["stages"])
-            if r.stage != "targeted" or r.name in SUBSPACE["targeted"]]
-
-
-def subspace_tables(wildcards):
-    return [f"results/subspace/{r.model}/{r.stage}/{r.name}.per_layer.parquet" for r in subspace_runs(wildcards.model)]
-
-
-def subspace_targets():
-    targets = []
-    for m in subspace_models():
-        targets += [f"results/subspace/{m}/summary.parquet", f"results/subspace/{m}/conclusion.md",
-                    f"results/figures/subspace/{m}.scatter.png"]
-    return targets
+# The stage's settings, runs and targets are built in common.smk.
 
 
 rule subspace_bases:
@@ -41,6 +15,7 @@ rule subspace_bases:
         seed=config["seed"],
         device=config["device"],
         dtype=config["weights_dtype"],
+    threads: 1
     log:
         "logs/subspace/{model}/bases.log",
     benchmark:
@@ -73,6 +48,7 @@ rule subspace_sweep:
     wildcard_constraints:
         # not nullbase: its null runs start from the MLP-randomized model, not the model of the bases
         stage="pass1|pass2|isolated|lambda|targeted|randomflip",
+    threads: 1
     log:
         "logs/subspace/{model}/{stage}/{run}.log",
     benchmark:
@@ -99,6 +75,7 @@ rule subspace_summary:
         ),
     params:
         rank=SUBSPACE_FIGURE_RANK,
+    threads: 1
     log:
         "logs/subspace/{model}/summary.log",
     benchmark:
@@ -115,7 +92,7 @@ rule subspace_summary:
 rule subspace_scatter:
     input:
         summary="results/subspace/{model}/summary.parquet",
-        style="resources/matplotlibrc",
+        style=MATPLOTLIBRC,
     output:
         png=report(
             "results/figures/subspace/{model}.scatter.png",
@@ -126,6 +103,7 @@ rule subspace_scatter:
     params:
         rank=SUBSPACE_FIGURE_RANK,
         seed=config["seed"],
+    threads: 1
     log:
         "logs/figures/subspace/{model}.scatter.log",
     benchmark:

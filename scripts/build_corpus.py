@@ -15,7 +15,7 @@ with rule_context(snakemake, config_keys=["embedded"], seed=p.seed) as log:
         from neagari.embedded.toydata import wordnet_text
         from neagari.embedded.toydata.common import domain_rng
 
-        os.environ["NEAGARI_WORDNET_DIR"] = p.wordnet_dir  # the workflow's own WordNet copy
+        os.environ["NEAGARI_WORDNET_DIR"] = snakemake.input.wordnet[0]  # the workflow's own WordNet copy
         rng = domain_rng(p.seed, "corpus", split, "wordnet")
         extra = [{"domain": "wordnet", "text": wordnet_text.corpus_text(rng, split)} for _ in range(p.n_wordnet)]
     records = toydata.build_corpus(p.seed, p.n_per_domain, split, extra_texts=extra)

@@ -4,5 +4,5 @@ from neagari.workflow.smk import rule_context
 from neagari.workflow.wordnet import corpus_dir, install_wordnet
 
 with rule_context(snakemake, config_keys=[]) as log:
-    root = install_wordnet(snakemake.params.data_dir)
+    root = install_wordnet(snakemake.output.data)
     log.info("WordNet 3.0 under %s", corpus_dir(root))

@@ -10,7 +10,7 @@ p, wc = snakemake.params, snakemake.wildcards
 settings = TerrainSettings.from_config({"seed": p.seed, **p.settings})
 with rule_context(snakemake, config_keys=["terrain"], seed=settings.seed, device=p.device, dtype=p.dtype) as log:
     engine = Engine.load(snakemake.input.model, device=p.device, dtype=p.dtype)
-    tables = profile(engine, load_wordnet(p.wordnet_dir), settings, wc.model, wc.label)
+    tables = profile(engine, load_wordnet(snakemake.input.wordnet), settings, wc.model, wc.label)
     for name, schema in TABLES.items():
         write_table(tables[name], snakemake.output[name], schema)
     log.info("%s %s: %d WordNet words, participation ratio %.1f of %d", wc.model, wc.label,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes
 import json
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -246,8 +245,6 @@ def test_a_shipped_config_uses_the_files_and_trains_nothing(tmp_path):
     models = {"m-qat": ship_fixture(tmp_path / "models", "m-qat", "qat"),
               "m-fp": ship_fixture(tmp_path / "models", "m-fp", "fp", seed=1)}
     (work / "config.yaml").write_text(yaml.safe_dump(workflow_config(models)))
-    # the rules name the figure style and the paper templates relative to the working directory
-    shutil.copytree(REPO / "resources", work / "resources", ignore=shutil.ignore_patterns("models"))
     res = snakemake(work, "-n")
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = job_stats(res.stdout)

@@ -1,5 +1,5 @@
-"""What every Snakemake script does around its work: log to the rule's log file, then write a
-provenance record for each output once the work succeeded."""
+"""What every Snakemake script does around its work: log to the rule's log file, run torch on the
+rule's threads, then write a provenance record for each output once the work succeeded."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def rule_context(snakemake, config_keys: Sequence[str] | None = None, seed: int 
     device, dtype: where the engine ran and its weight-cache type, both recorded.
     append_log: continue the log file instead of starting it afresh (a job that resumes from a
     checkpoint keeps the log of the run it continues).
+    Torch, where the script has loaded it, runs on the rule's ``threads`` (set_torch_threads).
     """
+    set_torch_threads(getattr(snakemake, "threads", None))
     if device is not None and dtype is not None:
         device = f"{device}, weights {dtype}"
     from neagari.workflow.provenance import RuleProvenance
@@ -37,3 +39,13 @@ def rule_context(snakemake, config_keys: Sequence[str] | None = None, seed: int 
         except Exception:
             log.exception("rule %s failed", snakemake.rule)
             raise
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Torch's intra-op threads set to ``threads``, the cores Snakemake counts for the rule (its
+    ``threads:``, or --set-threads), whatever the environment says. Only where torch is loaded
+    already: a script that uses it imports it (or the engine) before entering rule_context, and a
+    script that does not pays no torch import."""
+    torch = sys.modules.get("torch")
+    if torch is not None and threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
