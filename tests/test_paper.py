@@ -389,7 +389,7 @@ def test_trajectory_panel_without_accepted_moves():
     base = np.array([-0.5, -1.2, 0.3])
     assert trajectory_panel(a, base, ["x", "y", "z"], np.array([], dtype=int), np.empty((0, 3)), 60, 3) == 2
     assert a.get_xlim() == (0, 60) and "no accepted move" in [t.get_text() for t in a.texts]
-    assert [l.get_ydata()[0] for l in a.get_lines()[:2]] == [-0.5, -1.2]  # flat at the base gaps
+    assert [line.get_ydata()[0] for line in a.get_lines()[:2]] == [-0.5, -1.2]  # flat at the base gaps
     assert len(a.get_xticks()) <= 6
     assert trajectory_panel(b, np.array([0.2]), ["x"], np.array([2]), np.array([[0.3]]), 5, 3) == 0
     assert "no wrong target" in [t.get_text() for t in b.texts] and b.get_ylim() == (-1, 1)

@@ -237,12 +237,18 @@ def null_comparison(models: list[dict], p: Published, sources: list[str]) -> Tab
         return None
     names = [m["name"] for m in models]
     v = {m["name"]: m["null"] for m in models}
+    def per_search(x):
+        return f"{x['trained_seeds']} × {num(x['trained_iterations'] // max(1, x['trained_seeds']))}"
+
     rows = [
-        ("searches per side × iterations", {n: f"{x['trained_seeds']} × {num(x['trained_iterations'] // max(1, x['trained_seeds']))}" for n, x in v.items()},
+        ("searches per side × iterations", {n: per_search(x) for n, x in v.items()},
          f"1 × {p.text('null.iterations')}"),
-        ("trained model: accepted", {n: _rate_ci(x["trained_accepted"], x["trained_iterations"]) for n, x in v.items()},
-         _paper_rate_ci(p, "null.", "trained_accepted", "null.iterations", "trained_rate", "trained_ci_lo", "trained_ci_hi")),
-        ("MLP signs randomized: accepted", {n: _rate_ci(x["null_accepted"], x["null_iterations"]) for n, x in v.items()},
+        ("trained model: accepted",
+         {n: _rate_ci(x["trained_accepted"], x["trained_iterations"]) for n, x in v.items()},
+         _paper_rate_ci(p, "null.", "trained_accepted", "null.iterations", "trained_rate", "trained_ci_lo",
+                        "trained_ci_hi")),
+        ("MLP signs randomized: accepted",
+         {n: _rate_ci(x["null_accepted"], x["null_iterations"]) for n, x in v.items()},
          _paper_rate_ci(p, "null.", "null_accepted", "null.iterations", "null_rate", "null_ci_lo", "null_ci_hi")),
         ("gap (threshold)", {n: f"{pp(x['gap_pp'])} ({num(x['threshold_pp'])} pp)" for n, x in v.items()},
          f"{p.text('null.gap_pp')} ({p.text('null.threshold_pp').lstrip('+')})"),
@@ -298,7 +304,8 @@ def heldout_comparison(models: list[dict], p: Published) -> TableItem | None:
             (f"{f}: base model copies", cell(lambda a: num(a["base_copy"])),
              p.text("heldout.all.base_copy")),
             (f"{f}: COPY → PASS", cell(lambda a: f"{num(a['converted'])} of {num(a['base_copy'])} ({pct(a['rate'])}, "
-                                             f"[{pct(a['ci_lo'])}, {pct(a['ci_hi'])}])" if a["base_copy"] else "undefined (no base copy)"),
+                                             f"[{pct(a['ci_lo'])}, {pct(a['ci_hi'])}])" if a["base_copy"]
+                                  else "undefined (no base copy)"),
              f"{p.text('heldout.all.converted')} of {p.text('heldout.all.base_copy')} ({p.text('heldout.all.rate')}, "
              f"[{p.text('heldout.all.ci_lo')}, {p.text('heldout.all.ci_hi')}])"),
             (f"{f}: verdict (threshold)", cell(lambda a: ("generalizes" if a["generalizes"] else "does not generalize")
@@ -322,11 +329,13 @@ def crossing_comparison(models: list[dict], p: Published, sources: list[str]) ->
         ("accepted pipeline flips", cell(lambda c: num(c["flips"])), p.text("crossing.flips")),
         ("flips that changed a target's sign", cell(lambda c: num(c["flips_changing_any_target_sign"])),
          p.text("crossing.flips_changing_any_target_sign")),
-        ("mean per-flip target effect (logits)", cell(lambda c: num(c["mean_delta"])), f"about {p.text('crossing.mean_delta')}"),
+        ("mean per-flip target effect (logits)", cell(lambda c: num(c["mean_delta"])),
+         f"about {p.text('crossing.mean_delta')}"),
         ("median distance of a wrong target (logits)", cell(lambda c: f"{num(c['median_wrong_distance'])} "
                                                               f"({num(c['n_wrong'])} wrong)"),
          f"{p.text('crossing.median_wrong_distance')} ({p.text('crossing.n_wrong')} wrong)"),
-        ("distance / effect", cell(lambda c: f"{num(c['distance_ratio'])} : 1"), f"about {p.text('crossing.distance_ratio')} : 1"),
+        ("distance / effect", cell(lambda c: f"{num(c['distance_ratio'])} : 1"),
+         f"about {p.text('crossing.distance_ratio')} : 1"),
     ]
     return long_table(rows, list(per), f"paper ({p.model_of('crossing.flips')}, §7.6)", [p.path] + sources)
 
