@@ -1,4 +1,5 @@
-"""Small-sample statistics the paper reports: Wilson intervals, exact McNemar, paired differences,
+"""Small-sample statistics the paper reports: Wilson intervals, exact McNemar, paired differences
+(Newcombe's hybrid score interval, and the paper's Wald interval beside it),
 acceptance rates over a search run, and the pre-registered null-baseline gap test.
 
 Pure ``math``/``numpy``: no scipy. Proportions are fractions in [0, 1] unless a name ends in
@@ -50,13 +51,51 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def paired_difference_ci(b: int, c: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
-    """Wald CI for the difference of two paired proportions (patched minus base accuracy).
+def paired_difference_ci(a: int, b: int, c: int, d: int, z: float = Z95) -> tuple[float, float, float]:
+    """Newcombe's hybrid score interval for the difference of two paired proportions (Newcombe 1998,
+    "Improved confidence intervals for the difference between binomial proportions based on paired
+    data", Stat. Med. 17:2635-2650, method 10): patched minus base accuracy on the same items.
 
-    ``b``: items the base got wrong and the patched model right (improvements);
-    ``c``: items the base got right and the patched model wrong (regressions); ``n``: all items.
-    Returns (diff, lo, hi) as fractions: diff = (b - c) / n,
-    se = sqrt(b + c - (b - c)^2 / n) / n, bounds diff -/+ z * se.
+    The four cells of the paired table: ``a`` both right, ``b`` base wrong and patched right
+    (improvements), ``c`` base right and patched wrong (regressions), ``d`` both wrong. With
+    n = a + b + c + d, p1 = (a + b) / n (patched), p2 = (a + c) / n (base) and their Wilson
+    intervals (l1, u1), (l2, u2), the difference is theta = p1 - p2 = (b - c) / n and
+
+        lo = theta - sqrt((p1 - l1)^2 - 2 phi (p1 - l1)(u2 - p2) + (u2 - p2)^2)
+        hi = theta + sqrt((p2 - l2)^2 - 2 phi (p2 - l2)(u1 - p1) + (u1 - p1)^2)
+
+    where phi estimates the correlation of the two proportions: (ad - bc) / sqrt of the product of
+    the four marginal totals, with the numerator replaced by ad - bc - n/2 when that is positive,
+    by 0 when 0 <= ad - bc <= n/2, and phi = 0 when a marginal total is zero. Bounds are clipped to
+    [-1, 1]. Unlike the Wald interval it does not collapse to a point when there are no discordant
+    pairs (b = c = 0): the Wilson intervals of the two accuracies keep it open.
+    Returns (theta, lo, hi) as fractions.
+    """
+    if min(a, b, c, d) < 0 or a + b + c + d == 0:
+        raise ValueError(f"need non-negative cells, not all zero, got a={a}, b={b}, c={c}, d={d}")
+    n = a + b + c + d
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, z)
+    l2, u2 = wilson_interval(a + c, n, z)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = 0.0
+    if margins:
+        cross = a * d - b * c
+        numerator = cross - n / 2 if cross > n / 2 else cross if cross < 0 else 0.0
+        phi = numerator / math.sqrt(margins)
+    theta = (b - c) / n
+    dl, du = p1 - l1, u2 - p2
+    lo = theta - math.sqrt(max(0.0, dl * dl - 2 * phi * dl * du + du * du))
+    dl, du = p2 - l2, u1 - p1
+    hi = theta + math.sqrt(max(0.0, dl * dl - 2 * phi * dl * du + du * du))
+    return theta, max(-1.0, lo), min(1.0, hi)
+
+
+def paired_difference_wald(b: int, c: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
+    """The Wald interval for the same difference, the paper's §6.7 GSM8K interval: diff = (b - c) / n,
+    se = sqrt(b + c - (b - c)^2 / n) / n, bounds diff -/+ z * se (``b``, ``c``: the discordant
+    counts as in :func:`paired_difference_ci`; ``n``: all items). It collapses to [0, 0] when
+    b = c = 0; kept to set our figures beside the published ones, not for new claims.
     """
     if n <= 0 or b < 0 or c < 0 or b + c > n:
         raise ValueError(f"need b, c >= 0 and b + c <= n > 0, got b={b}, c={c}, n={n}")

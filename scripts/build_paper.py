@@ -1,13 +1,19 @@
 """Rule build_paper: read every result file named in the manifest into tables and facts
-(neagari.report.facts), then render the template to results/paper/paper.md and the
-self-contained results/paper/index.html."""
+(neagari.report.facts), set the paper's published figures (resources/paper/published.yaml) beside
+them, then render the template to results/paper/paper.md and the self-contained
+results/paper/index.html."""
+from pathlib import Path
+
 from neagari.report.facts import write_paper
 from neagari.workflow.smk import rule_context
 
 inp, out = snakemake.input, snakemake.output
-with rule_context(snakemake, config_keys=["run_name", "models", "search", "published_patches", "terrain",
+# the published figures sit beside the template unless the rule names them as an input
+published = getattr(inp, "published", None) or str(Path(inp.template).parent / "published.yaml")
+config = {k: snakemake.config.get(k) for k in ("models", "embedded")}
+with rule_context(snakemake, config_keys=["run_name", "models", "embedded", "search", "published_patches", "terrain",
                                           "subspace"]) as log:
     context, tables, figures = write_paper(snakemake.params.manifest, inp.results, inp.template, inp.shell, inp.css,
-                                           out.html, out.markdown)
+                                           out.html, out.markdown, published_path=published, config=config)
     log.info("paper: %d searched models, %d tables, %d figure sets", len(context["models"]), len(tables),
              len(figures))

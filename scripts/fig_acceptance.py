@@ -1,6 +1,6 @@
 """Rule fig_acceptance: rolling-window and cumulative acceptance rate against iteration, one line
 per pass-1 domain (PAPER.md §7.1)."""
-from neagari.report.plotting import domain_colors, save, use_style
+from neagari.report.plotting import domain_colors, figure_legend, save, use_style
 from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
@@ -19,7 +19,7 @@ with rule_context(snakemake, config_keys=["audits"], seed=snakemake.params.seed)
     for domain, df in runs.items():
         flags = df["accepted"].to_numpy()
         x = df["iteration"].to_numpy() + 1  # iterations done so far
-        ax_roll.plot(x, rolling_series(flags, window), color=colors[domain], label=domain)
+        ax_roll.plot(x, rolling_series(flags, window), color=colors[domain])  # one legend entry per domain
         ax_cum.plot(x, np.cumsum(flags) / x, color=colors[domain], label=domain)
     ax_roll.set_title(f"rolling acceptance (trailing {window} iterations)")
     ax_cum.set_title("cumulative acceptance")
@@ -27,7 +27,7 @@ with rule_context(snakemake, config_keys=["audits"], seed=snakemake.params.seed)
         ax.set_xlabel("iteration")
         ax.set_ylim(0, 1)
     ax_roll.set_ylabel("acceptance rate")
-    ax_cum.legend(title="pass-1 domain")
+    figure_legend(fig, title="pass-1 domain")
     fig.suptitle(f"{snakemake.wildcards.model}: acceptance during the pass-1 pipeline")
     save(fig, snakemake.output.png, snakemake.output.pdf)
     log.info("plotted acceptance of %d runs", len(runs))

@@ -1,6 +1,6 @@
 """Rule fig_fitness: best fitness (fitness after each accepted move) against iteration, one panel
 per pipeline domain, one line per pass (PAPER.md §6.5 "Fitness" column)."""
-from neagari.report.plotting import domain_colors, panel_grid, save, use_style
+from neagari.report.plotting import domain_colors, legend, panel_grid, save, use_style
 from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
@@ -27,7 +27,7 @@ with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
         ax.set_title(domain)
         ax.set_xlabel("iteration")
         ax.set_ylabel("best fitness")
-        ax.legend(fontsize=8)
+        legend(ax)
     fig.suptitle(f"{snakemake.wildcards.model}: fitness of the accepted moves")
     save(fig, snakemake.output.png, snakemake.output.pdf)
     log.info("plotted fitness of %d domains", len(runs))

@@ -1,6 +1,6 @@
 """Rule fig_null_baseline: acceptance rate of the trained model and of its MLP-sign-randomized
 copy with Wilson 95% intervals, per seed and seeds pooled (PAPER.md §7.1.1)."""
-from neagari.report.plotting import CONTROL_COLOR, NEUTRAL_COLOR, save, use_style
+from neagari.report.plotting import CONTROL_COLOR, NEUTRAL_COLOR, legend, save, use_style
 from neagari.workflow.smk import rule_context
 
 use_style(snakemake.input.style, snakemake.params.seed)
@@ -31,7 +31,7 @@ with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("acceptance rate (%)")
     ax.set_ylim(0, None)
-    ax.legend(fontsize=8)
+    legend(ax)
     verdict_word = "passed" if verdict["passed"] else "failed"
     ax.set_title(f"{snakemake.wildcards.model}: gap {verdict['gap_pp']:+.1f} pp "
                  f"(threshold {verdict['threshold_pp']:.0f} pp): {verdict_word}")

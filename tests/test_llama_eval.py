@@ -185,7 +185,7 @@ def _runs(pairs_by_domain):
 
 def test_paired_comparison_reproduces_paper_gsm8k():
     """§6.7 GSM8K: n = 1,319, 1,125 -> 1,135 correct, discordant 21 vs 11, p = 0.110,
-    95% CI [-0.08, +1.60] pp."""
+    95% CI [-0.08, +1.60] pp (Wald); Newcombe's hybrid score interval beside it."""
     base, patched = _runs({"gsm8k": (1125 - 11, 21, 11, 1319 - 1125 - 21)})
     t = paired_comparison(base, patched)
     assert t["domain"].to_list() == ["gsm8k", "all"]
@@ -193,7 +193,8 @@ def test_paired_comparison_reproduces_paper_gsm8k():
     assert (row["n"], row["base_correct"], row["patched_correct"], row["b"], row["c"]) == (1319, 1125, 1135, 21, 11)
     assert round(row["base_accuracy_pct"], 2) == 85.29 and round(row["patched_accuracy_pct"], 2) == 86.05
     assert round(row["mcnemar_p"], 3) == 0.110
-    assert (round(row["ci_lo_pp"], 2), round(row["ci_hi_pp"], 2)) == (-0.08, 1.60)
+    assert (round(row["wald_ci_lo_pp"], 2), round(row["wald_ci_hi_pp"], 2)) == (-0.08, 1.60)
+    assert (round(row["ci_lo_pp"], 2), round(row["ci_hi_pp"], 2)) == (-0.11, 1.64)
     assert row["diff_pp"] == pytest.approx(100 * 10 / 1319)
 
 
@@ -207,6 +208,10 @@ def test_paired_comparison_domains_and_all():
     assert rows["math"]["patched_accuracy_pct"] == pytest.approx(50.0)
     assert rows["math"]["mcnemar_p"] == pytest.approx(0.5)  # 2 * (1/2)^2
     assert (rows["coding"]["b"], rows["coding"]["c"], rows["coding"]["mcnemar_p"]) == (0, 1, 1.0)
+    # no discordant pair in a domain: the interval still has width
+    base, patched = _runs({"tool_calling": (3, 0, 0, 2)})
+    row = paired_comparison(base, patched).row(0, named=True)
+    assert row["ci_lo_pp"] < 0 < row["ci_hi_pp"] and row["wald_ci_lo_pp"] == row["wald_ci_hi_pp"] == 0
     assert (rows["all"]["n"], rows["all"]["b"], rows["all"]["c"]) == (15, 2, 1)
     assert rows["all"]["diff_pp"] == pytest.approx(100 / 15)
     from neagari.evaluation.schemas import BenchComparison

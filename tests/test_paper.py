@@ -4,6 +4,7 @@ Markdown to HTML, and a template whose number comes from a file ending up in bot
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import polars as pl
@@ -178,3 +179,220 @@ def test_figure_is_embedded_with_its_natural_size(tmp_path, monkeypatch):
     html = Renderer("html", "results/paper", {}, {"a": {"qat": png}}).figure("a", "Caption *x*.")
     assert 'src="data:image/png;base64,' in html and "flex: 0 1 300px" in html
     assert 'href="../figures/a.pdf"' in html and "<em>x</em>" in html and "no record" in html
+
+
+# ---------------------------------------------------------------------------- the paper's published figures
+
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+
+from neagari.report import facts, published  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "resources/paper/published.yaml"
+TEMPLATE = REPO / "resources/paper/paper.md.j2"
+# The project's restatement of the paper: beside the repository (../shared/PAPER.md), or named by
+# NEAGARI_PAPER_MD; the checks against its text are skipped where it is not at hand.
+PAPER_MD = Path(os.environ.get("NEAGARI_PAPER_MD", REPO.parent / "shared" / "PAPER.md"))
+NUMBER = re.compile(r"[−+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[−+-]?\d+(?:\.\d+)?")
+
+
+def numbers_in(text: str) -> list[float]:
+    """Every number of a text as the paper writes them: thousands commas, U+2212 minus, a sign."""
+    return [float(m.replace("−", "-").replace(",", "")) for m in NUMBER.findall(text)]
+
+
+def _entries():
+    return yaml.safe_load(PUBLISHED.read_text(encoding="utf-8"))["entries"]
+
+
+def test_number_parser_reads_the_papers_notation():
+    assert numbers_in("1,238 flips, −0.08 to +1.60 pp, 14,696 (49.0%), 30,000:1") == \
+        [1238, -0.08, 1.6, 14696, 49.0, 30000, 1]
+
+
+def test_published_entries_are_well_formed():
+    keys = [e["key"] for e in _entries()]
+    assert len(keys) == len(set(keys))
+    for e in _entries():
+        assert {"key", "value", "unit", "section", "quote"} <= set(e), e
+        assert e["section"].startswith("§"), e
+        assert isinstance(e["value"], (int, float)) and not isinstance(e["value"], bool), e
+
+
+@pytest.mark.skipif(not PAPER_MD.is_file(), reason="PAPER.md not beside the repository")
+def test_every_published_value_is_in_the_papers_text():
+    text = " ".join(PAPER_MD.read_text(encoding="utf-8").split())
+    in_paper = set(numbers_in(text))
+    for e in _entries():
+        if "derived" in e:
+            continue
+        quote = " ".join(e["quote"].split())
+        assert quote in text, f"{e['key']}: quote not in PAPER.md: {quote!r}"
+        assert e["value"] in numbers_in(quote), f"{e['key']}: {e['value']} not in its quote {quote!r}"
+        assert e["value"] in in_paper
+
+
+def test_derived_published_values_are_their_arithmetic():
+    values = {e["key"]: e["value"] for e in _entries()}
+    derived = [e for e in _entries() if "derived" in e]
+    assert derived
+    for e in derived:
+        a, op, b = e["derived"].split()
+        result = values[a] - values[b] if op == "-" else values[a] + values[b]
+        assert e["value"] == pytest.approx(result, abs=1e-9), e["key"]
+
+
+def _keys_used(text: str) -> set[str]:
+    return set(re.findall(r"""(?:paper|p)\.(?:text|value|model_of|section|entry)\(\s*["']([^"']+)["']""", text))
+
+
+def test_every_key_the_page_uses_is_published():
+    p = published.Published(PUBLISHED)
+    used = _keys_used(TEMPLATE.read_text(encoding="utf-8")) | \
+        _keys_used((REPO / "neagari/report/published.py").read_text(encoding="utf-8"))
+    assert len(used) > 20
+    assert sorted(k for k in used if k not in p) == []
+    # keys the tables build from the run's names, for the paper's domains and fitness functions
+    for domain in ("editing", "instruction", "tool_calling", "math", "coding"):
+        for field in ("iterations", "lambda", "flips", "rate"):
+            assert f"pass1.{domain}.{field}" in p
+        assert f"pass2.{domain}.scale_share" in p
+    for fitness in ("borderline", "focused"):
+        for field in ("accepted", "rate", "crossings", "first_crossing", "controls_broken"):
+            assert f"targeted.{fitness}.{field}" in p
+    for lam in (0.75, 1.5, 3.0):
+        assert f"lambda_sweep.editing.{lam}.rate" in p
+    for bench in set(published.BENCH_KEYS.values()):
+        assert {f"bench.{bench}.{f}" for f in ("n", "base", "patched", "delta_pp")} <= set(p.entries)
+
+
+def test_published_values_and_text():
+    p = published.Published(PUBLISHED)
+    assert p.value("pass1.editing.rate") == pytest.approx(0.469)
+    assert p.text("pass1.editing.rate") == "46.9%" and p.text("pass1.math.rate") == "27.0%"
+    assert p.text("pass1.editing.fitness") == "+0.0792"
+    assert p.text("pass1.total.flips") == "1,238" and p.text("targeted.iterations") == "30,000"
+    assert p.text("null.gap_pp") == "+30.0 pp"
+    assert p.text("crossing.editing.mean_delta") == "0.000170"
+    assert p.text("bench.gsm8k.ci_lo_pp") == "-0.08 pp" and p.text("bench.gsm8k.ci_hi_pp") == "+1.60 pp"
+    assert p.text("targeted.dosage_gap") == "-1.23"
+    assert p.get("pass1.verbatim.rate") is None
+    with pytest.raises(KeyError):
+        p.text("pass1.verbatim.rate")
+
+
+def test_paper_models_recognised_from_their_download():
+    p = published.Published(PUBLISHED)
+    hub = {"source": "download", "download": {"hub": {"repo": "prism-ml/Bonsai-1.7B-gguf",
+                                                       "filename": "Bonsai-1.7B-Q1_0.gguf"}}}
+    assert p.paper_model(hub) == "bonsai-1.7b"
+    assert p.paper_model({"source": "download", "download": {"path": "/m/Bonsai-8B.gguf"}}) == "bonsai-8b"
+    assert p.paper_model({"source": "download", "download": {"path": "/m/other.gguf"}}) is None
+    assert p.paper_model({"source": "embedded", "variant": "qat"}) is None
+
+
+def test_models_described_with_their_shape():
+    arch = {"n_layer": 4, "hidden": 256, "ffn": 768, "n_head": 4, "n_kv_head": 2, "head_dim": 64,
+            "tied_embeddings": False}
+    config = {"models": {"e-qat": {"source": "embedded", "variant": "qat"},
+                         "e-fp": {"source": "embedded", "variant": "fp"},
+                         "b": {"source": "download", "download": {"hub": {"repo": "prism-ml/Bonsai-8B-gguf"}}}},
+              "embedded": {"architecture": arch, "tokenizer": {"vocab_size": 2048}}}
+    d = {m["name"]: m for m in published.describe_models(config, ["e-qat", "b"], published.Published(PUBLISHED))}
+    # embeddings and head 2 * 2048 * 256, per layer q/o 2 * 256 * 256, k/v 2 * 256 * 128, MLP 3 * 256 * 768
+    assert d["e-qat"]["weights"] == 2 * 2048 * 256 + 4 * (2 * 256 * 256 + 2 * 256 * 128 + 3 * 256 * 768)
+    assert d["e-qat"]["searched"] and not d["e-fp"]["searched"] and d["e-fp"]["same_as"] == "e-qat"
+    assert d["b"]["paper_model"] == "Bonsai 8B" and d["b"]["where"] == "prism-ml/Bonsai-8B-gguf"
+
+
+def test_scale_against_the_papers_iteration_counts():
+    p = published.Published(PUBLISHED)
+    runs = pl.DataFrame({"stage": ["pass1", "pass1", "pass1", "targeted", "nullbase", "nullbase", "lambda"],
+                         "run": ["editing", "math", "verbatim", "focused", "trained-s0", "null-s0", "editing-lam3.0"],
+                         "domain": ["editing", "math", "verbatim", "verbatim", "editing", "editing", "editing"],
+                         "budget": [150, 60, 12, 400, 100, 100, 100],
+                         "iterations": [150, 41, 12, 400, 100, 100, 100]})
+    s = published.scale(runs, p)
+    assert [i["domain"] for i in s["pass1"]["items"]] == ["editing", "math"]  # no paper count for verbatim
+    assert (s["pass1"]["min"], s["pass1"]["max"]) == (pytest.approx(0.15), pytest.approx(0.3))
+    assert s["targeted"]["min"] == pytest.approx(400 / 30000) and s["targeted"]["paper_model"] == "Bonsai 1.7B"
+    assert len(s["nullbase"]["items"]) == 1 and s["nullbase"]["min"] == pytest.approx(0.2)
+    assert s["stopped_early"] == 1 and not s["all_paper_scale"]
+    full = pl.DataFrame({"stage": ["targeted"], "run": ["focused"], "domain": ["verbatim"], "budget": [30000],
+                         "iterations": [30000]})
+    assert published.scale(full, p)["all_paper_scale"]
+
+
+def _model_facts(**over):
+    m = {"overlap": [], "random_flip": [], "rank2_max": None, "quartiles_pass2": [], "fitness_modes": [],
+         "null": {"passed": False, "trained_ci_lo": 0.40, "trained_ci_hi": 0.89, "null_ci_lo": 0.31,
+                  "null_ci_hi": 0.83, "threshold_pp": 10.0, "trained_seeds": 1, "trained_iterations": 10,
+                  "gap_pp": 10.0, "trained_rate_sd": None, "null_rate_sd": None, "intervals_disjoint": False}}
+    m.update(over)
+    return m
+
+
+def test_open_questions_say_what_the_run_shows():
+    q = facts.open_questions(_model_facts())
+    assert q["overlap"]["status"] == "not_measured" and q["random_flip"]["status"] == "not_measured"
+    assert q["null"]["status"] == "inconclusive"  # intervals this wide cannot resolve 10 points
+    assert q["rank2"]["status"] == "not_measured" and q["slack"]["status"] == "not_measured"
+    narrow = {"trained_ci_lo": 0.42, "trained_ci_hi": 0.51, "null_ci_lo": 0.40, "null_ci_hi": 0.49}
+    q = facts.open_questions(_model_facts(null={**_model_facts()["null"], **narrow}))
+    assert q["null"]["status"] == "measured"  # a failed test at a resolving scale is an answer
+    few = [{"domain_a": "a", "domain_b": "b", "shared": 2, "expected_shared": 0.02}]
+    many = [{"domain_a": "a", "domain_b": "b", "shared": 40, "expected_shared": 12.0}]
+    assert facts.open_questions(_model_facts(overlap=few))["overlap"]["status"] == "inconclusive"
+    assert facts.open_questions(_model_facts(overlap=many))["overlap"]["status"] == "measured"
+    rf = [{"domain": "math", "kind": "search", "flips": 8}, {"domain": "math", "kind": "random", "flips": 8}]
+    assert facts.open_questions(_model_facts(random_flip=rf))["random_flip"]["status"] == "inconclusive"
+    prop = {"fitness": "focused_proportional", "controls": 5, "crossings": 2, "controls_broken": 0}
+    assert facts.open_questions(_model_facts(fitness_modes=[prop]))["slack"]["status"] == "measured"
+    assert facts.open_questions(_model_facts(fitness_modes=[{**prop, "crossings": 0}]))["slack"]["status"] == \
+        "inconclusive"
+
+
+def test_template_never_calls_a_laptop_measurement_answered():
+    assert "Answered" not in TEMPLATE.read_text(encoding="utf-8")
+
+
+def test_cross_quantization_needs_separated_intervals():
+    def model(name, k, n):
+        return {"name": name, "pass1_total": {"accepted": k, "iterations": n, "rate": k / n}}
+
+    assert facts.cross_quantization([model("a", 5, 10)])["status"] == "not_measured"
+    assert facts.cross_quantization([model("a", 6, 10), model("b", 4, 10)])["status"] == "inconclusive"
+    cq = facts.cross_quantization([model("b", 200, 1000), model("a", 500, 1000)])
+    assert cq["status"] == "measured" and [r["name"] for r in cq["rows"]] == ["a", "b"]
+
+
+def test_resource_file_cited_with_its_hash(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources/p.yaml").write_text("a: 1\n")
+    md = Renderer("md", "results/paper", {}, {}).provenance(["resources/p.yaml"])
+    assert "repository file, sha256" in md and "(../../resources/p.yaml)" in md
+
+
+def test_trajectory_panel_without_accepted_moves():
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from neagari.report.plotting import trajectory_panel
+
+    fig, (a, b, c) = plt.subplots(1, 3)
+    base = np.array([-0.5, -1.2, 0.3])
+    assert trajectory_panel(a, base, ["x", "y", "z"], np.array([], dtype=int), np.empty((0, 3)), 60, 3) == 2
+    assert a.get_xlim() == (0, 60) and "no accepted move" in [t.get_text() for t in a.texts]
+    assert [line.get_ydata()[0] for line in a.get_lines()[:2]] == [-0.5, -1.2]  # flat at the base gaps
+    assert len(a.get_xticks()) <= 6
+    assert trajectory_panel(b, np.array([0.2]), ["x"], np.array([2]), np.array([[0.3]]), 5, 3) == 0
+    assert "no wrong target" in [t.get_text() for t in b.texts] and b.get_ylim() == (-1, 1)
+    trajectory_panel(c, base, ["x", "y", "z"], np.array([3, 9]), np.array([[-0.4, -1, 0.3], [-0.1, -0.9, 0.3]]), 12, 3)
+    assert c.get_xlim() == (0, 12) and not c.texts  # the steps run to the end of the run
+    plt.close(fig)

@@ -25,7 +25,7 @@ import polars as pl
 from tqdm import tqdm
 
 from neagari.evaluation.benchmark_items import score_output
-from neagari.stats import mcnemar_exact, paired_difference_ci
+from neagari.stats import mcnemar_exact, paired_difference_ci, paired_difference_wald
 
 N_CTX = 8192  # the paper's server context
 SEED = 42  # the paper's server seed (greedy decoding never draws from it)
@@ -236,7 +236,9 @@ def evaluate_items(gen: LlamaGenerator, items: Sequence[dict], max_new_tokens: i
 def paired_comparison(base: pl.DataFrame, patched: pl.DataFrame) -> pl.DataFrame:
     """Per domain and over all items ("all", last row): base vs patched exact-match accuracy on
     the same items (joined on ``id``), the discordant counts b (base wrong, patched right) and c
-    (base right, patched wrong), the exact McNemar p-value and the 95% CI of the difference.
+    (base right, patched wrong), the exact McNemar p-value and the 95% CI of the difference:
+    Newcombe's hybrid score interval (``ci_lo_pp``, ``ci_hi_pp``; it stays open when no pair is
+    discordant) and the Wald interval the paper reports (``wald_ci_lo_pp``, ``wald_ci_hi_pp``).
     Accuracies, differences and bounds in percentage points."""
     if sorted(base["id"]) != sorted(patched["id"]):
         raise ValueError("base and patched runs cover different items")
@@ -247,11 +249,14 @@ def paired_comparison(base: pl.DataFrame, patched: pl.DataFrame) -> pl.DataFrame
         n = part.height
         b = int((~part["base"] & part["patched"]).sum())
         c = int((part["base"] & ~part["patched"]).sum())
-        diff, lo, hi = paired_difference_ci(b, c, n)
+        a = int((part["base"] & part["patched"]).sum())
+        diff, lo, hi = paired_difference_ci(a, b, c, n - a - b - c)
+        _, wald_lo, wald_hi = paired_difference_wald(b, c, n)
         rows.append({"domain": domain[0], "n": n, "base_correct": int(part["base"].sum()),
                      "patched_correct": int(part["patched"].sum()),
                      "base_accuracy_pct": 100 * float(part["base"].mean()),
                      "patched_accuracy_pct": 100 * float(part["patched"].mean()),
                      "diff_pp": 100 * diff, "b": b, "c": c, "mcnemar_p": mcnemar_exact(b, c),
-                     "ci_lo_pp": 100 * lo, "ci_hi_pp": 100 * hi})
+                     "ci_lo_pp": 100 * lo, "ci_hi_pp": 100 * hi,
+                     "wald_ci_lo_pp": 100 * wald_lo, "wald_ci_hi_pp": 100 * wald_hi})
     return pl.DataFrame(rows)

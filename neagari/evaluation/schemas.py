@@ -159,7 +159,8 @@ class BenchItems(pa.DataFrameModel):
 
 class BenchComparison(pa.DataFrameModel):
     """Base vs patched accuracy per domain and overall ("all"), paired: discordant counts b (base
-    wrong, patched right) and c, exact McNemar p, 95% CI of the difference; percentages."""
+    wrong, patched right) and c, exact McNemar p, 95% CI of the difference (Newcombe's hybrid
+    score interval, and the Wald interval the paper reports); percentages."""
 
     model: str
     domain: str = pa.Field(unique=True)
@@ -174,6 +175,8 @@ class BenchComparison(pa.DataFrameModel):
     mcnemar_p: float = pa.Field(ge=0, le=1)
     ci_lo_pp: float
     ci_hi_pp: float
+    wald_ci_lo_pp: float
+    wald_ci_hi_pp: float
 
     @pa.dataframe_check
     def difference_is_discordance(cls, data) -> pl.LazyFrame:

@@ -12,6 +12,8 @@ import polars as pl
 
 from neagari.report import paper
 from neagari.report.paper import TableItem, concat_tables
+from neagari.report import published as pub
+from neagari.stats import wilson_interval
 from neagari.tables import read_table
 
 GROUP_BITS = 128  # sign bits one weight XOR inverts (one Q1_0 block); a scale move changes one bit
@@ -27,7 +29,8 @@ def run_table(summaries: dict, runs: dict) -> TableItem:
         s = json.loads(Path(path).read_text(encoding="utf-8"))
         stage, run = runs[label]["stage"], runs[label]["run"]
         cfg = s.get("config", {})
-        rows.append({"stage": stage, "run": run, "fitness_function": cfg.get("fitness"), "lambda": cfg.get("lam"),
+        rows.append({"stage": stage, "run": run, "domain": runs[label].get("domain"),
+                     "fitness_function": cfg.get("fitness"), "lambda": cfg.get("lam"), "budget": cfg.get("iterations"),
                      "iterations": s["iterations_run"], "targets": s["n_targets"], "controls": s["n_controls"],
                      "accepted": s["accepted"], "fitness": s.get("fitness_final"), "rate": s["acceptance_rate"],
                      "stop_reason": s.get("stop_reason"), "elapsed_s": s.get("elapsed_s")})
@@ -79,9 +82,11 @@ def search_tables(a: dict, runs: TableItem, summaries: dict) -> dict:
     return t
 
 
-def search_facts(name: str, a: dict, runs: pl.DataFrame, order: list[str], run_records: dict) -> dict:
+def search_facts(name: str, a: dict, runs: pl.DataFrame, order: list[str], run_records: dict,
+                 summaries: dict | None = None) -> dict:
     """The numbers the prose quotes about one searched model (rows as dicts); ``order`` is the
-    pipeline's domain order, ``run_records`` the manifest's run of each summary."""
+    pipeline's domain order, ``run_records`` the manifest's run of each summary, ``summaries`` the
+    summary file of each run (by the same key)."""
     flips = a["crossing_flips"].df
     n_scale = int((flips["move_type"] == "scale").sum())
     crossing = {r["patch"]: r for r in a["crossing"].rows()}
@@ -109,6 +114,8 @@ def search_facts(name: str, a: dict, runs: pl.DataFrame, order: list[str], run_r
         "crossing": [r for p, r in crossing.items() if p != "all"], "rank2": a["rank2"].rows(),
         "fitness_modes": a["fitness_modes"].rows(), "random_flip": a["random_flip"].rows(),
         "files": {k: item.sources[0] for k, item in a.items()}, "heldout": {}, "bench": None,
+        "pass1_sources": [p for k, p in (summaries or {}).items() if run_records[k]["stage"] == "pass1"],
+        "quartiles_pass2": rows_where(a["quartiles"].df, stage="pass2"),
     }
     if facts["lambda_runs"]:
         # the sweep starts from the base model, as does the first pipeline domain: that run is one more point
@@ -118,6 +125,71 @@ def search_facts(name: str, a: dict, runs: pl.DataFrame, order: list[str], run_r
             facts["lambda_reference"] = next(r for r in facts["pass1"] if r["run"] == domain)
     facts["rank2_max"] = max(facts["rank2"], key=lambda r: r["drift_share"], default=None)
     return facts
+
+
+# Below these counts a measurement is reported as inconclusive at this scale rather than as an answer.
+MIN_EXPECTED_SHARED = 5  # groups two domains would share by chance (the overlap ratio's denominator)
+MIN_FLIPS = 20  # flips behind a per-flip profile or a random-flip comparison
+
+
+def _resolves(rate_ci: list[tuple[float, float]], threshold: float) -> bool:
+    """Whether intervals this narrow could tell a difference of ``threshold`` (fractions) apart:
+    the sum of their half-widths is below it."""
+    return sum((hi - lo) / 2 for lo, hi in rate_ci) < threshold
+
+
+def open_questions(m: dict) -> dict:
+    """What the run says about each question the paper left open (§7.3, §8, §7.1.1, §5.2, §7.5,
+    §9.5), per searched model: a status ("measured", "inconclusive" or "not_measured") and the
+    numbers behind it. Inconclusive: measured, but on too few flips, groups or iterations for the
+    answer to stand (thresholds above)."""
+    q = {}
+    ov = m["overlap"]
+    q["overlap"] = {"status": "not_measured" if not ov else
+                    "inconclusive" if all(r["expected_shared"] < MIN_EXPECTED_SHARED for r in ov) else "measured",
+                    "rows": ov}
+    rf = {(r["domain"], r["kind"]): r for r in m["random_flip"]}
+    pairs = [{"domain": d, "search": r, "random": rf[(d, "random")]} for (d, k), r in rf.items()
+             if k == "search" and (d, "random") in rf]
+    q["random_flip"] = {"status": "not_measured" if not pairs else
+                        "inconclusive" if all(p["search"]["flips"] < MIN_FLIPS for p in pairs) else "measured",
+                        "pairs": pairs}
+    v = m["null"]
+    if v["passed"]:
+        status = "measured"
+    else:
+        resolves = _resolves([(v["trained_ci_lo"], v["trained_ci_hi"]), (v["null_ci_lo"], v["null_ci_hi"])],
+                             v["threshold_pp"] / 100)
+        status = "measured" if resolves else "inconclusive"
+    q["null"] = {"status": status, "seeds": v["trained_seeds"], "per_search": v["trained_iterations"] //
+                 max(1, v["trained_seeds"]), **{k: v[k] for k in ("gap_pp", "threshold_pp", "passed", "trained_rate_sd",
+                                                                 "null_rate_sd", "intervals_disjoint")}}
+    q["rank2"] = {"status": "measured" if m["rank2_max"] else "not_measured", "max": m["rank2_max"]}
+    p2 = [r for r in m["quartiles_pass2"] if r["move_type"] == "scale"]
+    n_scale = sum(r["flips"] for r in p2)
+    q["scale_profile"] = {"status": "not_measured" if not m["quartiles_pass2"] else
+                          "inconclusive" if n_scale < MIN_FLIPS else "measured", "scale_flips": n_scale}
+    modes = {r["fitness"]: r for r in m["fitness_modes"]}
+    prop = modes.get("focused_proportional")
+    q["slack"] = {"status": "not_measured" if prop is None else
+                  "inconclusive" if not prop["controls"] or not prop["crossings"] else "measured",
+                  "proportional": prop, "focused": modes.get("focused")}
+    return q
+
+
+def cross_quantization(models: list[dict]) -> dict:
+    """§8: pass-1 acceptance of every searched model with its Wilson interval, highest first;
+    measured when the intervals of the highest and lowest are disjoint, else inconclusive."""
+    rows = []
+    for m in models:
+        t = m["pass1_total"]
+        if t["iterations"]:
+            lo, hi = wilson_interval(t["accepted"], t["iterations"])
+            rows.append({"name": m["name"], "rate": t["rate"], "ci_lo": lo, "ci_hi": hi})
+    rows.sort(key=lambda r: -r["rate"])
+    if len(rows) < 2:
+        return {"status": "not_measured", "rows": rows}
+    return {"status": "measured" if rows[0]["ci_lo"] > rows[-1]["ci_hi"] else "inconclusive", "rows": rows}
 
 
 HELDOUT_PROSE = {"probes", "base_copy", "converted", "rate", "ci_lo", "ci_hi", "threshold", "generalizes",
@@ -148,8 +220,9 @@ def searched_model(name: str, files: dict, order: list[str]) -> tuple[dict, dict
     audits = {k: item(p) for k, p in files["audits"].items()}
     runs = run_table(files["summaries"], files["runs"])
     tables = search_tables(audits, runs, files["summaries"])
-    facts = search_facts(name, audits, runs.df, order, files["runs"])
+    facts = search_facts(name, audits, runs.df, order, files["runs"], files["summaries"])
     evaluation(files, facts, tables)
+    facts["open"] = open_questions(facts)
     return facts, tables
 
 
@@ -232,10 +305,27 @@ def subspace_section(files: dict, tables: dict, figures: dict) -> dict:
     return facts
 
 
-def paper_content(man: dict, build_inputs: list[str]) -> tuple[dict, dict, dict]:
+def comparison_tables(models: list[dict], tables: dict, published: pub.Published) -> None:
+    """The headline tables with the paper's figure beside this run's (added to ``tables``)."""
+    def src(*names):
+        return [p for n in names if n in tables for p in tables[n].sources]
+
+    made = {"compare_pass1": pub.pass1_comparison(models, published),
+            "compare_null": pub.null_comparison(models, published, src("null_verdict")),
+            "compare_targeted": pub.targeted_comparison(models, published, src("fitness_modes")),
+            "compare_heldout": pub.heldout_comparison(models, published),
+            "compare_crossing": pub.crossing_comparison(models, published, src("crossing")),
+            "compare_bench": pub.bench_comparison(models, published, src("bench"))}
+    tables.update({k: v for k, v in made.items() if v is not None})
+
+
+def paper_content(man: dict, build_inputs: list[str], published_path: str | None = None,
+                  config: dict | None = None) -> tuple[dict, dict, dict]:
     """(context, tables, figures) of the paper of one manifest: the template's context, every
     table by name and every figure set by name (model -> file). ``build_inputs`` are the files the
-    build read (the page's build summary)."""
+    build read (the page's build summary); ``published_path`` the paper's published figures
+    (resources/paper/published.yaml), ``config`` the run's configuration (its models' sources and
+    the embedded model's shape, for the page's account of what this run is)."""
     tables, figures, models = {}, {}, []
     per_model_tables = {}
     for name, files in man["searched"].items():
@@ -264,7 +354,15 @@ def paper_content(man: dict, build_inputs: list[str]) -> tuple[dict, dict, dict]
             quality_facts[row["model"]] = row
     terrain = terrain_section(man["terrain"], tables, figures, man["order"]) if man.get("terrain") else {}
     subspace = subspace_section(man["subspace"], tables, figures) if man.get("subspace") else {}
+    paper_figures = pub.Published(published_path) if published_path else None
+    run = {"models": pub.describe_models(config or {"models": man["models"]}, list(man["searched"]), paper_figures),
+           "scale": None}
+    if paper_figures is not None and models:
+        comparison_tables(models, tables, paper_figures)
+        run["scale"] = pub.scale(tables["runs"].df, paper_figures)
+    run["paper_models"] = [d for d in run["models"] if d["paper_model"] and d["searched"]]
     context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"], "terrain": terrain,
+               "paper": paper_figures, "run": run, "cross_quantization": cross_quantization(models),
                "subspace": subspace,
                "models": models, "quality": quality_facts, "quality_report": (man["quality"] or {}).get("report"),
                "published": published, "build": paper.build_summary(build_inputs)}
@@ -272,10 +370,12 @@ def paper_content(man: dict, build_inputs: list[str]) -> tuple[dict, dict, dict]
 
 
 def write_paper(man: dict, build_inputs: list[str], template: str, shell: str, css: str, html_path: str,
-                markdown_path: str) -> tuple[dict, dict, dict]:
+                markdown_path: str, published_path: str | None = None,
+                config: dict | None = None) -> tuple[dict, dict, dict]:
     """Render the paper of one manifest to ``markdown_path`` and the self-contained page
-    ``html_path`` (images beside it); returns (context, tables, figures)."""
-    context, tables, figures = paper_content(man, build_inputs)
+    ``html_path`` (images beside it); returns (context, tables, figures). ``published_path`` and
+    ``config`` as in :func:`paper_content`."""
+    context, tables, figures = paper_content(man, build_inputs, published_path, config)
     out_dir = Path(html_path).parent
     markdown = paper.render_template(template, context, paper.Renderer("md", out_dir, tables, figures))
     Path(markdown_path).write_text(markdown, encoding="utf-8")

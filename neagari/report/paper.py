@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import polars as pl
 
+from neagari.hashing import sha256_file
 from neagari.workflow.provenance import RECORD_SUFFIX
 
 MISSING = "–"
@@ -74,12 +75,20 @@ def duration(seconds) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
+def share(x) -> str:
+    """A fraction of something as a percentage that stays readable when small: 0.15 → "15.0%",
+    0.00033 → "0.033%"."""
+    if not _finite(x):
+        return MISSING
+    return pct(x) if x >= 0.01 else f"{100 * x:.2g}%"
+
+
 def plural(n, word: str, many: str | None = None) -> str:
     """1 → "1 flip", 3 → "3 flips"."""
     return f"{num(n)} {word if n == 1 else many or word + 's'}"
 
 
-FILTERS = {"plural": plural, "pct": pct, "pp": pp, "num": num, "signed": signed, "fixed": fixed, "duration": duration}
+FILTERS = {"plural": plural, "share": share, "pct": pct, "pp": pp, "num": num, "signed": signed, "fixed": fixed, "duration": duration}
 
 # Column name → how its cells read. Fractions become percent; *_pct and pct_* already are.
 _KINDS = (
@@ -248,6 +257,17 @@ def provenance_markdown(path: str, record: Mapping | None, href: str) -> str:
             f"[record]({href}))")
 
 
+def resource_markdown(path: str, sha: str, href: str) -> str:
+    """A repository file the paper reads (no rule made it, so no record): its sha256 and a link."""
+    return f"*Source:* `{path}` (repository file, sha256 `{_short(sha)}`, [file]({href}))"
+
+
+def resource_html(path: str, sha: str, href: str) -> str:
+    p = html.escape(path)
+    return (f'<details class="prov"><summary>source <code>{p}</code>: repository file, sha256 '
+            f'<code>{_short(sha)}</code></summary><a href="{html.escape(href)}">{p}</a></details>')
+
+
 # ---------------------------------------------------------------------------- Markdown → HTML
 # CommonMark (markdown-it-py) with pipe tables and raw HTML (the HTML renderer's tables and figures
 # are HTML blocks); a heading may end in "{#id}", its anchor, else its anchor is its slug.
@@ -311,6 +331,12 @@ def _base64(path: str | os.PathLike) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def _is_resource(path: str) -> bool:
+    """A file of the repository (resources/...), not a result: it has no provenance record."""
+    return not Path(path).as_posix().startswith("results/") and Path(path).is_file() and \
+        not Path(str(path) + RECORD_SUFFIX).exists()
+
+
 class Renderer:
     """The template's ``table``/``figure``/``cite`` in one mode ("md" or "html"), numbering tables
     and figures as it goes. Paths are relative to the working directory; links are made relative
@@ -330,7 +356,9 @@ class Renderer:
     def provenance(self, paths: Sequence[str]) -> str:
         paths = list(dict.fromkeys(paths))
         render = provenance_html if self.mode == "html" else provenance_markdown
-        blocks = [render(p, load_record(p), self.href(p + RECORD_SUFFIX)) for p in paths]
+        resource = resource_html if self.mode == "html" else resource_markdown
+        blocks = [resource(p, sha256_file(p), self.href(p)) if _is_resource(p)
+                  else render(p, load_record(p), self.href(p + RECORD_SUFFIX)) for p in paths]
         if self.mode == "md":
             return "\n".join(f"- {b}" for b in blocks)
         if len(blocks) > 3:  # many sources (one per search run): fold them once more

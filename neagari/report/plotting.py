@@ -70,6 +70,55 @@ def empty_figure(message: str, size: tuple[float, float] = (6.4, 2.0)):
     return fig
 
 
+def legend(ax, **kw):
+    """A legend that does not hide what it labels: where it covers least, on a mostly opaque frame
+    (the style turns frames off, which lets curves show through the labels)."""
+    return ax.legend(**{"loc": "best", "frameon": True, "framealpha": 0.85, "edgecolor": "none", "fontsize": 8,
+                        **kw})
+
+
+def figure_legend(fig, **kw):
+    """One legend for the whole figure, outside the axes (right of them unless ``loc`` says else)."""
+    return fig.legend(**{"loc": "outside right upper", "frameon": False, "fontsize": 8, **kw})
+
+
+def panel_note(ax, text: str) -> None:
+    """A short note in the middle of a panel that has nothing (or little) to show."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color=NEUTRAL_COLOR, fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+
+
+def trajectory_panel(ax, base: np.ndarray, probe_names: Sequence[str], kept_iterations: np.ndarray,
+                     kept_gaps: np.ndarray, iterations_run: int, n_nearest: int) -> int:
+    """Gaps of the ``n_nearest`` wrong targets nearest the boundary after each accepted move, as
+    steps over the whole run (iteration 0 .. ``iterations_run``). ``base``: the targets' base gaps,
+    shape (T,); ``kept_iterations``: iteration of each accepted move, shape (K,); ``kept_gaps``:
+    every probe's gap after it, shape (K, P >= T). A run that kept no move keeps its targets at
+    their base gaps, drawn flat with a note; a run with no wrong target says so. Returns how many
+    targets it drew."""
+    from matplotlib.ticker import MaxNLocator
+
+    wrong = np.flatnonzero(base <= 0)
+    nearest = wrong[np.argsort(-base[wrong])][:n_nearest]  # closest to zero from below first
+    end = max(int(iterations_run), int(kept_iterations.max()) + 1 if kept_iterations.size else 0, 1)
+    x = np.concatenate([[0], kept_iterations + 1, [end]])
+    for color, j in zip(PALETTE, nearest):
+        y = np.concatenate([[base[j]], kept_gaps[:, j], [kept_gaps[-1, j] if len(kept_gaps) else base[j]]])
+        ax.step(x, y, where="post", color=color, label=probe_names[j])
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlim(0, end)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    if not len(nearest):
+        ax.set_ylim(-1, 1)
+        panel_note(ax, "no wrong target")
+    elif not len(kept_iterations):
+        panel_note(ax, "no accepted move")
+    if len(nearest):  # below the panel: flat lines leave no free corner inside it
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=7, frameon=False, ncols=1)
+    return len(nearest)
+
+
 def read_summary(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

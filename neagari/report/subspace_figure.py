@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from neagari.report.plotting import empty_figure, panel_grid
+from neagari.report.plotting import empty_figure, legend, panel_grid
 
 KIND_COLORS = {"write": "#D55E00", "read": "#0072B2", "mixed": "#009E73", "ceiling": "#000000", "random": "#7f7f7f"}
 
@@ -36,6 +36,6 @@ def plot_joint_scatter(summary: pl.DataFrame, k: int, title: str = "", annotate:
         ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), title=patch)
         ax.set_xlabel("R_act", fontsize=8)
         ax.set_ylabel("R_w (matched side)", fontsize=8)
-    axes[0].legend(fontsize=6, loc="upper left")
+    legend(axes[0], fontsize=6)
     fig.suptitle(title or f"concentration over the random-subspace null, rank {k}")
     return fig

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from neagari.report.plotting import NEUTRAL_COLOR, TARGET_COLOR, empty_figure, panel_grid
+from neagari.report.plotting import NEUTRAL_COLOR, TARGET_COLOR, empty_figure, legend, panel_grid, panel_note
 
 TABLES = ("embedding", "spectrum", "cosine_hist", "simplex", "digits", "layers", "wordnet_summary", "wordnet_bands",
           "wordnet_hypernym")
@@ -26,7 +26,7 @@ def style(label):
 def dedupe_legend(ax):
     h, l = ax.get_legend_handles_labels()
     keep = dict(zip(l, h))
-    ax.legend(keep.values(), keep.keys(), fontsize=7)
+    legend(ax, handles=list(keep.values()), labels=list(keep.keys()), fontsize=7)
 
 
 def err(d):
@@ -67,7 +67,7 @@ def cosine_hist(T: dict[str, pl.DataFrame], model: str):
         ax.step(mid, dens, where="mid", color=color,
                 label="token embeddings" if src == "embedding" else "matched Gaussian")
     ax.set(xlabel="pairwise cosine", ylabel="density", title=f"{model}: pairwise cosines (base)")
-    ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
     return fig
 
 
@@ -143,13 +143,17 @@ def wordnet(T: dict[str, pl.DataFrame], model: str):
                              marker="o", ms=2, lw=1, capsize=2, label=f"layer {layer}")
         axes[1].set(xscale="log", xlabel="path-similarity band (upper edge)", ylabel="mean cosine",
                     title="cosine by WordNet distance (base)")
-        axes[1].legend(fontsize=6)
+        legend(axes[1], fontsize=6)
         hyp = T["wordnet_hypernym"].filter(pl.col("label") == "base")
         if hyp.height:
             for layer, d in per_label(hyp.with_columns(pl.col("layer").cast(pl.String).alias("label"))):
                 axes[2].errorbar(d["depth"], d["cos_mean"], yerr=err(d),
                                  marker="o", ms=2, lw=1, capsize=2, label=f"layer {layer}")
-            axes[2].legend(fontsize=6)
+            legend(axes[2], fontsize=6)
+        else:
+            axes[2].set_xticks([])
+            axes[2].set_yticks([])
+            panel_note(axes[2], "no hypernym pairs among the sampled words")
         axes[2].set(xlabel="is-a steps to the ancestor word", ylabel="mean cosine", title="hypernym decay (base)")
         fig.suptitle(f"{model}: WordNet relational alignment (95% intervals over seeds)")
     return fig
