@@ -13,6 +13,9 @@ if not config:
     configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/downloads.smk"
 include: "rules/data.smk"

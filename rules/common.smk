@@ -1,11 +1,13 @@
 # Config validation and the target list; every stage's paths are built here from the config.
 import os
 
-from snakemake.utils import validate
-
+from neagari.workflow.configcheck import validate_config
 from neagari.workflow.runs import STAGES, null_model_path, runs_of, search_runs
 
-validate(config, schema="../config/schema.yaml")
+# Checked against the schema, defaults filled; a mistake is a few lines naming the key (and the
+# closest allowed one), not the validator's whole dump.
+if not workflow.modifier.skip_validation:
+    validate_config(config, os.path.join(str(workflow.current_basedir), "..", "config", "schema.yaml"))
 
 ENV = "../envs/neagari.yaml"
 
@@ -31,6 +33,7 @@ TRAINED_FP_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("varia
 # and paths under results/ are used as they are; any other relative path is the working directory's
 # file if there is one, else the repository's (resources/probes/smoke.json works from anywhere).
 REPO_DIR = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
+os.environ["NEAGARI_WORKFLOW_DIR"] = REPO_DIR  # envs/neagari.post-deploy.sh installs neagari from here
 # Where `make model` ships the models it trains (rules/ship.smk), relative to the working directory.
 SHIPPED_DIR = "resources/models"
 PROBE_SETS = list(config["probe_sets"])

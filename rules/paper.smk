@@ -11,6 +11,7 @@ rule build_paper:
         template=repo_path("resources/paper/paper.md.j2"),
         shell=repo_path("resources/paper/paper.html.j2"),
         css=repo_path("resources/paper/paper.css"),
+        published=repo_path("resources/paper/published.yaml"),
     output:
         html=report("results/paper/index.html", caption="../report/paper.rst", category="Paper"),
         markdown="results/paper/paper.md",
