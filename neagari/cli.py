@@ -185,6 +185,26 @@ def _cmd_verify(a) -> int:
     return 0
 
 
+def _cmd_export(a) -> int:
+    from neagari.workflow.crate import export_crate
+
+    s = export_crate(a.root, a.out)
+    print(f"provenance: {s.records} record(s) of {s.actions} rule execution(s), {s.files} file(s) "
+          f"({s.bytes:,} bytes) -> {s.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_import(a) -> int:
+    from neagari.workflow.crate import import_crate
+
+    s = import_crate(a.crate, a.into, force=a.force)
+    for w in s.warnings:
+        print(f"neagari: warning: {w}", file=sys.stderr)
+    print(f"provenance: {s.files - s.records} result file(s) and {s.records} record(s) restored into {s.into}"
+          f" ({s.snakemake_records} Snakemake job record(s))", file=sys.stderr)
+    return 0
+
+
 def _finished_run_differs(out: Path, cfg, targets, controls, model_sha: str | None) -> str | None:
     """Why the finished run in ``out`` (its summary.json) is not this configuration, or None.
 
@@ -359,6 +379,17 @@ def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
     v.add_argument("root", nargs="?", default="results", help="directory of result files and their .prov.json records")
     v.add_argument("--deep", action="store_true", help="re-hash large files too (default: size + mtime)")
     v.set_defaults(func=_cmd_verify, parser=v)
+    e = psub.add_parser("export", formatter_class=HelpFormatter,
+                        help="pack results and their records into a Workflow Run RO-Crate (zip)")
+    e.add_argument("root", nargs="?", default="results", help="directory of result files and their .prov.json records")
+    e.add_argument("--out", required=True, help="the crate to write (.zip)")
+    e.set_defaults(func=_cmd_export, parser=e)
+    i = psub.add_parser("import", formatter_class=HelpFormatter,
+                        help="unpack a crate: every result file and record, checked against the crate's sha256")
+    i.add_argument("crate", help="a crate written by `neagari provenance export`")
+    i.add_argument("--into", default=".", help="working directory to unpack into (its results/ receives the files)")
+    i.add_argument("--force", action="store_true", help="overwrite result files that exist")
+    i.set_defaults(func=_cmd_import, parser=i)
 
     s = command("search", _cmd_search, help="XOR search over MLP groups; rerun on the same --out to resume")
     if search_args:
