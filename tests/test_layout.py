@@ -19,7 +19,8 @@ LAYERS = [
     {"neagari.search", "neagari.embedded", "neagari.evaluation"},
     {"neagari.analysis"},
     {"neagari.report"},
-    {"neagari.cli", "neagari.__main__"},
+    {"neagari.cli"},
+    {"neagari.__main__"},  # `python -m neagari`: the command line
 ]
 SHARED = LAYERS[0]
 # attributes with a leading underscore that are public API (namedtuple methods, CPython frames)
