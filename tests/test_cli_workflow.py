@@ -85,15 +85,12 @@ def test_apply_patch_cli_round_trip_and_refusals(fixture_models, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_smoke_workflow_with_provenance(tmp_path):
-    """`snakemake` on the smoke config in a copy of the repository, then provenance verify."""
+def test_smoke_workflow_with_provenance(smoke_run, tmp_path):
+    """`snakemake` on the smoke config in a copy of the repository, then provenance verify (on a copy
+    of the shared run, since the test then changes files)."""
     work = tmp_path / "wf"
-    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", "results", "logs", ".snakemake", ".git",
-                                                               "__pycache__", ".pytest_cache"))
+    shutil.copytree(smoke_run, work, symlinks=True)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    run = subprocess.run([str(SNAKEMAKE), "--cores", "2", "--configfile", "config/smoke.yaml", "--quiet"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
     table = pl.read_parquet(work / "results/scores/tiny-qat/smoke.parquet")
     smoke = json.loads((REPO / "resources/probes/smoke.json").read_text())["probes"]
     assert sorted(table["name"]) == sorted(p["name"] for group in smoke.values() for p in group)

@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 # the rules that render the paper from the results; an import may leave them to run, nothing else
 PAPER_RULES = {"build_paper", "all"}
-IGNORE = shutil.ignore_patterns(".venv", "results", "logs", ".snakemake", ".git", "__pycache__", ".pytest_cache")
 
 
 def sha(path: Path) -> str:
@@ -227,28 +226,10 @@ def test_check_crate_wants_the_profiles(tiny_tree, tmp_path):
 # ---------------------------------------------------------------------------- the smoke workflow
 
 
-def _copy_repository(dest: Path) -> Path:
-    shutil.copytree(REPO, dest, ignore=IGNORE)
-    git = ["git", "-C", str(dest), "-c", "user.name=neagari", "-c", "user.email=neagari@localhost"]
-    subprocess.run([*git[:3], "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "smoke"], check=True)
-    return dest
-
-
 def _snakemake(cwd: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([str(SNAKEMAKE), "--cores", "2", "--configfile", "config/smoke.yaml", *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    """The smoke workflow run once in a git copy of the repository (so records hold a commit)."""
-    work = _copy_repository(tmp_path_factory.mktemp("crate") / "wf")
-    run = _snakemake(work, "--quiet")
-    assert run.returncode == 0, run.stderr[-3000:]
-    return work
 
 
 def scheduled_rules(dry_run: subprocess.CompletedProcess) -> set[str]:
