@@ -28,7 +28,7 @@ def test_score_table_matches_engine(fixture_models, tmp_path):
     assert main(["score", str(model), "--probes", str(REPO / "resources/probes/smoke.json"), "--out", str(out)]) == 0
     df = pl.read_csv(out, separator="\t")
     assert df.columns == ["name", "role", "n_prompt_tokens", "correct_id", "wrong_id", "correct_logit",
-                          "wrong_logit", "gap", "top1_id"]
+                          "wrong_logit", "gap", "top1_id", "correct_token", "wrong_token", "top1_token"]
     eng = Engine.load(model)
     doc = json.loads((REPO / "resources/probes/smoke.json").read_text())
     first = doc["probes"]["target"][0]
@@ -38,6 +38,9 @@ def test_score_table_matches_engine(fixture_models, tmp_path):
     assert (row["correct_id"], row["wrong_id"]) == (c, w)
     assert abs(row["gap"] - float(logits[c] - logits[w])) < 1e-4
     assert row["top1_id"] == int(logits.argmax())
+    # the tokens as text: the probe's own correct/wrong strings start with them
+    assert first["correct"].startswith(row["correct_token"]) and first["wrong"].startswith(row["wrong_token"])
+    assert row["top1_token"] == eng.tokenizer.decode([int(logits.argmax())])
     assert set(df["role"]) == {"target", "promoted_controls"}
 
 

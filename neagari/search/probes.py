@@ -282,6 +282,8 @@ def score_probes(engine, probes: Sequence[Probe], batch_size: int = 64) -> pl.Da
     w_ids = torch.tensor([e[2] for e in encoded])
     rows = torch.arange(len(probes))
     lc, lw = logits[rows, c_ids], logits[rows, w_ids]
+    top1 = logits.argmax(-1).tolist()
+    piece = engine.tokenizer.decode
     return pl.DataFrame({
         "name": [p.name for p in probes],
         "role": [p.role for p in probes],
@@ -291,5 +293,9 @@ def score_probes(engine, probes: Sequence[Probe], batch_size: int = 64) -> pl.Da
         "correct_logit": lc.tolist(),
         "wrong_logit": lw.tolist(),
         "gap": (lc - lw).tolist(),
-        "top1_id": logits.argmax(-1).tolist(),
+        "top1_id": top1,
+        # the tokens as text, so a reader sees what was compared and what the model prefers
+        "correct_token": [piece([i]) for i in c_ids.tolist()],
+        "wrong_token": [piece([i]) for i in w_ids.tolist()],
+        "top1_token": [piece([i]) for i in top1],
     }, schema_overrides={"correct_logit": pl.Float64, "wrong_logit": pl.Float64, "gap": pl.Float64})

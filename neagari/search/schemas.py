@@ -19,6 +19,9 @@ class ProbeScores(pa.DataFrameModel):
     wrong_logit: float
     gap: float
     top1_id: int = pa.Field(ge=0)
+    correct_token: str
+    wrong_token: str
+    top1_token: str
 
     class Config:
         strict = True
