@@ -33,7 +33,8 @@ TRAINED_FP_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("varia
 # and paths under results/ are used as they are; any other relative path is the working directory's
 # file if there is one, else the repository's (resources/probes/smoke.json works from anywhere).
 REPO_DIR = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
-os.environ["NEAGARI_WORKFLOW_DIR"] = REPO_DIR  # envs/neagari.post-deploy.sh installs neagari from here
+# set, not required: envs/neagari.post-deploy.sh installs neagari from here
+os.environ.update(NEAGARI_WORKFLOW_DIR=REPO_DIR)
 # Where `make model` ships the models it trains (rules/ship.smk), relative to the working directory.
 SHIPPED_DIR = "resources/models"
 PROBE_SETS = list(config["probe_sets"])

@@ -74,6 +74,7 @@ rule quality_report:
         report=report("results/quality/report.md", caption="../report/quality.rst", category="Model quality"),
     params:
         band=config["quality"]["wrong_target_band"],
+    threads: 1
     log:
         "logs/quality/report.log",
     benchmark:
