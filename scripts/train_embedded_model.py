@@ -6,6 +6,7 @@ linear weights, F32 norms), which rule quantize_posthoc rounds to Q1_0 with llam
 With embedded.train.checkpoint_dir set, each model checkpoints to its own subdirectory
 (<checkpoint_dir>/<model>), so a stopped job resumes where it was and the variants never share a file.
 """
+import logging
 import os
 
 import polars as pl
@@ -23,8 +24,7 @@ from neagari.embedded.toydata import CORPUS_ONLY
 from neagari.embedded.train import TrainConfig, build_model, corpus_rows, export_weights, train
 
 p = snakemake.params
-# append: a job resumed from its checkpoint continues the log of the run it resumes
-with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed, append_log=True) as log:
+with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as log:
     tok = tokenizers.Tokenizer.from_file(snakemake.input.tokenizer)
     where = snakemake.config["embedded"]["train"]  # checkpoint settings: not params (see the rule)
     settings = dict(p.train, checkpoint_every_s=where["checkpoint_every_s"])
@@ -32,6 +32,16 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed, ap
         root = os.path.expandvars(os.path.expanduser(where["checkpoint_dir"]))
         settings["checkpoint_dir"] = os.path.join(root, snakemake.wildcards.model)
     tc = TrainConfig(**settings, seed=p.seed)
+    if tc.checkpoint_dir is not None:
+        # Snakemake clears a job's log before it starts, so the log of every run of this training
+        # (a killed one and the job that resumes it) is kept beside the checkpoint and repeated here.
+        os.makedirs(tc.checkpoint_dir, exist_ok=True)
+        runs_log = os.path.join(tc.checkpoint_dir, "train.log")
+        if os.path.exists(runs_log):
+            log.info("earlier runs of this training (%s):\n%s", runs_log, open(runs_log).read().rstrip())
+        handler = logging.FileHandler(runs_log, mode="a")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(handler)
     torch.set_num_threads(tc.threads)
 
     drills = set(CORPUS_ONLY) if (tc.copy_steps or tc.copy_fraction) else None

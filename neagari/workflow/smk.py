@@ -11,14 +11,11 @@ from typing import Iterator, Sequence
 
 @contextlib.contextmanager
 def rule_context(snakemake, config_keys: Sequence[str] | None = None, seed: int | None = None,
-                 device: str | None = None, dtype: str | None = None,
-                 append_log: bool = False) -> Iterator[logging.Logger]:
+                 device: str | None = None, dtype: str | None = None) -> Iterator[logging.Logger]:
     """``with rule_context(snakemake, ["score"]) as log: ...`` in each script.
 
     config_keys: the config subset this rule depends on (stored in the provenance record).
     device, dtype: where the engine ran and its weight-cache type, both recorded.
-    append_log: continue the log file instead of starting it afresh (a job that resumes from a
-    checkpoint keeps the log of the run it continues).
     Torch, where the script has loaded it, runs on the rule's ``threads`` (set_torch_threads).
     """
     set_torch_threads(getattr(snakemake, "threads", None))
@@ -29,7 +26,7 @@ def rule_context(snakemake, config_keys: Sequence[str] | None = None, seed: int 
     log_path = snakemake.log[0] if len(snakemake.log) else None
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
-        handlers.append(logging.FileHandler(log_path, mode="a" if append_log else "w"))
+        handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
     log = logging.getLogger(f"neagari.rule.{snakemake.rule}")
