@@ -142,7 +142,8 @@ def test_misspelt_keys_at_several_depths():
 
 
 def test_a_wrong_type_names_the_path_and_the_type():
-    config = load("model.yaml")  # the recipe: it has the training and architecture blocks
+    config = load("config.yaml")
+    config["embedded"] = load("model.yaml")["embedded"]  # the recipe's: training and architecture blocks
     config["search"]["window"] = "abc"
     config["embedded"]["train"]["checkpoint_dir"] = 5
     lines = problems(config)
@@ -151,7 +152,8 @@ def test_a_wrong_type_names_the_path_and_the_type():
 
 
 def test_values_out_of_range_and_outside_an_enumeration():
-    config = load("model.yaml")  # the recipe: it has the training and architecture blocks
+    config = load("config.yaml")
+    config["embedded"] = load("model.yaml")["embedded"]  # the recipe's: training and architecture blocks
     config["search"]["projections"] = ["ffn_gate", "ffn_upp"]
     config["embedded"]["architecture"]["hidden"] = 100
     config["quality"]["wrong_target_band"] = [0.2]
@@ -176,7 +178,8 @@ def test_missing_keys_and_alternatives():
 
 
 def test_a_wrong_key_name_and_a_key_ruled_out():
-    config = load("model.yaml")  # the recipe: it has the training and architecture blocks
+    config = load("config.yaml")
+    config["embedded"] = load("model.yaml")["embedded"]  # the recipe's: training and architecture blocks
     config["evaluation"] = {"benchmarks": {"gsm8kk": "datasets/gsm8k.parquet"}}
     config["embedded"]["architecture"]["vocab_size"] = 512
     lines = problems(config)
