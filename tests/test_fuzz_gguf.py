@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import polars as pl
+import polars.testing
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,7 +146,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 class Base:
     path: Path
     layout: Layout
-    scores: pd.DataFrame
+    scores: pl.DataFrame
     work: Path
     rss0: int
 
@@ -156,7 +157,7 @@ def base(tmp_path_factory) -> Base:
     path = write_fixture_model(work / "base.gguf", SPEC)
     rc, _, err = run_cli(["score", str(path), "--probes", str(PROBES), "--out", str(work / "base.parquet")])
     assert rc == 0, err
-    return Base(path, layout_of(path), pd.read_parquet(work / "base.parquet"), work,
+    return Base(path, layout_of(path), pl.read_parquet(work / "base.parquet"), work,
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
@@ -180,10 +181,10 @@ def check_case(base: Base, data: bytes, name: str = "case.gguf", neutral: bool =
             if cmd == "inspect":
                 assert "sha256" in out and digest in out, out
             else:
-                df = pd.read_parquet(out_table)
+                df = pl.read_parquet(out_table)
                 assert len(df) == len(base.scores) and list(df["name"]) == list(base.scores["name"])
                 if neutral:
-                    pd.testing.assert_frame_equal(df, base.scores)
+                    polars.testing.assert_frame_equal(df, base.scores)
         else:
             lines = err.strip().splitlines()
             assert rc == 2 and len(lines) == 1, (cmd, rc, err)
@@ -447,7 +448,7 @@ def test_a_handful_through_real_subprocesses(base, tmp_path):
         path = tmp_path / f"{name}.gguf"
         if name == "valid":
             assert p.returncode == 0, err
-            pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"), base.scores)
+            polars.testing.assert_frame_equal(pl.read_parquet(tmp_path / f"{name}.parquet"), base.scores)
         else:
             assert p.returncode == 2 and err.count("\n") == 1 and str(path) in err, (name, p.returncode, err)
             assert "Traceback" not in err
