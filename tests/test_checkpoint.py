@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 
 from neagari.cli import build_parser
 from neagari.cli import main as cli_main
@@ -31,6 +32,10 @@ STOP_AT = 130  # SIGTERM while proposing this iteration: the checkpoint is at ST
 def search_from_argv(model, out, argv) -> Search:
     """The search the CLI command ``neagari ARGV`` runs, in this process."""
     a = build_parser().parse_args([str(x) for x in argv])
+    # the thread count the CLI sets (float sums, hence near-tie verdicts, depend on it); without it
+    # this process would keep whatever an earlier test left
+    if a.threads:
+        torch.set_num_threads(a.threads)
     targets, controls = split_probes(a.probes, a.controls or ())
     return Search(Engine.load(model), model, targets, controls, search_config(vars(a)), out, label=a.label)
 

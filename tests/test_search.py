@@ -194,7 +194,7 @@ def test_patch_replays_to_the_search_gaps(fixture_models, tmp_path):
 def _cli(model, out, iterations, *extra):
     return [sys.executable, "-m", "neagari.cli", "search", str(model), "--probes", str(PROBES), "--out", str(out),
             "--iterations", str(iterations), "--layers", "0", "1", "--min-rate", "0", "--checkpoint-every", "40",
-            "--scale-prob", "0.3", "--quiet", "--label", "run", *extra]
+            "--scale-prob", "0.3", "--quiet", "--label", "run", "--threads", "1", *extra]
 
 
 @pytest.mark.slow
