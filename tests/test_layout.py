@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "neagari"
 # Lowest first. A module may import its own layer's shared modules and any lower layer; the three
 # middle subpackages are siblings and may not import one another.
 LAYERS = [
-    {"neagari", "neagari.hashing", "neagari.tables", "neagari.stats"},
+    {"neagari", "neagari.files", "neagari.hashing", "neagari.tables", "neagari.stats"},
     {"neagari.workflow"},
     {"neagari.engine"},
     {"neagari.search", "neagari.embedded", "neagari.evaluation"},

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from neagari.files import atomic_write
+
 CHECKPOINT_NAME = "checkpoint.pt"
 # TrainConfig fields that only say where and how often to save: they do not change the result.
 NOT_FINGERPRINTED = ("checkpoint_dir", "checkpoint_every_s")
@@ -61,19 +63,6 @@ def fingerprint(tc, model: torch.nn.Module, rows: dict) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot sync a directory
-        pass
-    finally:
-        os.close(fd)
-
-
 def save(ckpt_dir: str | os.PathLike, state: dict) -> Path:
     """Write `state` to ``ckpt_dir/checkpoint.pt`` through a temporary file in the same directory
     and ``os.replace``: a reader (or a resumed run) sees the old checkpoint or the new one, never a
@@ -81,13 +70,7 @@ def save(ckpt_dir: str | os.PathLike, state: dict) -> Path:
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / CHECKPOINT_NAME
-    tmp = d / (CHECKPOINT_NAME + ".tmp")  # one name: a save after a kill replaces the partial one
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(d)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     return path
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neagari.files import same_file
 from neagari.engine import q1
 from neagari.engine.export import is_norm
 from neagari.engine.gguf_io import (ARRAY, FLOAT_TENSOR_TYPES, TYPE_BF16, TYPE_F16, TYPE_F32, GGUFFile,
@@ -36,17 +37,9 @@ def is_rounded(name: str, shape: tuple[int, ...]) -> bool:
     return len(shape) == 2 and not is_norm(name)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
 def check_output(src: Path, dst: Path) -> None:
     """Refuse a ``dst`` that is ``src`` (also through a link or another spelling) or a directory."""
-    if _same_file(src, dst) or os.path.abspath(src) == os.path.abspath(dst):
+    if same_file(src, dst) or os.path.abspath(src) == os.path.abspath(dst):
         raise ValueError(f"output {dst} is the input file {src}; write the Q1_0 model to another path")
     if dst.is_dir():
         raise ValueError(f"output {dst} is a directory; give the path of the file to write")

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from neagari.files import fsync_dir, same_file
 from neagari.engine import q1
 from neagari.engine.gguf_io import GGUFFile
 from neagari.hashing import sha256_file
@@ -365,21 +366,12 @@ def stale_temp_files(out: str | os.PathLike) -> list[Path]:
     return sorted(stale)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` are the same file (same device and inode: links, ``./x``, ...)."""
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
 def _check_output(base: Path, out: Path, patch_paths: Sequence[Path]) -> None:
     """Refuse an output that would destroy an input, or that cannot be a file."""
-    if _same_file(out, base):
+    if same_file(out, base):
         raise PatchError(f"--out {out} is the base file {base}; write the patched model to another path")
     for p in patch_paths:
-        if _same_file(out, Path(p)):
+        if same_file(out, Path(p)):
             raise PatchError(f"--out {out} is the patch file {p}; write the patched model to another path")
     if out.is_dir():
         raise PatchError(f"--out {out} is a directory; give the path of the file to write")
@@ -388,19 +380,6 @@ def _check_output(base: Path, out: Path, patch_paths: Sequence[Path]) -> None:
             if not parent.is_dir():
                 raise PatchError(f"--out {out}: {parent} is not a directory")
             break
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not every platform opens directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_atomically(base: Path, out: Path, gf: GGUFFile, patches: Sequence[Patch], expect: str | None) -> str:
@@ -435,7 +414,7 @@ def _write_atomically(base: Path, out: Path, gf: GGUFFile, patches: Sequence[Pat
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return digest
 
 
