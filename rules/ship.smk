@@ -28,6 +28,8 @@ rule ship_model:
         model=wildcard_choice(TRAINED_QAT_MODELS),
     log:
         "logs/models/{model}.ship.log",
+    benchmark:
+        "logs/models/{model}.ship.bench.tsv"
     conda:
         ENV
     resources:
