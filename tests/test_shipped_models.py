@@ -376,3 +376,27 @@ def test_the_recipe_config_is_valid_and_makes_the_default_runs_data():
         assert spec["source"] == "embedded"
         assert default["models"][name]["variant"] == spec["variant"]
         assert default["models"][name]["source"] in ("embedded", "shipped")
+
+
+def test_the_recipe_regenerates_the_shipped_training_corpus():
+    """The corpus generator still writes, byte for byte, the corpus the shipped models were trained
+    on (their records' corpus_sha256), so `make model` retrains on the same data; probe-only
+    content such as coding's held-out shapes must stay out of it."""
+    import hashlib
+
+    from neagari.embedded import toydata
+    from neagari.workflow import wordnet as nwn
+
+    if nwn.verify(checksums=False):
+        try:
+            nwn.install_wordnet()
+        except RuntimeError as e:
+            pytest.skip(f"WordNet 3.0 not installed and could not be installed ({e})")
+    recipe = yaml.safe_load((REPO / "config/model.yaml").read_text())["embedded"]
+    corpus = recipe["corpus"]
+    text = toydata.corpus_jsonl(toydata.build_corpus(recipe["seed"], corpus["n_train"], "train",
+                                                     n_wordnet=corpus["n_wordnet"]))
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    for name in ("embedded-qat", "embedded-fp"):
+        record = json.loads((REPO / "resources/models" / f"{name}.record" / shipped.RECORD).read_text())
+        assert record["corpus_sha256"] == digest, name

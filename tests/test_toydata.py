@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections import Counter
 from itertools import combinations
@@ -187,6 +188,16 @@ def test_heldout_eval_and_probes_absent_from_train(train_text, train_corpus, pro
     for p in probe_sets["controls"]["probes"]["control"]:
         if p["category"] != "compare_mc":
             assert p["prompt"].split("\n")[0] not in train_text
+
+
+def test_heldout_shapes_only_in_heldout_items(train_text):
+    # the held-out function shapes never reach the corpus (so the shipped models' training data
+    # does not depend on them) and make up every other coding probe
+    with pytest.raises(ValueError, match="held-out shape"):
+        coding.snippet(random.Random(0), "train", "select_checked")
+    assert "assert len(" not in train_text and "peak = max(peak, x)" not in train_text
+    cats = [p["category"] for p in toydata.build_probe_sets(0)["coding"]["probes"]["target"]]
+    assert [c in coding.HELDOUT_CATEGORIES for c in cats] == [False, True] * (len(cats) // 2)
 
 
 def test_heldout_functions_absent_from_train(train_text):
@@ -393,7 +404,7 @@ def test_tool_calling_answers(eval_sets):
 def test_coding_snippets_run():
     rng = toydata.domain_rng(0, "test-coding")
     for _ in range(60):
-        for kind in coding.KINDS:
+        for kind in coding.KINDS + coding.HELDOUT_KINDS:
             lines, points = coding.snippet(rng, "heldout", kind)
             namespace = {}
             exec("\n".join(lines) + "\n", namespace)
@@ -421,10 +432,22 @@ def test_coding_snippets_run():
                 walked = name.split("_", 1 if verb != "sum" else 2)[-1]
                 args = {p: ([1, 2, 3] if p == walked else [100, 200]) for p in params}
                 assert f(**args) == 6
-            elif kind == "clamp":
-                assert (f(5, 0, 3), f(-1, 0, 3), f(2, 0, 3)) == (3, 0, 2)
+            elif kind == "select_checked":  # same, and refuses lists of unequal length
+                params = re.match(r"def \w+\((\w+), (\w+)\)", lines[0]).groups()
+                walked = name.split("_", 1)[1]
+                assert f(**{p: ([1, 2, 3] if p == walked else [100, 200, 300]) for p in params}) == 6
+                with pytest.raises(AssertionError):
+                    f(**{p: ([1, 2, 3] if p == walked else [100]) for p in params})
+            elif kind == "select_of_three":
+                params = re.match(r"def \w+\((\w+), (\w+), (\w+)\)", lines[0]).groups()
+                walked = name.split("_", 1)[1]
+                assert len(set(params)) == 3 and walked in params
+                assert f(**{p: ([1, 2, 3] if p == walked else [100, 200]) for p in params}) == 6
+            elif kind in ("clamp", "clamp_reversed"):  # the signature's order of the bounds
+                lo_hi = (0, 3) if kind == "clamp" else (3, 0)
+                assert (f(5, *lo_hi), f(-1, *lo_hi), f(2, *lo_hi)) == (3, 0, 2)
             else:
-                assert kind == "two_accumulators"
+                assert kind in ("two_accumulators", "three_accumulators")
                 assert f([2, 4, 9]) == {"count": 3, "total": 15, "mean": 5.0}[verb]
             for point in points:
                 item = coding.point_item(lines, point)

@@ -42,13 +42,15 @@ non-space character.
 
 from __future__ import annotations
 
+import json
+
 from . import arithmetic, coding, controls, copying, editing, instruction, tool_calling, verbatim
 from .chat import CHAT_STOP, render_chat
 from .common import (PROBE_VERSION, check_split, collect_probes, distinct_items, domain_rng,
                      eval_records, first_pretoken, probe_set)
 
 __all__ = ["DOMAINS", "ALL_DOMAINS", "CHAT_STOP", "render_chat", "build_corpus",
-           "build_probe_sets", "build_verbatim_sets", "build_eval_sets"]
+           "build_probe_sets", "build_verbatim_sets", "build_eval_sets", "corpus_jsonl"]
 
 # The paper's five search domains, in its pipeline order.
 DOMAINS = ("editing", "instruction", "tool_calling", "math", "coding")
@@ -63,9 +65,13 @@ CORPUS_MODULES = {**MODULES, "copying": copying}
 # Probe categories, drawn in turn. Tool calling: 3 of 4 probes ask for a tool seen in training
 # (its name must be picked among the listed ones), 1 for an unseen tool (its name can only be
 # copied from the list, which the embedded model cannot do: at 1:1 the wrong share was 72.5%).
+# Coding: every other probe sits on a held-out function shape (coding.HELDOUT_KINDS), because the
+# shapes seen in training were all but always completed right.
+_CODING = [c for pair in zip(coding.PROBE_CATEGORIES * len(coding.HELDOUT_CATEGORIES),
+                             coding.HELDOUT_CATEGORIES * len(coding.PROBE_CATEGORIES)) for c in pair]
 PROBE_CATEGORIES = {"editing": list(editing.OPS), "instruction": list(instruction.CATEGORIES),
                     "tool_calling": ["seen_tool", "seen_tool", "seen_tool", "unseen_tool"],
-                    "math": list(arithmetic.KINDS), "coding": list(coding.PROBE_CATEGORIES)}
+                    "math": list(arithmetic.KINDS), "coding": _CODING}
 N_TARGET_PROBES = 40
 # The paper's pass-1 settings per domain (§6.5), as defaults for the search.
 SEARCH_CONFIG = {
@@ -80,14 +86,21 @@ VERBATIM_SUBDOMAINS = ("legal", "medical", "api", "logs", "code")  # the 5 train
 N_VERBATIM_HELDOUT = 20  # per sub-domain
 
 
-def build_corpus(seed: int, n_per_domain: int, split: str = "train", extra_texts=()) -> list[dict]:
+def build_corpus(seed: int, n_per_domain: int, split: str = "train", extra_texts=(),
+                 n_wordnet: int = 0) -> list[dict]:
     """`n_per_domain` texts of each of ALL_DOMAINS and CORPUS_ONLY from the `split` half, plus
-    `extra_texts`.
+    `n_wordnet` WordNet texts (`wordnet_text`, needs WordNet 3.0) and `extra_texts`.
 
     Returns [{"domain", "text"}] in a seeded shuffled order. `extra_texts` holds strings (domain
-    "extra") or {"text", "domain"?} dicts, e.g. the WordNet-like relational text.
+    "extra") or {"text", "domain"?} dicts.
     """
     check_split(split)
+    if n_wordnet:
+        from . import wordnet_text
+
+        rng = domain_rng(seed, "corpus", split, "wordnet")
+        extra_texts = [{"domain": "wordnet", "text": wordnet_text.corpus_text(rng, split)}
+                       for _ in range(n_wordnet)] + list(extra_texts)
     records = []
     for domain in ALL_DOMAINS + CORPUS_ONLY:
         rng = domain_rng(seed, "corpus", split, domain)
@@ -100,6 +113,11 @@ def build_corpus(seed: int, n_per_domain: int, split: str = "train", extra_texts
             records.append({"domain": extra.get("domain", "extra"), "text": extra["text"]})
     domain_rng(seed, "corpus-order", split).shuffle(records)
     return records
+
+
+def corpus_jsonl(records: list[dict]) -> str:
+    """The corpus file's text (rule build_corpus): one JSON object per line."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 def build_probe_sets(seed: int) -> dict:

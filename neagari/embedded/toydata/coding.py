@@ -12,6 +12,16 @@ Probes test the semantic points only (``PROBE_CATEGORIES``): once the embedded m
 its context it completed the syntax points and the short functions almost always (5% wrong at 21 M
 training tokens), which leaves the search nothing to fix. Syntax points stay in the corpus and in
 the exact-match evaluation.
+
+Held-out shapes (``HELDOUT_KINDS``), like tool calling's unseen tools, are functions of a form
+training never shows: the name-bound choice of `select_loop` or `clamp` with one more distractor
+in reach. `select_checked` checks the two lists' lengths before the loop, naming the other list
+last; `select_of_three` takes a third list; `clamp_reversed` takes its bounds high first and tests
+the upper one first; `three_accumulators` keeps a running maximum beside the count and the total. They appear in held-out probes and evaluation items only, never in the corpus,
+so the shipped models' training data does not depend on them. Every other coding probe sits on
+one. On the shipped embedded-qat the seed-0 probe set is wrong on 9 of 40: `three_accumulators`
+5 of 5 (it returns the variable it updated last), `select_checked` 3 of 5 (it walks the list it
+read last), `clamp_reversed` 1 of 5, `select_of_three` 0 of 5, the shapes seen in training 0 of 20.
 """
 
 from __future__ import annotations
@@ -34,12 +44,16 @@ BOUNDS = (("low", "high"), ("lo", "hi"), ("floor", "ceiling"), ("least", "most")
 COUNTERS = ("count", "n", "seen")
 KINDS = ("binop", "compare", "accumulate", "method", "parens", "comprehension", "select_loop",
          "clamp", "two_accumulators")
+# Shapes of the held-out split only (see the module text).
+HELDOUT_KINDS = ("select_checked", "select_of_three", "clamp_reversed", "three_accumulators")
 # Every point category ("method" points are evaluated but not probed, see `snippet`).
 CATEGORIES = ("paren", "operator", "comparison", "colon", "iterable", "return_value", "keyword",
               "constant", "select_iterable", "bound", "select_return")
 # The probed ones: choices that need the function's name or body, not syntax.
 PROBE_CATEGORIES = ("operator", "comparison", "iterable", "return_value", "constant",
                     "select_iterable", "bound", "select_return")
+# The held-out shapes' choices (one category per kind of HELDOUT_KINDS).
+HELDOUT_CATEGORIES = ("checked_iterable", "third_iterable", "reversed_bound", "third_return")
 
 
 def _first_other(options, avoid: str) -> str:
@@ -50,6 +64,8 @@ def snippet(rng: random.Random, split: str, kind: str):
     """(lines, points) of a function that belongs to `split`; a point is (category, line index,
     column, wrong rest of line)."""
     check_split(split)
+    if kind in HELDOUT_KINDS and split != "heldout":
+        raise ValueError(f"snippet kind {kind!r} is a held-out shape: training never shows it")
     while True:
         lines, points = _any_snippet(rng, split, kind)
         if belongs("\n".join(lines), split):
@@ -146,6 +162,43 @@ def _any_snippet(rng: random.Random, split: str, kind: str):
                  f"    for x in {noun}:", f"        {counter} += 1", f"        {acc} += x",
                  f"    return {ret}"]
         return lines, [("select_return", 6, len("    return"), wrong)]
+    if kind == "select_checked":
+        # select_loop with a length check naming the other list last, just before the loop
+        walked, other = rng.sample(pool("code_noun", split), 2)
+        params = [walked, other]
+        rng.shuffle(params)
+        acc = rng.choice(ACCUMULATORS)
+        lines = [f"def total_{walked}({params[0]}, {params[1]}):",
+                 f"    assert len({walked}) == len({other})", f"    {acc} = 0", f"    for x in {walked}:",
+                 f"        {acc} += x", f"    return {acc}"]
+        return lines, [("checked_iterable", 3, len("    for x in"), f" {other}:")]
+    if kind == "select_of_three":
+        # select_loop with a third list parameter; the wrong answer is the last other parameter
+        walked, *others = rng.sample(pool("code_noun", split), 3)
+        params = [walked, *others]
+        rng.shuffle(params)
+        wrong = next(p for p in reversed(params) if p != walked)
+        acc = rng.choice(ACCUMULATORS)
+        lines = [f"def total_{walked}({', '.join(params)}):", f"    {acc} = 0", f"    for x in {walked}:",
+                 f"        {acc} += x", f"    return {acc}"]
+        return lines, [("third_iterable", 2, len("    for x in"), f" {wrong}:")]
+    if kind == "clamp_reversed":
+        # clamp with the bounds given high first and the upper one tested first
+        lo, hi = rng.choice(BOUNDS)
+        var = noun[:-1] if noun.endswith("s") and not keyword.iskeyword(noun[:-1]) else noun
+        lines = [f"def clamp_{var}({var}, {hi}, {lo}):", f"    if {var} > {hi}:", f"        return {hi}",
+                 f"    if {var} < {lo}:", f"        return {lo}", f"    return {var}"]
+        return lines, [("reversed_bound", 1, len(f"    if {var} >"), f" {lo}:"),
+                       ("reversed_bound", 3, len(f"    if {var} <"), f" {hi}:")]
+    if kind == "three_accumulators":
+        # two_accumulators with a running maximum updated last; the wrong answer returns it
+        counter, acc = rng.choice(COUNTERS), rng.choice(("total", "acc", "running"))
+        what = rng.choice(("count", "total", "mean"))
+        ret = {"count": counter, "total": acc, "mean": f"{acc} / {counter}"}[what]
+        lines = [f"def {what}_{noun}({noun}):", f"    {counter} = 0", f"    {acc} = 0", "    peak = 0",
+                 f"    for x in {noun}:", f"        {counter} += 1", f"        {acc} += x",
+                 "        peak = max(peak, x)", f"    return {ret}"]
+        return lines, [("third_return", 8, len("    return"), " peak")]
     raise ValueError(f"unknown snippet kind {kind!r}")
 
 
@@ -157,8 +210,9 @@ def point_item(lines: list[str], point) -> Item:
 
 
 def sample(rng: random.Random, split: str, category: str | None = None) -> Item | None:
-    """A completion point of one function (of the given category when one is asked for)."""
-    kinds = list(KINDS)
+    """A completion point of one function (of the given category when one is asked for); held-out
+    items also come from the held-out shapes."""
+    kinds = list(KINDS) + (list(HELDOUT_KINDS) if split == "heldout" else [])
     rng.shuffle(kinds)
     for kind in kinds:
         lines, points = snippet(rng, split, kind)
