@@ -91,6 +91,26 @@ def paired_difference_ci(a: int, b: int, c: int, d: int, z: float = Z95) -> tupl
     return theta, max(-1.0, lo), min(1.0, hi)
 
 
+def difference_ci(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float, float]:
+    """Newcombe's hybrid score interval for the difference of two independent proportions
+    (Newcombe 1998, "Interval estimation for the difference between independent proportions",
+    Stat. Med. 17:873-890, method 10): p1 - p2 with p1 = k1/n1, p2 = k2/n2 and their Wilson
+    intervals (l1, u1), (l2, u2):
+
+        lo = (p1 - p2) - sqrt((p1 - l1)^2 + (u2 - p2)^2)
+        hi = (p1 - p2) + sqrt((u1 - p1)^2 + (p2 - l2)^2)
+
+    Returns (difference, lo, hi) as fractions.
+    """
+    _check_counts(k1, n1)
+    _check_counts(k2, n2)
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1, z)
+    l2, u2 = wilson_interval(k2, n2, z)
+    d = p1 - p2
+    return d, d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
 def paired_difference_wald(b: int, c: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
     """The Wald interval for the same difference, the paper's §6.7 GSM8K interval: diff = (b - c) / n,
     se = sqrt(b + c - (b - c)^2 / n) / n, bounds diff -/+ z * se (``b``, ``c``: the discordant

@@ -84,6 +84,14 @@ def config_path(path):
 MATPLOTLIBRC = repo_path("resources/matplotlibrc")
 
 
+def download_source(spec):
+    """A download source (neagari/workflow/downloads.py) with a relative local ``path:`` resolved as
+    config_path resolves it, so a run from another directory copies the same file."""
+    if spec.get("path") is None:
+        return spec
+    return {**spec, "path": config_path(str(spec["path"]))}
+
+
 def shipped_file(model, field):
     """A shipped model's file (``field`` path or record) as config_path finds it."""
     return config_path(config["models"][model]["shipped"][field])

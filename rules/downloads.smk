@@ -23,7 +23,7 @@ rule download_file:
     output:
         file="results/downloads/{name}",
     params:
-        spec=lambda wc: DOWNLOAD_FILES[wc.name],
+        spec=lambda wc: download_source(DOWNLOAD_FILES[wc.name]),
         key=lambda wc: ["downloads", "files", wc.name],
         upstream=DOWNLOADS.get("upstream"),  # optional: only upstream sources need it
         allow_unpinned=dl.allow_unpinned(config),

@@ -50,7 +50,7 @@ rule download_model:
     output:
         gguf="results/models/{model}.gguf",
     params:
-        spec=lambda wc: config["models"][wc.model]["download"],
+        spec=lambda wc: download_source(config["models"][wc.model]["download"]),
         key=lambda wc: ["models", wc.model, "download"],
         upstream=config["downloads"].get("upstream"),  # optional: only upstream sources need it
         allow_unpinned=dl.allow_unpinned(config),

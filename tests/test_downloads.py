@@ -446,6 +446,19 @@ def test_rule_removes_a_mismatched_download(download_workflow):
     assert not models.exists() or not list(models.iterdir())
 
 
+def test_a_relative_local_source_is_found_from_any_working_directory(download_workflow):
+    """A relative ``path:`` names the working directory's file where there is one, else the
+    repository's (as every other path of the config does): the run here is in a directory that
+    is not the repository and lacks the file."""
+    wd = download_workflow
+    config = yaml.safe_load((wd / "config.yaml").read_text())
+    config["models"]["m"]["download"] = {"path": "LICENSE", "sha256": sha((REPO / "LICENSE").read_bytes())}
+    (wd / "config.yaml").write_text(yaml.safe_dump(config))
+    res = run_snakemake(wd, "results/models/m.gguf")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (wd / "results/models/m.gguf").read_bytes() == (REPO / "LICENSE").read_bytes()
+
+
 @pytest.mark.parametrize("name", ["bonsai-8b", "bonsai-1.7b"])
 def test_paper_configs_validate_and_pin_what_they_can(name):
     import jsonschema

@@ -226,3 +226,16 @@ def test_gap_test_small_gap_or_wrong_direction_fails():
     assert not stats.two_proportion_gap_test(60, 100, 55, 100).passed
     reverse = stats.two_proportion_gap_test(84, 500, 234, 500)
     assert reverse.gap_pp == pytest.approx(-30.0) and not reverse.intervals_disjoint and not reverse.passed
+
+
+@pytest.mark.parametrize("counts, published", [
+    ((56, 70, 48, 80), (0.0524, 0.3339)),
+    ((9, 10, 3, 10), (0.1705, 0.8090)),
+    ((5, 56, 0, 29), (-0.0381, 0.1926)),
+    ((0, 10, 0, 20), (-0.1611, 0.2775)),
+])
+def test_independent_difference_matches_newcombe_1998(counts, published):
+    # Newcombe (1998), Stat. Med. 17:873-890, Table II, method 10 (hybrid score, no continuity correction)
+    diff, lo, hi = stats.difference_ci(*counts)
+    assert diff == pytest.approx(counts[0] / counts[1] - counts[2] / counts[3])
+    assert (round(lo, 4), round(hi, 4)) == published

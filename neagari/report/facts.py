@@ -13,6 +13,7 @@ import polars as pl
 from neagari.report import paper
 from neagari.report.paper import TableItem, concat_tables
 from neagari.report import published as pub
+from neagari.report.findings import findings
 from neagari.stats import wilson_interval
 from neagari.tables import read_table
 
@@ -315,7 +316,9 @@ def comparison_tables(models: list[dict], tables: dict, published: pub.Published
             "compare_targeted": pub.targeted_comparison(models, published, src("fitness_modes")),
             "compare_heldout": pub.heldout_comparison(models, published),
             "compare_crossing": pub.crossing_comparison(models, published, src("crossing")),
-            "compare_bench": pub.bench_comparison(models, published, src("bench"))}
+            "compare_bench": pub.bench_comparison(models, published, src("bench")),
+            "findings": findings(models, published, src("null_verdict", "crossing", "fitness_modes") +
+                                 [m["heldout"][f]["file"] for m in models for f in m["heldout"]])}
     tables.update({k: v for k, v in made.items() if v is not None})
 
 
@@ -361,6 +364,11 @@ def paper_content(man: dict, build_inputs: list[str], published_path: str | None
         comparison_tables(models, tables, paper_figures)
         run["scale"] = pub.scale(tables["runs"].df, paper_figures)
     run["paper_models"] = [d for d in run["models"] if d["paper_model"] and d["searched"]]
+    verdicts = {}
+    if "findings" in tables:
+        for r in tables["findings"].rows():
+            verdicts.setdefault(r["model"], []).append(r["verdict"])
+    run["findings"] = {m: {v: vs.count(v) for v in dict.fromkeys(vs)} for m, vs in verdicts.items()}
     context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"], "terrain": terrain,
                "paper": paper_figures, "run": run, "cross_quantization": cross_quantization(models),
                "subspace": subspace,

@@ -10,7 +10,8 @@ A download *source* is one config mapping with exactly one of
 - ``upstream: PATH``: a file of the paper's repository at the pinned commit
   (``downloads.upstream: {repo, commit}``), fetched from ``raw.githubusercontent.com``;
 - ``url: URL``: any other https URL;
-- ``path: PATH``: a local file (offline machines, tests): copied, never moved or removed;
+- ``path: PATH``: a local file (offline machines, tests): copied, never moved or removed; a
+  relative one names the working directory's file if it has one, else the repository's;
 
 plus ``sha256`` (64 hex digits, or null when nobody has computed it yet) and optionally ``size``.
 A download goes to ``<dest>.part`` first and becomes ``<dest>`` only once its sha256 (and size)
