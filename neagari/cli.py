@@ -413,7 +413,7 @@ FIXTURE_HELP = {"layers": "transformer blocks", "hidden": "hidden size (a multip
 
 def _search_arguments(s, engine_args) -> None:
     from neagari.engine.config import MLP_PROJECTIONS
-    from neagari.search.fitness import FITNESS_NAMES
+    from neagari.search.fitness import FITNESS_NAMES, FOCUS_ORDERS
     from neagari.search.proposal import GROUP_SAMPLING
     from neagari.search.runner import search_defaults
 
@@ -428,11 +428,20 @@ def _search_arguments(s, engine_args) -> None:
     s.add_argument("--epsilon", type=nonnegative_float, default=d["epsilon"], help="focused: fixed control slack")
     s.add_argument("--slack-ratio", type=nonnegative_float, default=d["slack_ratio"],
                    help="focused_proportional: slack / |baseline|")
+    s.add_argument("--barrier-mu", type=nonnegative_float, default=d["barrier_mu"],
+                   help="focused_barrier: weight μ of the controls' log-barrier")
+    s.add_argument("--focus-order", default=d["focus_order"], choices=FOCUS_ORDERS,
+                   help="focused: the order of the targets, fixed at baseline by |gap| or re-ranked every "
+                        "iteration (dynamic)")
+    s.add_argument("--stop-when-done", action="store_true",
+                   help="focused: stop once every target has crossed (default: run out --iterations, "
+                        "refusing every proposal)")
     s.add_argument("--layers", type=nonnegative_int, nargs="+", default=None, help="search layers (default: all)")
     s.add_argument("--projections", nargs="+", default=list(d["projections"]), choices=MLP_PROJECTIONS,
                    help="MLP projections whose groups may be flipped")
     s.add_argument("--group-sampling", default=d["group_sampling"], choices=GROUP_SAMPLING,
-                   help="uniform over groups, or proportional to |scale|")
+                   help="uniform over groups, or proportional to |scale| as accepted so far (scale) or as "
+                        "in the starting model (scale_base)")
     s.add_argument("--scale-prob", type=probability, default=d["scale_prob"],
                    help="probability of a scale-mantissa move")
     s.add_argument("--scale-bits", type=int, nargs="+", default=list(d["scale_bits"]), choices=range(10),

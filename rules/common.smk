@@ -1,7 +1,7 @@
 # Config validation and the target list; every stage's paths are built here from the config.
 import os
 
-from neagari.workflow.configcheck import validate_config
+from neagari.workflow.configcheck import ConfigError, validate_config
 from neagari.workflow.runs import STAGES, null_model_path, runs_of, search_runs
 
 # Checked against the schema, defaults filled; a mistake is a few lines naming the key (and the
@@ -128,6 +128,7 @@ def probe_set_path(wildcards):
 def all_targets():
     targets = expand("results/figures/gaps/{model}/{probeset}.png", model=MODELS, probeset=PROBE_SETS)
     targets += search_targets()
+    targets += sensitivity_targets()
     targets += EVAL_TARGETS
     if TERRAIN_MODELS:
         targets += terrain_targets()
@@ -169,6 +170,53 @@ def stage_models(model):
         labels.append(r.label)
         files.append(r.patched)
     return labels, files
+
+
+# ---------------------------------------------------------------------------- probe-sampling sensitivity (sensitivity.smk)
+# One pass-1 domain (default: the null baseline's, so that the seeds it is set against searched the
+# same probe set) resampled on each model; off unless search.sensitivity is enabled.
+SENSITIVITY = SEARCH["sensitivity"] if SEARCH else {"enabled": False}
+SENSITIVITY_MODELS = SENSITIVITY.get("models", SEARCH_MODELS) if SENSITIVITY["enabled"] else []
+SENSITIVITY_DOMAIN = SENSITIVITY.get("domain", SEARCH["null_baseline"]["domain"]) if SENSITIVITY_MODELS else None
+SENSITIVITY_SEED = SENSITIVITY.get("seed", config["seed"])
+SENSITIVITY_RESAMPLES = list(range(SENSITIVITY["resamples"])) if SENSITIVITY_MODELS else []
+if SENSITIVITY_MODELS and SENSITIVITY_DOMAIN not in ORDER:
+    raise ConfigError(
+        [f"config: search.sensitivity.domain: {SENSITIVITY_DOMAIN!r} is not a domain of search.pipeline.order"]
+    )
+if [m for m in SENSITIVITY_MODELS if m not in SEARCH_MODELS]:
+    raise ConfigError(["config: search.sensitivity.models: every model must be one of search.models"])
+
+
+def sensitivity_source(model):
+    """The pass-1 run whose probes are resampled: its model, settings and probe files are the resamples'."""
+    return RUNS[(model, "pass1", SENSITIVITY_DOMAIN)]
+
+
+def sensitivity_runs():
+    """The {run} wildcard of each resample's search: <domain>-r<index>."""
+    return [f"{SENSITIVITY_DOMAIN}-r{i}" for i in SENSITIVITY_RESAMPLES]
+
+
+def sensitivity_seed_runs(model):
+    """The null baseline's searches on the trained model, one per seed: the seed-to-seed spread."""
+    return [r for r in runs_of(RUNS, model, ("nullbase",)) if r.kind == "trained"]
+
+
+def sensitivity_files(model):
+    """The stage's tables of one model (None where the stage does not run on it)."""
+    if model not in SENSITIVITY_MODELS:
+        return None
+    base = f"results/sensitivity/{model}/{SENSITIVITY_DOMAIN}"
+    return {
+        "domain": SENSITIVITY_DOMAIN,
+        "seed": SENSITIVITY_SEED,
+        **{t: f"{base}.{t}.parquet" for t in ("resamples", "runs", "spread", "comparison")},
+    }
+
+
+def sensitivity_targets():
+    return [p for m in SENSITIVITY_MODELS for k, p in sensitivity_files(m).items() if k not in ("domain", "seed")]
 
 
 # ---------------------------------------------------------------------------- terrain (terrain.smk)

@@ -78,6 +78,7 @@ def paper_model_files(model):
         "runs": {r.label: {"stage": r.stage, "run": r.name, "domain": r.domain} for r in runs_of(RUNS, model)},
         "heldout": heldout,
         "bench": bench,
+        "sensitivity": sensitivity_files(model),  # None where the stage does not run
     }
     if heldout:
         files["figures"]["heldout"] = f"results/figures/heldout/{model}.png"

@@ -12,6 +12,11 @@ BENCH_MAX_NEW_TOKENS = None  # None: the longest answer plus 4 tokens, as the qu
 # rendered through each model's chat template, instead of the embedded model's evaluation sets.
 EVAL_CFG = config["evaluation"]
 BENCHMARK_FILES = EVAL_CFG["benchmarks"]
+# With `evaluation.harness`: the same tables through lm-evaluation-harness against llama.cpp's
+# server (neagari.evaluation.harness), instead of our items and scorers; its own environment, as
+# lm-eval pulls in datasets and pyarrow.
+HARNESS = EVAL_CFG["harness"]
+HARNESS_ENV = "../envs/harness.yaml"
 HELDOUT_VERBATIM = config_path(EVAL_CFG["heldout_verbatim"])
 EVAL_FITNESSES = SEARCH["targeted"]["fitnesses"] if SEARCH else []
 # "patched" = the fully patched model of the five-domain pipeline (pass 2 unless it is off)
@@ -108,40 +113,89 @@ rule build_benchmark_items:
         "../scripts/build_benchmark_items.py"
 
 
-rule eval_benchmark:
-    input:
-        model=lambda wc: (
-            f"results/models/{wc.model}.gguf"
-            if wc.variant == "base"
-            else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"
-        ),
-        eval_sets=lambda wc: (
-            f"results/eval/{wc.model}/bench/items.jsonl" if BENCHMARK_FILES else "results/data/eval/eval_sets.jsonl"
-        ),
-    output:
-        table="results/eval/{model}/bench/{variant}.parquet",
-    params:
-        n_ctx=BENCH_N_CTX,
-        seed=BENCH_SEED,
-        max_new_tokens=BENCH_MAX_NEW_TOKENS,
-        n_gpu_layers=EVAL_CFG["n_gpu_layers"],
-    wildcard_constraints:
-        model=wildcard_choice(SEARCH_MODELS),
-        variant="base|patched",
-    # llama.cpp threads spin while they wait: on a busy machine more threads than free cores
-    # make a small model 30x slower. One is right for the embedded models; raise it for 1.7B/8B.
-    threads: 1
-    log:
-        "logs/eval/{model}/bench/{variant}.log",
-    benchmark:
-        "logs/eval/{model}/bench/{variant}.bench.tsv"
-    conda:
-        ENV
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    script:
-        "../scripts/eval_benchmark.py"
+if HARNESS["enabled"]:
+
+    rule eval_benchmark:
+        input:
+            model=lambda wc: (
+                f"results/models/{wc.model}.gguf"
+                if wc.variant == "base"
+                else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"
+            ),
+            tables=[dl.download_path(k) for k in BENCHMARK_FILES.values()],
+            punkt_tab=[dl.download_path(HARNESS["punkt_tab"])] if HARNESS["punkt_tab"] else [],
+        output:
+            table="results/eval/{model}/bench/{variant}.parquet",
+            # task files, lm-eval's results and sample logs, server and lm-eval logs
+            samples=directory("results/eval/{model}/bench/{variant}.harness"),
+        params:
+            benchmarks={name: dl.download_path(k) for name, k in BENCHMARK_FILES.items()},
+            tasks=HARNESS["tasks"],
+            # lm-eval's response cache (resumes per item), outside the outputs so that a rerun keeps it
+            cache_dir=lambda wc: f"results/eval/{wc.model}/bench/{wc.variant}.harness-cache",
+            max_new_tokens=EVAL_CFG["max_new_tokens"],
+            limit=EVAL_CFG["benchmark_limit"],
+            thinking=EVAL_CFG["thinking"],
+            n_ctx=BENCH_N_CTX,
+            seed=BENCH_SEED,
+            n_gpu_layers=EVAL_CFG["n_gpu_layers"],
+            startup_timeout_s=HARNESS["startup_timeout_s"],
+            request_timeout_s=HARNESS["request_timeout_s"],
+        wildcard_constraints:
+            model=wildcard_choice(SEARCH_MODELS),
+            variant="base|patched",
+        # the server's llama.cpp threads (see the rule below)
+        threads: 1
+        log:
+            "logs/eval/{model}/bench/{variant}.log",
+        benchmark:
+            "logs/eval/{model}/bench/{variant}.bench.tsv"
+        conda:
+            HARNESS_ENV
+        resources:
+            mem_mb=4000,
+            runtime=120,
+        script:
+            "../scripts/eval_benchmark_harness.py"
+
+else:
+
+    rule eval_benchmark:
+        input:
+            model=lambda wc: (
+                f"results/models/{wc.model}.gguf"
+                if wc.variant == "base"
+                else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"
+            ),
+            eval_sets=lambda wc: (
+                f"results/eval/{wc.model}/bench/items.jsonl"
+                if BENCHMARK_FILES
+                else "results/data/eval/eval_sets.jsonl"
+            ),
+        output:
+            table="results/eval/{model}/bench/{variant}.parquet",
+        params:
+            n_ctx=BENCH_N_CTX,
+            seed=BENCH_SEED,
+            max_new_tokens=BENCH_MAX_NEW_TOKENS,
+            n_gpu_layers=EVAL_CFG["n_gpu_layers"],
+        wildcard_constraints:
+            model=wildcard_choice(SEARCH_MODELS),
+            variant="base|patched",
+        # llama.cpp threads spin while they wait: on a busy machine more threads than free cores
+        # make a small model 30x slower. One is right for the embedded models; raise it for 1.7B/8B.
+        threads: 1
+        log:
+            "logs/eval/{model}/bench/{variant}.log",
+        benchmark:
+            "logs/eval/{model}/bench/{variant}.bench.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=4000,
+            runtime=120,
+        script:
+            "../scripts/eval_benchmark.py"
 
 
 rule eval_benchmark_compare:

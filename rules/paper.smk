@@ -12,6 +12,7 @@ rule build_paper:
         shell=repo_path("resources/paper/paper.html.j2"),
         css=repo_path("resources/paper/paper.css"),
         published=repo_path("resources/paper/published.yaml"),
+        fidelity=repo_path("resources/paper/fidelity.yaml"),
     output:
         html=report("results/paper/index.html", caption="../report/paper.rst", category="Paper"),
         markdown="results/paper/paper.md",

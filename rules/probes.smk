@@ -1,5 +1,6 @@
 # Stage 2: probes. Calibration runs once per (model, probe set) on the base model: the model's
-# own top wrong token replaces the heuristic one (PAPER.md §3).
+# own top wrong token replaces the heuristic one (PAPER.md §3); the token report lists the probes
+# whose gap compares a shared or a whitespace token rather than the answers.
 
 
 rule calibrate_probes:
@@ -9,8 +10,11 @@ rule calibrate_probes:
         probes=probe_set_path,
     output:
         probes="results/probes/{model}/{probeset}.json",
+        tokens="results/probes/{model}/{probeset}.tokens.parquet",
     params:
         batch_size=config["score"]["batch_size"],
+        upstream_controls=config["score"]["upstream_controls"],
+        first_token=config["score"]["first_token"],
         device=config["device"],
         dtype=config["weights_dtype"],
     threads: 1

@@ -13,6 +13,7 @@ SEARCH_COMMON = (
     "checkpoint_every",
     "scale_bits",
 )
+PIPELINE_PROMOTION = {k: SEARCH["pipeline"][k] for k in ("promotion", "max_controls")} if SEARCH else None
 
 
 rule randomize_null_model:
@@ -52,7 +53,8 @@ rule search:
     params:
         # SearchConfig field -> value; the fields a run does not set keep the search's defaults
         settings=lambda wc: {**{k: SEARCH[k] for k in SEARCH_COMMON}, **run_of(wc).search_settings()},
-        promoted_cap=SEARCH["pipeline"]["promoted_cap"] if SEARCH else None,
+        # pipeline runs carry controls on to the next domain (neagari.search.promotion); others none
+        promotion=lambda wc: PIPELINE_PROMOTION if wc.stage in ("pass1", "pass2") else None,
         device=config["device"],
         dtype=config["weights_dtype"],
     wildcard_constraints:

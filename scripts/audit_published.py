@@ -16,16 +16,12 @@ with rule_context(snakemake, config_keys=["published_patches"]) as log:
     write_table(audits.move_type_share({n: p.moves for n, p in patches.items()}), out.scale_share, MoveTypeShare)
     flags = {}
     for name, patch in patches.items():
-        # an upstream patch records the iteration of each kept flip and the iterations run
-        total = int(patch.metadata.get("iterations") or patch.search_config.get("iterations")
-                    or patch.metadata.get("iterations_run") or 0)
-        kept = {int(r["iteration"]) for r in patch.records if "iteration" in r}
-        if kept and total and max(kept) == total and min(kept) >= 1:  # 1-based iteration numbers
-            kept = {i - 1 for i in kept}
-        if total and kept and max(kept) < total:
-            flags[name] = [i in kept for i in range(total)]
+        # over the iterations actually run, so an auto-terminated search is not padded with rejects
+        recorded = audits.recorded_flags(patch)
+        if recorded is None:
+            log.warning("%s: no count of the iterations run; left out of the acceptance table", name)
         else:
-            log.warning("%s: no iteration count; left out of the acceptance table", name)
+            flags[name] = recorded
     write_table(audits.acceptance_table(flags, snakemake.params.checkpoints, snakemake.params.window),
                 out.acceptance, AcceptanceTable)
     log.info("audited %d published patches\n%s", len(patches), summary)

@@ -1,5 +1,6 @@
 """Rule derive_probes: a probe set built from downloaded files (the upstream search script's base
-controls, the upstream 1.7B notebook's verbatim prompts, samples of MMLU / MuSR as controls)."""
+controls, the upstream held-out evaluation script's verbatim training probes, the upstream 1.7B
+notebook's verbatim prompts and knowledge controls, samples of MMLU / MuSR as controls)."""
 import json
 from pathlib import Path
 

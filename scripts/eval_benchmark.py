@@ -9,6 +9,7 @@ import json
 
 import polars as pl
 
+from neagari.evaluation.harness import gpu_layers
 from neagari.evaluation.llama_eval import LlamaGenerator, evaluate_items
 from neagari.evaluation.resumable import partial_path
 from neagari.evaluation.schemas import BenchItems
@@ -18,10 +19,11 @@ from neagari.workflow.smk import rule_context
 
 p = snakemake.params
 out = snakemake.output.table
-with rule_context(snakemake, config_keys=[], seed=p.seed, device="llama.cpp (cpu)") as log:
+layers = gpu_layers(p.n_gpu_layers)
+with rule_context(snakemake, config_keys=[], seed=p.seed, device=f"llama.cpp ({'gpu' if layers else 'cpu'})") as log:
     items = [json.loads(line) for line in open(snakemake.input.eval_sets)]
     gen = LlamaGenerator(snakemake.input.model, n_ctx=p.n_ctx, seed=p.seed, n_threads=snakemake.threads,
-                         n_gpu_layers=p.n_gpu_layers)
+                         n_gpu_layers=layers)
     header = {"model_sha256": sha256_file(snakemake.input.model), "max_new_tokens": p.max_new_tokens,
               "generation": gen.settings()}
     table = evaluate_items(gen, items, max_new_tokens=p.max_new_tokens, desc=snakemake.wildcards.variant,

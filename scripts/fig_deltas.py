@@ -38,7 +38,7 @@ with rule_context(snakemake, config_keys=[], seed=snakemake.params.seed) as log:
     ax_eff.set_title("|mean target-gap change| of one accepted flip (logits)")
     ax_dist.set_title("distance of a wrong target to the boundary, |gap| at the start (logits)")
     ax_dist.set_xlabel("logits (log scale)")
-    ratio = pooled["distance_ratio"][0] if pooled.height else None
+    ratio = pooled["median_distance_ratio"][0] if pooled.height else None
     suffix = f": median distance / |mean effect| = {ratio:,.0f}" if ratio is not None else ""
     fig.suptitle(f"{snakemake.wildcards.model}{suffix}")
     save(fig, snakemake.output.png, snakemake.output.pdf)

@@ -42,7 +42,7 @@ class Mutant:
 
 MUTANTS = [
     Mutant("focused-accepts-unchanged", "neagari/search/fitness.py",
-           "ok = checks[0] > 0 and", "ok = checks[0] >= 0 and",
+           "ok = gain > 0 and", "ok = gain >= 0 and",
            ("tests/test_fitness.py", "tests/test_search.py::test_focused_fitness_is_lexicographic"),
            "focused judge accepts a focus target that did not improve"),
     Mutant("proportional-slack-sign", "neagari/search/fitness.py",
@@ -50,7 +50,7 @@ MUTANTS = [
            ("tests/test_fitness.py",),
            "focused_proportional slack rho*b_c: wrong for a negative baseline"),
     Mutant("heldout-pass-with-copy", "neagari/evaluation/heldout.py",
-           "if target in output and not has_other:", "if target in output:",
+           "if target in out and not has_rest:", "if target in out:",
            ("tests/test_heldout.py",),
            "held-out classify says PASS whenever the target is present"),
     Mutant("crossing-zero-gap", "neagari/analysis/audits.py",
@@ -58,7 +58,7 @@ MUTANTS = [
            ("tests/test_audits.py",),
            "boundary crossing: a gap of exactly 0 before is not counted as wrong"),
     Mutant("distance-ratio-sign", "neagari/analysis/audits.py",
-           "ratio = median / abs(mean_delta) if", "ratio = median / mean_delta if",
+           "return x / abs(mean_delta) if", "return x / mean_delta if",
            ("tests/test_audits.py",),
            "§7.6 distance ratio divides by the signed mean delta"),
     Mutant("sha256-after-repeated-move", "neagari/search/patch.py",

@@ -1,14 +1,21 @@
-"""neagari.analysis.audits on small hand-made flip records whose answers are worked out by hand below."""
+"""neagari.analysis.audits on small hand-made flip records whose answers are worked out by hand below,
+and on the paper's published patch files where they are downloaded."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import statistics
+from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from neagari.analysis import audits
 from neagari.analysis import schemas
+from neagari.report.published import Published
 from neagari.search.patch import Move, read_patch
 
 
@@ -67,9 +74,12 @@ def test_boundary_crossing_summary():
     assert (row["total_fixes"], row["total_breaks"]) == (1, 1)
     # all 9 (flip, target) deltas sum to 0.25 - 0.3 + 0.1 = 0.05
     assert row["mean_delta"] == pytest.approx(0.05 / 9)
-    # wrong at the start: positions 0 (-0.5) and 2 (-0.1); median distance (0.5 + 0.1)/2
-    assert row["n_wrong"] == 2 and row["median_wrong_distance"] == pytest.approx(0.3)
-    assert row["distance_ratio"] == pytest.approx(0.3 / (0.05 / 9))  # = 54
+    # wrong at the start: positions 0 (A, -0.5) and 2 (A again, -0.1). By name, as upstream's
+    # notebook reads the list into a dict, that is one probe A with the gap listed last, -0.1
+    assert row["n_wrong_listed"] == 2 and row["n_wrong_probes"] == 1
+    assert row["median_wrong_distance"] == pytest.approx(0.1) and row["mean_wrong_distance"] == pytest.approx(0.1)
+    assert row["median_distance_ratio"] == pytest.approx(0.1 / (0.05 / 9))  # = 18
+    assert row["mean_distance_ratio"] == pytest.approx(0.1 / (0.05 / 9))
     # nearest wrong: the *second* "A" (position 2), -0.1 -> 0.05 by deltas 0.05, 0.1, 0
     assert (row["nearest_wrong_index"], row["nearest_wrong_name"]) == (2, "A")
     assert row["nearest_wrong_start"] == pytest.approx(-0.1)
@@ -94,21 +104,61 @@ def test_boundary_crossing_reads_an_upstream_patch(tmp_path):
     assert row["mean_delta"] == pytest.approx(0.05 / 9)
 
 
+# A second patch on targets (Z, A, Y), all wrong: -2.0, -0.7, -0.4; one flip, deltas +0.1, 0, 0.
+# A is also a probe of RECORDS (wrong there by name at -0.1), as pass 2 reuses pass 1's probes.
+OTHER = [_flip(0, [-2.0, -0.7, -0.4], [-1.9, -0.7, -0.4], [], [], names=("Z", "A", "Y"))]
+
+
 def test_boundary_crossing_pooled():
-    other = [_flip(0, [-2.0], [-1.9], [], [], names=("Z",))]
-    per_flip, summary = audits.boundary_crossing_pooled({"p1": RECORDS, "p2": other})
+    per_flip, summary = audits.boundary_crossing_pooled({"p1": RECORDS, "p2": OTHER})
     _valid(per_flip, schemas.BoundaryCrossingFlips)
     _valid(summary, schemas.BoundaryCrossingSummary)
     assert per_flip["patch"].to_list() == ["p1", "p1", "p1", "p2"]
     assert summary["patch"].to_list() == ["p1", "p2", "all"]
     total = summary.row(2, named=True)
-    # 10 (flip, target) deltas summing to 0.05 + 0.1; wrong distances 0.5, 0.1, 2.0
-    assert total["flips"] == 4 and total["n_wrong"] == 3
-    assert total["mean_delta"] == pytest.approx(0.015)
-    assert total["median_wrong_distance"] == pytest.approx(0.5)
-    assert total["distance_ratio"] == pytest.approx(0.5 / 0.015)
+    # 12 (flip, target) deltas summing to 0.05 + 0.1
+    assert total["flips"] == 4 and total["mean_delta"] == pytest.approx(0.0125)
+    # each probe once, where first listed: A at p1's start (0.1), Z (2.0), Y (0.4) from p2
+    assert total["n_wrong_probes"] == 3 and total["n_wrong_listed"] is None
+    assert total["median_wrong_distance"] == pytest.approx(0.4)
+    assert total["mean_wrong_distance"] == pytest.approx(2.5 / 3)
+    assert total["median_distance_ratio"] == pytest.approx(0.4 / 0.0125)  # = 32
+    assert total["mean_distance_ratio"] == pytest.approx(2.5 / 3 / 0.0125)  # ≈ 66.7
     assert total["nearest_wrong_name"] == "p1:A" and total["nearest_wrong_start"] == pytest.approx(-0.1)
-    assert summary.row(1, named=True)["nearest_wrong_end"] == pytest.approx(-1.9)
+    p2 = summary.row(1, named=True)
+    assert (p2["n_wrong_probes"], p2["nearest_wrong_name"], p2["nearest_wrong_end"]) == (3, "Y", -0.4)
+
+
+def test_boundary_crossing_pooled_over_every_patch_start_as_the_notebook():
+    _, summary = audits.boundary_crossing_pooled({"p1": RECORDS, "p2": OTHER}, pool="every")
+    total = _valid(summary, schemas.BoundaryCrossingSummary).row(2, named=True)
+    # p1's wrong probe A (0.1) and all three of p2's (2.0, 0.7, 0.4): A counts in both patches;
+    # by position p1 lists 2 wrong and p2 3
+    assert (total["n_wrong_probes"], total["n_wrong_listed"]) == (4, 5)
+    assert total["median_wrong_distance"] == pytest.approx(0.55)
+    assert total["mean_wrong_distance"] == pytest.approx(0.8)
+    assert total["median_distance_ratio"] == pytest.approx(44.0) and total["mean_distance_ratio"] == pytest.approx(64.0)
+    # the flips and their deltas pool the same either way
+    first = audits.boundary_crossing_pooled({"p1": RECORDS, "p2": OTHER})[1].row(2, named=True)
+    assert (first["flips"], first["mean_delta"]) == (total["flips"], total["mean_delta"])
+    with pytest.raises(ValueError, match="pool must be one of"):
+        audits.boundary_crossing_pooled({"p1": RECORDS}, pool="last")
+
+
+def test_wrong_probes_are_keyed_by_name():
+    # targets m1 m2 m1 m3 m4 at -5.0 -1.0 +0.5 -3.0 -0.5; deltas +0.5 0 0 +0.5 0 (mean 0.2).
+    # By position 4 are wrong; by name m1 is one probe with its last gap, +0.5, so right: the
+    # wrong probes are m2 m3 m4 at 1.0, 3.0, 0.5: median 1.0, mean 1.5 (by position: 2.0, 2.375)
+    names = ("m1", "m2", "m1", "m3", "m4")
+    rec = _flip(0, [-5.0, -1.0, 0.5, -3.0, -0.5], [-4.5, -1.0, 0.5, -2.5, -0.5], [1.0], [1.0], names=names)
+    _, summary = audits.boundary_crossing([rec])
+    row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
+    assert (row["n_wrong_listed"], row["n_wrong_probes"]) == (4, 3)
+    assert row["median_wrong_distance"] == 1.0 and row["mean_wrong_distance"] == 1.5
+    assert row["mean_delta"] == pytest.approx(0.2)
+    assert row["median_distance_ratio"] == pytest.approx(5.0) and row["mean_distance_ratio"] == pytest.approx(7.5)
+    # the nearest wrong target is still found by position: m4 (index 4, -0.5)
+    assert (row["nearest_wrong_index"], row["nearest_wrong_name"]) == (4, "m4")
 
 
 def test_boundary_crossing_of_a_search_that_kept_no_flip():
@@ -118,7 +168,8 @@ def test_boundary_crossing_of_a_search_that_kept_no_flip():
     _valid(summary, schemas.BoundaryCrossingSummary)
     assert summary["patch"].to_list() == ["p1", "math", "all"]
     empty = summary.row(1, named=True)
-    assert empty["flips"] == 0 and empty["total_fixes"] == 0 and empty["n_wrong"] is None
+    assert empty["flips"] == 0 and empty["total_fixes"] == 0 and empty["n_wrong_probes"] is None
+    assert empty["median_wrong_distance"] is None and empty["mean_distance_ratio"] is None
     assert summary.row(2, named=True)["flips"] == summary.row(0, named=True)["flips"] == per_flip.height
     per_flip, summary = audits.boundary_crossing([], "math")
     assert per_flip.height == 0 and summary["flips"].to_list() == [0]
@@ -132,7 +183,7 @@ def test_boundary_crossing_counts_a_gap_of_exactly_zero_as_wrong():
     #   Y +0.5 ->  0.0   right -> wrong: a break (before > 0, after <= 0)
     #   Z  0.0 ->  0.0   wrong -> wrong: neither
     #   control 0.0 -> +0.25: a control fix
-    # deltas +0.5, -0.5, 0.0: mean 0.0 exactly, so distance_ratio is undefined (null)
+    # deltas +0.5, -0.5, 0.0: mean 0.0 exactly, so both distance ratios are undefined (null)
     rec = _flip(4, [0.0, 0.5, 0.0], [0.5, 0.0, 0.0], [0.0], [0.25], names=("X", "Y", "Z"))
     per_flip, summary = audits.boundary_crossing([rec])
     assert per_flip["n_fixes"].to_list() == [1] and per_flip["n_breaks"].to_list() == [1]
@@ -140,15 +191,16 @@ def test_boundary_crossing_counts_a_gap_of_exactly_zero_as_wrong():
     assert per_flip["changes_target_sign"].to_list() == [True]
     row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
     assert (row["total_fixes"], row["total_breaks"], row["flips_changing_any_control_sign"]) == (1, 1, 1)
-    # wrong at the start: X (0.0) and Z (0.0); distances |0| and |0|, median 0
-    assert row["n_wrong"] == 2 and row["median_wrong_distance"] == 0.0
-    assert row["mean_delta"] == 0.0 and row["distance_ratio"] is None
+    # wrong at the start: X (0.0) and Z (0.0); distances |0| and |0|, median and mean 0
+    assert row["n_wrong_probes"] == 2 and row["median_wrong_distance"] == 0.0 and row["mean_wrong_distance"] == 0.0
+    assert row["mean_delta"] == 0.0
+    assert row["median_distance_ratio"] is None and row["mean_distance_ratio"] is None
     # nearest wrong: both at 0.0, the first (X, index 0) is taken
     assert (row["nearest_wrong_index"], row["nearest_wrong_name"], row["nearest_wrong_end"]) == (0, "X", 0.5)
 
 
 def test_boundary_crossing_ratio_of_a_negative_mean_delta_is_positive():
-    # §7.6: distance_ratio = median |gap| of the wrong targets / |mean_delta|, a positive multiple.
+    # §7.6: each distance ratio = distance of the wrong probes / |mean_delta|, a positive multiple.
     # Two flips on targets (P, Q): every delta is -0.25 (all exact in binary)
     #   flip 0: P -1.0 -> -1.25, Q 0.5 -> 0.25;  flip 1: P -1.25 -> -1.5, Q 0.25 -> 0.0 (Q breaks)
     # mean_delta = (4 x -0.25) / 4 = -0.25; wrong at the start: P alone, distance 1.0;
@@ -160,15 +212,16 @@ def test_boundary_crossing_ratio_of_a_negative_mean_delta_is_positive():
     assert per_flip["n_breaks"].to_list() == [0, 1]
     row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
     assert row["mean_delta"] == -0.25 and row["mean_abs_delta"] == 0.25
-    assert row["n_wrong"] == 1 and row["median_wrong_distance"] == 1.0
-    assert row["distance_ratio"] == 4.0
+    assert row["n_wrong_probes"] == 1 and row["median_wrong_distance"] == 1.0
+    assert row["median_distance_ratio"] == 4.0 and row["mean_distance_ratio"] == 4.0
     assert row["nearest_wrong_mean_delta"] == -0.25 and row["nearest_wrong_end"] == -1.5
     # pooled with RECORDS (mean 0.05/9 over 9 pairs): 13 pairs summing to 0.05 - 1.0 = -0.95, so
-    # mean -0.95/13; wrong distances 0.5, 0.1 (RECORDS) and 1.0: median 0.5; ratio 0.5 / (0.95/13)
+    # mean -0.95/13; wrong probes A (0.1, RECORDS by name) and P (1.0): median = mean = 0.55
     _, pooled = audits.boundary_crossing_pooled({"p1": RECORDS, "neg": recs})
     total = pooled.row(2, named=True)
     assert total["mean_delta"] == pytest.approx(-0.95 / 13)
-    assert total["distance_ratio"] == pytest.approx(0.5 * 13 / 0.95)  # ≈ 6.84, positive
+    assert total["median_distance_ratio"] == pytest.approx(0.55 * 13 / 0.95)  # ≈ 7.53, positive
+    assert total["mean_distance_ratio"] == pytest.approx(0.55 * 13 / 0.95)
 
 
 def test_boundary_crossing_without_gap_logs_says_why():
@@ -194,6 +247,45 @@ def test_acceptance_table():
     assert (a["rate_at_2"], a["rate_at_4"], a["rate_at_10"]) == (0.5, 0.5, None)
     assert a["rolling_final"] == pytest.approx(2 / 3)
     assert empty["rate"] is None and empty["rolling_final"] is None
+
+
+def _upstream_patch(tmp_path, kept, **top):
+    """An upstream-format patch file whose flips were kept at iterations ``kept``, read back."""
+    doc = {"version": 2, "format": "bankai_group_xor_v2", "domain": "editing", "search_layers": [1],
+           "flips": [{"layer": 1, "proj": UP1, "group": i, "iteration": it} for i, it in enumerate(kept)], **top}
+    path = tmp_path / "patch.json"
+    path.write_text(json.dumps(doc))
+    return read_patch(path)
+
+
+def test_acceptance_of_an_auto_terminated_upstream_run_is_over_the_iterations_it_ran(tmp_path):
+    # Budget 1000, stopped after 300 iterations (upstream appends one fitness_history entry per
+    # iteration run), flips kept at 0, 5 and 299. Over the 300 run: rate 3/300; first 50: 2/50;
+    # first 200: 2/200; 500 and 1000 were never reached (null, not a rate padded with rejects);
+    # the last 200 (iterations 100..299) hold one accept: 1/200
+    patch = _upstream_patch(tmp_path, [0, 5, 299], iterations=1000, fitness_history=[0.0] * 300)
+    assert audits.recorded_iterations(patch) == 300
+    flags = audits.recorded_flags(patch)
+    assert len(flags) == 300 and [i for i, f in enumerate(flags) if f] == [0, 5, 299]
+    row = audits.acceptance_table({"editing": flags}).row(0, named=True)
+    assert (row["iterations"], row["accepted"], row["rate"]) == (300, 3, 0.01)
+    assert (row["rate_at_50"], row["rate_at_200"], row["rate_at_500"], row["rate_at_1000"]) == (0.04, 0.01, None, None)
+    assert row["rolling_final"] == 1 / 200
+
+
+def test_acceptance_of_our_runners_patch_reads_iterations_run(tmp_path):
+    # our runner writes one fitness_history entry per accepted flip, and says iterations_run
+    patch = _upstream_patch(tmp_path, [1, 4], iterations_run=7, fitness_history=[0.1, 0.2])
+    assert audits.recorded_flags(patch) == [False, True, False, False, True, False, False]
+
+
+def test_acceptance_without_a_count_of_iterations_run_is_unknown(tmp_path):
+    # the budget alone says nothing of where the run stopped
+    assert audits.recorded_flags(_upstream_patch(tmp_path, [1, 4], iterations=10)) is None
+    # a history shorter than the kept iterations is not one entry per iteration
+    assert audits.recorded_flags(_upstream_patch(tmp_path, [1, 9], fitness_history=[0.1, 0.2])) is None
+    # iterations numbered from 1: the last of 4 kept is iteration 4
+    assert audits.recorded_flags(_upstream_patch(tmp_path, [1, 4], fitness_history=[0.0] * 4)) == [True, False, False, True]
 
 
 # ---------------------------------------------------------------------------- interference
@@ -342,3 +434,163 @@ def test_audits_of_one_models_runs():
                                                                                   ("random", 3, 0, 1)]
     assert audits.fitness_modes(runs, "m").is_empty()
     assert audits.pipeline_layer_projection(runs).is_empty()
+
+
+def test_search_crossing_pools_the_wrong_probes_of_pass_1():
+    # pass 2 listed first still pools after pass 1: probe A counts at pass 1's start (-0.6), not at
+    # pass 2's (-0.2); pass 2's own row keeps its start
+    from types import SimpleNamespace
+
+    def run(stage, gap):
+        rec = _flip(0, [gap], [gap + 0.1], [], [], names=("A",))
+        return audits.AuditedRun(stage=stage, name="editing", patch=SimpleNamespace(records=[rec], moves=[]),
+                                 summary={}, flags=[True])
+
+    _, summary = audits.search_crossing([run("pass2", -0.2), run("pass1", -0.6)])
+    assert summary["patch"].to_list() == ["pass1/editing", "pass2/editing", "all"]
+    assert summary["median_wrong_distance"].to_list() == pytest.approx([0.6, 0.2, 0.6])
+    assert summary["n_wrong_probes"].to_list() == [1, 1, 1]
+
+
+# ---------------------------------------------------------------------------- the published patches
+# The ten patch files upstream published (config/bonsai-8b.yaml, published_patches), read where
+# the workflow downloads them, or from NEAGARI_PUBLISHED_PATCHES (a folder holding v2_patches/ and
+# v3_patches/). Each file present is checked against plain Python over its records, the way
+# upstream's boundary_crossing_audit.ipynb reads them (gap lists into dicts), and against the
+# paper's figures for it (resources/paper/published.yaml); with all ten, the pooled §7.6 figures.
+
+REPO = Path(__file__).resolve().parents[1]
+DOWNLOADS = "results/downloads/neagari/patches/"
+PUBLISHED_DIR = Path(os.environ.get("NEAGARI_PUBLISHED_PATCHES", REPO / DOWNLOADS))
+PUBLISHED_CONFIG = yaml.safe_load((REPO / "config/bonsai-8b.yaml").read_text())["published_patches"]
+PAPER = Published(REPO / "resources/paper/published.yaml")
+
+
+def test_published_patches_are_named_by_their_pass():
+    # v2_patches is upstream's pass 1 (weight XOR), v3_patches its pass 2, pass 1 listed first
+    assert all(path.startswith(DOWNLOADS) for path in PUBLISHED_CONFIG.values())
+    passes = [name.split("_", 1)[0] for name in PUBLISHED_CONFIG]
+    assert passes == ["v2"] * 5 + ["v3"] * 5
+
+
+def _published_path(name: str) -> Path:
+    return PUBLISHED_DIR / PUBLISHED_CONFIG[name].removeprefix(DOWNLOADS)
+
+
+@functools.cache
+def _published_doc(name: str) -> dict:
+    return json.loads(_published_path(name).read_text())
+
+
+def _printed(key: str):
+    """A figure as the paper prints it (percent as percent)."""
+    return PAPER.entry(key)["value"]
+
+
+def _present() -> list[str]:
+    return [n for n in PUBLISHED_CONFIG if _published_path(n).is_file()]
+
+
+def _by_hand(flips: list[dict]) -> dict:
+    """One patch in plain Python: the wrong probes as the notebook finds them (its dict of the
+    first flip's gaps before, so a repeated name keeps its last gap), and the deltas by position."""
+    listed = flips[0]["target_gaps_before"]
+    start = dict((n, g) for n, g in listed)
+    deltas = [a - b for f in flips for (_, b), (_, a) in zip(f["target_gaps_before"], f["target_gaps_after"])]
+    # the notebook's deltas: per flip, for each name of its dict, after minus before
+    notebook_deltas = [dict(f["target_gaps_after"])[n] - g for f in flips for n, g in dict(f["target_gaps_before"]).items()]
+    return {"order": [n for n, _ in listed], "start": start,
+            "wrong": [-g for g in start.values() if g <= 0], "wrong_listed": sum(g <= 0 for _, g in listed),
+            "deltas": deltas, "notebook_deltas": notebook_deltas}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_CONFIG))
+def test_published_patch_against_plain_python_and_the_paper(name):
+    if not _published_path(name).is_file():
+        pytest.skip(f"{_published_path(name)} not downloaded")
+    doc = _published_doc(name)
+    patch = read_patch(_published_path(name))
+    ref = _by_hand(doc["flips"])
+    _, summary = audits.boundary_crossing(patch.records, label=name)
+    row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
+    assert row["flips"] == len(doc["flips"])
+    assert row["n_wrong_probes"] == len(ref["wrong"]) and row["n_wrong_listed"] == ref["wrong_listed"]
+    assert row["median_wrong_distance"] == statistics.median(ref["wrong"])
+    assert row["mean_wrong_distance"] == pytest.approx(statistics.fmean(ref["wrong"]), rel=1e-12)
+    mean_delta = statistics.fmean(ref["deltas"])
+    assert row["mean_delta"] == pytest.approx(mean_delta, rel=1e-9)
+    assert row["median_distance_ratio"] == pytest.approx(statistics.median(ref["wrong"]) / abs(mean_delta), rel=1e-9)
+    assert row["mean_distance_ratio"] == pytest.approx(statistics.fmean(ref["wrong"]) / abs(mean_delta), rel=1e-9)
+
+    stage, domain = name.split("_", 1)
+    flags = audits.recorded_flags(patch)
+    assert len(flags) == len(doc["fitness_history"]) and sum(flags) == len(doc["flips"])
+    if stage == "v2":  # §6.5: pass-1 flips and acceptance rate per domain
+        assert len(doc["flips"]) == _printed(f"pass1.{domain}.flips")
+        assert round(100 * sum(flags) / len(flags), 1) == _printed(f"pass1.{domain}.rate")
+    else:  # §7.5: the scale share of each pass-2 patch
+        share = audits.move_type_share({domain: patch.moves}).row(0, named=True)
+        assert share["scale_flips"] == _printed(f"pass2.{domain}.scale_flips")
+        assert round(100 * share["scale_share"]) == _printed(f"pass2.{domain}.scale_share")
+    if name == "v2_editing":  # §7.1 checkpoints and the §7.6 editing paragraph
+        acc = audits.acceptance_table({name: flags}).row(0, named=True)
+        for c in ("rate_at_50", "rate_at_200", "rate_at_500", "rate_at_1000", "rolling_final"):
+            assert round(100 * acc[c], 1) == _printed(f"acceptance.editing.{c}")
+        assert round(row["mean_delta"], 6) == _printed("crossing.editing.mean_delta")
+        for c in ("nearest_wrong_start", "nearest_wrong_end"):
+            assert round(row[c], 3) == _printed(f"crossing.editing.{c}")
+        assert round(row["nearest_wrong_mean_delta"], 6) == _printed("crossing.editing.nearest_wrong_mean_delta")
+
+
+def _pooled_by_hand(names: list[str]) -> dict:
+    per = {n: _by_hand(_published_doc(n)["flips"]) for n in names}
+    first: dict[str, float] = {}
+    for r in per.values():
+        for probe in r["order"]:
+            first.setdefault(probe, r["start"][probe])
+    return {"first": [-g for g in first.values() if g <= 0],
+            "every": [d for r in per.values() for d in r["wrong"]],
+            "deltas": [d for r in per.values() for d in r["deltas"]],
+            "notebook_deltas": [d for r in per.values() for d in r["notebook_deltas"]]}
+
+
+def test_published_patches_pooled_against_plain_python():
+    names = _present()
+    if len(names) < 2:
+        pytest.skip(f"fewer than two published patches under {PUBLISHED_DIR}")
+    ref = _pooled_by_hand(names)
+    mean_delta = statistics.fmean(ref["deltas"])
+    records = {n: read_patch(_published_path(n)).records for n in names}
+    for pool in ("first", "every"):
+        _, summary = audits.boundary_crossing_pooled(records, pool=pool)
+        row = _valid(summary, schemas.BoundaryCrossingSummary).row(-1, named=True)
+        wrong = ref[pool]
+        assert row["flips"] == sum(len(_published_doc(n)["flips"]) for n in names)
+        assert row["mean_delta"] == pytest.approx(mean_delta, rel=1e-9)
+        assert row["n_wrong_probes"] == len(wrong)
+        assert row["median_wrong_distance"] == statistics.median(wrong)
+        assert row["mean_wrong_distance"] == pytest.approx(statistics.fmean(wrong), rel=1e-12)
+        assert row["median_distance_ratio"] == pytest.approx(statistics.median(wrong) / abs(mean_delta), rel=1e-9)
+        assert row["mean_distance_ratio"] == pytest.approx(statistics.fmean(wrong) / abs(mean_delta), rel=1e-9)
+    # the notebook's own ratio ("Ratio: ...x"): its mean wrong distance over every patch's start,
+    # over its mean of name-keyed deltas; ours divides by the mean by position, which differs only
+    # through the names upstream's math probes list twice
+    notebook_ratio = statistics.fmean(ref["every"]) / abs(statistics.fmean(ref["notebook_deltas"]))
+    assert row["mean_distance_ratio"] == pytest.approx(notebook_ratio, rel=0.01)
+
+
+def test_published_patches_reproduce_the_papers_section_7_6():
+    missing = [n for n in PUBLISHED_CONFIG if n not in _present()]
+    if missing:
+        pytest.skip(f"published patches not downloaded: {', '.join(missing)}")
+    records = {n: read_patch(_published_path(n)).records for n in PUBLISHED_CONFIG}
+    _, summary = audits.boundary_crossing_pooled(records)
+    row = summary.row(-1, named=True)
+    assert row["flips"] == _printed("crossing.flips")  # 2,252
+    assert row["flips_changing_any_target_sign"] == _printed("crossing.flips_changing_any_target_sign")
+    # "3.3 logit points (median across all 141 wrong probes at baseline)": pass 1's starts, by name
+    assert row["n_wrong_probes"] == _printed("crossing.n_wrong")
+    assert round(row["median_wrong_distance"], 1) == _printed("crossing.median_wrong_distance")
+    assert round(row["mean_delta"], 4) == _printed("crossing.mean_delta")
+    # "a ratio of approximately 33,000:1", the ratio of the two rounded figures
+    assert row["median_distance_ratio"] == pytest.approx(_printed("crossing.distance_ratio"), rel=0.05)

@@ -356,6 +356,38 @@ def test_benchmark_probes_are_seeded_samples(tmp_path):
         datasets.sample_benchmark_probes("musr", musr[:3], 5, 0, "r")
 
 
+def test_benchmark_probes_by_name(tmp_path):
+    """Items named as upstream's patch records name them: the row within the MMLU subject, the row of
+    the one-domain MuSR file; the name is kept, in the order given."""
+    pl = pytest.importorskip("polars")
+    subjects = ["anatomy"] * 3 + ["astronomy"] * 4
+    mmlu = pl.DataFrame({"question": [f"Q{i}?" for i in range(7)], "subject": subjects,
+                         "choices": [["a", "b", "c", "d"]] * 7, "answer": [i % 4 for i in range(7)]})
+    mmlu.write_parquet(tmp_path / "mmlu.parquet")
+    musr = [{"narrative": f"Story {i}.", "question": "Who?", "choices": "['Ann', 'Bob']", "answer_index": i % 2}
+            for i in range(5)]
+    (tmp_path / "op.jsonl").write_text("".join(json.dumps(r) + "\n" for r in musr))
+    files = {"m": tmp_path / "mmlu.parquet", "r": tmp_path / "op.jsonl"}
+    spec = {"samples": [{"file": "r", "format": "musr", "names": ["musr_object_placements_0004",
+                                                                  "musr_object_placements_0001"]},
+                        {"file": "m", "format": "mmlu", "names": ["mmlu_astronomy_0002", "mmlu_anatomy_0000"]}]}
+    controls = datasets.derive_probe_set(spec, files, "base_controls")["probes"]["control"]
+    assert [c["name"] for c in controls] == ["musr_object_placements_0004", "musr_object_placements_0001",
+                                             "mmlu_astronomy_0002", "mmlu_anatomy_0000"]
+    assert controls[0]["prompt"].startswith("Story 4.") and controls[1]["prompt"].startswith("Story 1.")
+    assert controls[2]["prompt"].startswith("Q5?") and controls[2]["correct"] == " B"  # 3 anatomy rows first
+    assert controls[3]["prompt"].startswith("Q0?") and controls[3]["category"] == "mmlu:anatomy"
+    rows = datasets.read_rows(tmp_path / "mmlu.parquet")
+    for names, match in [(["mmlu_anatomy_0003"], "row 3 asked of 3 anatomy rows"),
+                         (["mmlu_law_0000"], "no subject 'law'"), (["musr_x_0"], "not mmlu_<group>_<row>"),
+                         (["mmlu_anatomy_0000", "mmlu_anatomy_0000"], "item names repeat")]:
+        with pytest.raises(DownloadError, match=match):
+            datasets.named_benchmark_probes("mmlu", rows, names, "m")
+    with pytest.raises(DownloadError, match="one MuSR file holds one domain"):
+        datasets.named_benchmark_probes("musr", musr, ["musr_murder_mysteries_0000", "musr_object_placements_0000"],
+                                        "r")
+
+
 def test_derived_documents_load_as_probes(tmp_path):
     from neagari.search.probes import load_probes
     from neagari.search import split_probes

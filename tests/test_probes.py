@@ -1,11 +1,15 @@
 """Probe files are validated at the boundary: strict types, distinct answers, the model's vocabulary
 and context, unreadable or malformed files. Each refusal is one ProbeError line naming the file and
-the probe, at function level and through the command line (exit 2, one stderr line, no traceback)."""
+the probe, at function level and through the command line (exit 2, one stderr line, no traceback).
+
+Against the paper's published files (tests/data/upstream): the controls its pipeline carried from
+domain to domain, and the probes its calibration scored at a shared or a whitespace token."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -363,3 +367,230 @@ def test_cli_scores_and_searches_a_valid_file(fixture_models, tmp_path):
         r = subprocess.run([sys.executable, "-m", "neagari.cli", args[0], str(fixture_models[MODEL]), "--probes",
                             str(cal), *args[1:]], capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------------------- upstream's published runs
+# tests/data/upstream: the paper's calibrated probe files and manifests as published, and the names
+# its patch records give every search's controls and targets (README.md there).
+UPSTREAM = REPO / "tests/data/upstream"
+PUBLISHED = {"editing": "probes_editing.json", "instruction": "probes_instruction.json",
+             "tool_calling": "probes_tool_calling.json", "math": "probes_math_gsm8k.json",
+             "coding": "probes_coding.json"}
+# the runs' own math and coding files were not the published ones (README.md)
+PUBLISHED_AS_RUN = {"editing", "instruction", "tool_calling"}
+
+
+def upstream_json(rel: str) -> dict:
+    return json.loads((UPSTREAM / rel).read_text())
+
+
+def published_file(domain: str) -> Path:
+    return UPSTREAM / "probes/calibrated" / PUBLISHED[domain]
+
+
+def named(names) -> list[Probe]:
+    return [Probe(name=n, prompt="p", correct=" a", wrong=" b", role="control") for n in names]
+
+
+def base_control_file(tmp_path: Path) -> Path:
+    """Upstream's 23 base controls under their names: DEFAULT_CONTROL_PROBES, then the 10 MuSR and 10
+    MMLU items every record starts its control list with."""
+    names = upstream_json("patch_controls.json")["v2_patches/patch_tool_calling.json"]["controls"][:23]
+    assert names[:3] == ["geo_france", "math_basic", "knowledge"]
+    assert sum(n.startswith("musr_") for n in names) == 10 and sum(n.startswith("mmlu_") for n in names) == 10
+    path = tmp_path / "base_controls.json"
+    path.write_text(json.dumps({"probes": {"control": [
+        {"name": n, "prompt": "p", "correct": " a", "wrong": " b"} for n in names]}}))
+    return path
+
+
+def upstream_pipeline(tmp_path, order, promotion="upstream", records=None):
+    """Upstream's run_pipeline over the published files through our functions: per domain the
+    controls its search scores, and how many controls it hands on (base + carried). A target is
+    positive after its domain as its record says where ``records`` has one, else as its calibrated
+    base gap says."""
+    from neagari.search import split_probes
+    from neagari.search.promotion import OWN_CONTROLS_CAP, carry_controls, promoted_targets
+
+    base = base_control_file(tmp_path)
+    carried, scored, after = [], [], []
+    for d in order:
+        rec = (records or {}).get(d)
+        targets, controls = split_probes(published_file(d), [base], carried, own_cap=OWN_CONTROLS_CAP)
+        if rec:
+            targets = named(rec["targets"])
+            final = [1.0 if p.name in rec["positive_after"] else -1.0 for p in targets]
+            base_gaps = final  # records are read with the upstream rule only, which looks at the final gap
+        else:
+            final = base_gaps = [p.base_gap for p in targets]
+        scored.append(controls)
+        carried = carry_controls(carried, promoted_targets(targets, base_gaps, final, promotion), 23, 30, promotion)
+        after.append(23 + len(carried))
+    return scored, after
+
+
+def test_upstream_promotion_gives_the_papers_control_counts(tmp_path):
+    """PAPER.md §5 pass 1: 33/35/40/40/40 controls; the manifests: 30 handed on after every pass-1
+    domain, 23 then 30 in pass 2 (which starts over from the base controls)."""
+    v2, v3 = upstream_json("patches/v2_patches/manifest.json"), upstream_json("patches/v3_patches/manifest.json")
+    scored, after = upstream_pipeline(tmp_path, v2["pipeline_order"])
+    assert v2["max_controls"] == 30 and [len(c) for c in scored] == [33, 35, 40, 40, 40]
+    assert after == [s["controls_after"] for s in v2["steps"]] == [30] * 5
+    scored, after = upstream_pipeline(tmp_path, v3["pipeline_order"])
+    assert after == [s["controls_after"] for s in v3["steps"]] == [23, 30, 30, 30, 30]
+    records = upstream_json("patch_controls.json")
+    assert [len(c) for c in scored] == [28] + [len(records[f"v3_patches/patch_{d}.json"]["controls"])
+                                              for d in v3["pipeline_order"][1:]] == [28, 33, 40, 40, 40]
+    # promoting only crossed targets carries nothing here: what the pipeline scored before
+    scored, _ = upstream_pipeline(tmp_path, v2["pipeline_order"], promotion="crossed")
+    assert [len(c) for c in scored] == [33, 28, 33, 33, 33]
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_upstream_promotion_gives_the_records_control_lists(tmp_path, version):
+    """Each published record's control list, name by name: the base controls, the newest 7 targets
+    positive after the domain before (their record's, or their calibrated gap), the file's own
+    controls (where the published file is the run's)."""
+    records = upstream_json("patch_controls.json")
+    order = upstream_json(f"patches/{version}_patches/manifest.json")["pipeline_order"]
+    own = {d: records.get(f"{version}_patches/patch_{d}.json") for d in order}
+    scored, _ = upstream_pipeline(tmp_path, order, records={d: r for d, r in own.items() if r})
+    checked = 0
+    for d, controls, rec in zip(order, scored, own.values()):
+        if rec is None:  # over the snapshot's size limit (v2 editing, v2/v3 instruction)
+            continue
+        names = [p.name for p in controls]
+        n = len(names) if d in PUBLISHED_AS_RUN else len(names) - len(load_probes(published_file(d),
+                                                                                 roles=["promoted_controls"]))
+        assert names[:n] == rec["controls"][:n], d
+        assert len(rec["controls"]) == len(names)
+        checked += 1
+    assert checked == (3 if version == "v2" else 4)
+
+
+def test_paper_base_controls_are_the_records_items():
+    """config/bonsai-8b.yaml takes the records' 20 benchmark controls by name, and the 1.7B config the
+    same ones."""
+    import yaml
+
+    want = upstream_json("patch_controls.json")["v2_patches/patch_tool_calling.json"]["controls"][3:23]
+    for config in ("bonsai-8b.yaml", "bonsai-1.7b.yaml"):
+        spec = yaml.safe_load((REPO / "config" / config).read_text())["downloads"]["derived"]["base_controls"]
+        assert spec["upstream_controls"] == "neagari/src/xor_search.py"
+        got = [n for s in spec["samples"] for n in s["names"]]
+        assert sorted(got) == sorted(want) and len(got) == 20, config
+        for s in spec["samples"]:  # each MuSR file holds the domain its names give (the dataset card's splits)
+            prefix = {"murder_mystery.csv": "musr_murder_mysteries_",
+                      "object_placements.csv": "musr_object_placements_",
+                      "test-00000-of-00001.parquet": "mmlu_"}[Path(s["file"]).name]
+            assert all(n.startswith(prefix) for n in s["names"]), s["file"]
+
+
+class PublishedPieces:
+    """Token text by id, as far as the published files tell: upstream's calibration wrote each
+    wrong answer as the text of its rival token (``base_wrong_id``)."""
+
+    def __init__(self):
+        self.pieces = {}
+        for name in PUBLISHED.values():
+            for group in upstream_json(f"probes/calibrated/{name}")["probes"].values():
+                for d in group:
+                    assert self.pieces.setdefault(d["base_wrong_id"], d["wrong"]) == d["wrong"]
+
+    def decode(self, ids):
+        return self.pieces.get(ids[0], "\ufffd")  # not a rival anywhere: shown as unknown
+
+
+def test_token_report_finds_the_published_whitespace_targets():
+    """Upstream stored id 220 (a bare space, the rival text of edit_format_1) as the correct token of
+    every answer written ' <number>': the GSM8K set (' 250' among its targets) and two coding probes."""
+    from neagari.search.calibrate import token_report
+    from neagari.search.schemas import ProbeTokenIssues
+
+    pieces = PublishedPieces()
+    assert pieces.pieces[220] == " "
+    for domain in PUBLISHED:
+        probes = load_probes(published_file(domain))
+        report = token_report(probes, pieces, domain)
+        ProbeTokenIssues.validate(report)
+        hand = {p.name for p in probes if p.correct_id == 220 and re.fullmatch(r" \d+", p.correct)}
+        assert set(report["name"]) == hand, domain
+        assert report["correct_whitespace"].all() and not report["same_first_token"].any()
+    math = token_report(load_probes(published_file("math")), pieces, "math")
+    assert math.height == 50 and ("gsm_sub_0052", " 250", 220) in math.select("name", "correct", "correct_id").rows()
+    assert {"mbpp_260_1", "he_HumanEval_131_3"} == set(token_report(load_probes(published_file("coding")), pieces,
+                                                                     "coding")["name"])
+
+
+UPSTREAM_BASE = [  # upstream src/xor_search.py DEFAULT_CONTROL_PROBES, as neagari.evaluation.datasets tags them
+    {"prompt": "The capital of France is", "correct": " Paris", "wrong": " London", "name": "geo_france"},
+    {"prompt": "2 + 2 =", "correct": " 4", "wrong": " 5", "name": "math_basic"},
+    {"prompt": "The color of the sky is", "correct": " blue", "wrong": " red", "name": "knowledge"},
+]
+
+
+def upstream_base_doc(*targets) -> dict:
+    from neagari.search.calibrate import UPSTREAM_BASE_SOURCE
+
+    controls = [dict(p, category="base", source=UPSTREAM_BASE_SOURCE) for p in UPSTREAM_BASE]
+    return {"probes": {"target": list(targets), "control": controls}}
+
+
+GSM = {"name": "gsm", "prompt": "Tom had 300 apples and gave away 50. How many are left? Answer:", "correct": " 250",
+       "wrong": " -"}
+
+
+def test_token_report_finds_math_basic(engine):
+    """' 4' and ' 5' share their first token under the Qwen split (a bare space, 220, as the fixture
+    tokenizer's bytes): upstream's math_basic has gap 0 whatever the weights, as every published
+    record shows (its gap is 0.0 in every flip, the only such control)."""
+    from neagari.search.calibrate import token_report
+
+    records = upstream_json("patch_controls.json")
+    assert all(r["zero_gap_controls"] == ["math_basic"] for r in records.values())
+    probes = [probe_from_dict(d, "control", d["name"]) for d in UPSTREAM_BASE]
+    report = token_report(probes, engine.tokenizer, "base_controls")
+    assert report.select("name", "correct_id", "wrong_id", "same_first_token").rows() == \
+        [("math_basic", 220, 220, True)]
+    assert report["correct_whitespace"].all() and report["wrong_whitespace"].all() and not report["ids_stored"].any()
+
+
+def test_calibration_keeps_upstream_base_controls(engine):
+    """By default, as upstream: its base controls are not calibrated (no stored ids, wrong text as
+    written, math_basic's gap exactly 0) and answers are scored at their first token (' 250' at 220)."""
+    doc = calibrate_document(engine, upstream_base_doc(GSM))
+    ctrl = {d["name"]: d for d in doc["probes"]["control"]}
+    assert [ctrl[p["name"]]["wrong"] for p in UPSTREAM_BASE] == [" London", " 5", " red"]
+    assert not any("base_correct_id" in d or "heuristic_wrong" in d for d in ctrl.values())
+    assert ctrl["math_basic"]["base_gap"] == 0.0
+    assert doc["_calibration"]["kept_uncalibrated"] == ["geo_france", "math_basic", "knowledge"]
+    gsm = doc["probes"]["target"][0]
+    assert gsm["base_correct_id"] == engine.tokenizer.encode(" 250")[0] == 220
+    scored = score_probes(engine, [probe_from_dict(d, "control", d["name"]) for d in doc["probes"]["control"]])
+    assert dict(zip(scored["name"], scored["gap"]))["math_basic"] == 0.0
+    # calibrate: the rival replaces the heuristic wrong token of the base controls too
+    cal = calibrate_document(engine, upstream_base_doc(GSM), upstream_controls="calibrate")
+    basic = next(d for d in cal["probes"]["control"] if d["name"] == "math_basic")
+    assert basic["heuristic_wrong"] == " 5" and basic["base_correct_id"] == 220 != basic["base_wrong_id"]
+
+
+def test_corrected_probe_set_compares_the_first_differing_token(engine):
+    from neagari.search.calibrate import token_report
+
+    tok = engine.tokenizer
+    doc = calibrate_document(engine, upstream_base_doc(GSM), first_token="differing")
+    basic = next(d for d in doc["probes"]["control"] if d["name"] == "math_basic")
+    assert (basic["prompt"], basic["correct"], basic["wrong"]) == ("2 + 2 = ", "4", "5")
+    assert basic["uncorrected"] == {"prompt": "2 + 2 =", "correct": " 4", "wrong": " 5"}
+    assert basic["base_gap"] != 0.0  # '4' against '5' now
+    gsm = doc["probes"]["target"][0]
+    assert (gsm["prompt"], gsm["correct"]) == (GSM["prompt"] + " ", "250")
+    assert gsm["base_correct_id"] == tok.encode("2")[0] == tok.encode(" 250")[1]
+    assert tok.encode(gsm["prompt"]) == tok.encode(GSM["prompt"]) + [220]
+    assert doc["_calibration"]["moved_to_prompt"] == 2  # ' Paris'/' London', ' blue'/' red' differ at once
+    probes = [probe_from_dict(d, r, d["name"]) for r, g in doc["probes"].items() for d in g]
+    assert token_report(probes, tok, "t").height == 0
+    # recalibration starts from the texts as written: the same document again
+    again = calibrate_document(engine, doc, first_token="differing")
+    assert again["probes"] == doc["probes"]
+    assert calibrate_document(engine, doc)["probes"] == calibrate_document(engine, upstream_base_doc(GSM))["probes"]

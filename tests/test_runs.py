@@ -59,15 +59,18 @@ def test_smoke_runs_keep_their_names_and_settings():
     runs = search_runs(config)
     assert [(s, n) for _, s, n in runs] == [
         ("pass1", "math"), ("pass1", "verbatim"), ("pass2", "math"), ("pass2", "verbatim"), ("isolated", "verbatim"),
-        ("lambda", "math-lam3.0"), ("targeted", "focused_proportional"), ("nullbase", "trained-s0"),
-        ("nullbase", "null-s0"), ("randomflip", "math")]
+        ("lambda", "math-lam3.0"), ("targeted", "focused_proportional"), ("targeted", "focused_barrier"),
+        ("nullbase", "trained-s0"), ("nullbase", "null-s0"), ("randomflip", "math")]
     lam = runs[("tiny-qat", "lambda", "math-lam3.0")]
     assert (lam.domain, lam.lam, lam.probes) == ("math", 3.0, "results/probes/tiny-qat/math.json")
     null = runs[("tiny-qat", "nullbase", "null-s0")]
     assert (null.kind, null.seed, null.start) == ("null", 0, "results/models/null/tiny-qat-s0.gguf")
     p2 = runs[("tiny-qat", "pass2", "verbatim")]
     assert p2.start == "results/patched/tiny-qat/pass2/math.gguf"
-    assert p2.promoted == ("results/search/tiny-qat/pass1/verbatim/promoted.json",)
+    # upstream's promotion: pass 2 carries controls within itself, from the base controls again
+    assert runs[("tiny-qat", "pass2", "math")].promoted == ()
+    assert p2.promoted == ("results/search/tiny-qat/pass2/math/promoted.json",)
+    assert runs[("tiny-qat", "pass1", "verbatim")].promoted == ("results/search/tiny-qat/pass1/math/promoted.json",)
     assert runs[("tiny-qat", "randomflip", "math")].iterations_from == ("results/search/tiny-qat/pass1/math/summary.json",)
     assert [r.name for r in runs_of(runs, "tiny-qat", ("pass1",))] == ["math", "verbatim"]
     # what the search rule builds: a run's own settings over the shared ones, the rest the defaults
@@ -78,6 +81,14 @@ def test_smoke_runs_keep_their_names_and_settings():
         ("focused_proportional", 0.5, 0.5, 1.0)
     rf = search_config({**shared, **runs[("tiny-qat", "randomflip", "math")].search_settings(), "iterations": 3})
     assert rf.accept_all and rf.fitness == "average" and rf.proposal.scale_prob == 0.0 and rf.proposal.layers == (0,)
+
+
+def test_crossed_promotion_hands_pass_2_what_pass_1_carried():
+    config = validated("smoke.yaml")
+    config["search"]["pipeline"]["promotion"] = "crossed"
+    runs = search_runs(config)
+    assert [runs[("tiny-qat", "pass2", d)].promoted for d in ("math", "verbatim")] == \
+        [("results/search/tiny-qat/pass1/verbatim/promoted.json",)] * 2
 
 
 def test_no_searches_without_a_search_block():

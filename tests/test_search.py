@@ -41,8 +41,8 @@ def test_average_fitness_hand_computed():
     assert f.judge([-1.0, 0.5], [2.0, 1.0], [-0.8, 0.9], [1.9, 1.2]).accept  # 0.3 − 0.075 > 0
 
 
-def test_borderline_fitness_hand_computed():
-    f = Fitness("borderline", base_t=[-0.5, 0.2, -2.0], base_c=[1.0, 0.3], lam=2.0)
+def test_borderline_saturating_fitness_hand_computed():
+    f = Fitness("borderline_saturating", base_t=[-0.5, 0.2, -2.0], base_c=[1.0, 0.3], lam=2.0)
     t, c = np.array([0.4, -0.1, -2.0]), np.array([1.0, -0.2])
     expected = 0.4 / 0.5 + (-0.1) / 0.2 + (-2.0) / 2.1 + 0.5 * (1 - 1) - 2.0 * 1
     assert f.value(t, c) == pytest.approx(expected)

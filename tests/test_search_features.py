@@ -100,19 +100,26 @@ def test_scale_sampling_follows_abs_scale(wide_scales):
     assert counts[top].sum() / draws == pytest.approx(p[top].sum(), rel=0.05)
 
 
-def test_scale_sampling_uses_the_base_scales_after_a_scale_flip(wide_scales):
-    """proposal.py: probability ∝ |scale| of the group *in the base model*; a scale move accepted
-    during the search does not reweight the proposals."""
+def test_scale_sampling_reads_the_live_scales_and_scale_base_the_file(wide_scales):
+    """"scale": probability ∝ |scale| in the accepted state (upstream's run_search reads its live
+    cache); "scale_base": ∝ |scale| as the file holds it, whatever was flipped since."""
     path, d = wide_scales
     eng = Engine.load(path)
-    cfg = ProposalConfig(layers=(0,), projections=("ffn_down",), group_sampling="scale", scale_prob=0.5)
-    before = [Proposer(eng, cfg, seed=4).propose(t) for t in range(300)]
-    big = int(np.argmax(np.abs(d)))
+    cfg = {s: ProposalConfig(layers=(0,), projections=("ffn_down",), group_sampling=s, scale_prob=0.5)
+           for s in ("scale", "scale_base")}
+    before = [Proposer(eng, cfg["scale"], seed=4).propose(t) for t in range(300)]
+    big, small = int(np.argmax(np.abs(d))), int(np.argmin(np.abs(d)))
     eng.flip_scale_bit(DOWN, big, 9)  # its |scale| 1.0 -> 1.5 (live), and another group's
-    eng.flip_scale_bit(DOWN, int(np.argmin(np.abs(d))), 9)
+    eng.flip_scale_bit(DOWN, small, 9)
     assert float(eng.weight(DOWN).abs().max()) == 1.5
-    after = [Proposer(eng, cfg, seed=4).propose(t) for t in range(300)]
-    assert after == before
+    assert [Proposer(eng, cfg["scale_base"], seed=4).propose(t) for t in range(300)] == before
+    live = Proposer(eng, cfg["scale"], seed=4)
+    flipped = np.abs(d)
+    flipped[big] = 1.5
+    bits = np.array([d[small]], dtype=np.float16).view(np.uint16) ^ np.uint16(1 << 9)
+    flipped[small] = abs(float(bits.view(np.float16)[0]))
+    assert np.allclose(live.probabilities(0, "ffn_down.weight"), flipped / flipped.sum(), rtol=1e-12, atol=0)
+    assert [live.propose(t) for t in range(300)] != before
 
 
 # ---------------------------------------------------------------------------- auto-termination

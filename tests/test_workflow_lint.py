@@ -128,10 +128,11 @@ def rule_blocks() -> dict[str, str]:
     """Rule name -> its text; a ``use rule A as B`` rule's text is A's followed by its own."""
     blocks = {}
     for smk in sorted((REPO / "rules").glob("*.smk")):
-        for part in re.split(r"(?m)^(?=rule \w+:|use rule )", smk.read_text()):
-            if m := re.match(r"rule (\w+):", part):
+        # a rule may be defined under an if/else of the config (indented): one name, either text
+        for part in re.split(r"(?m)^(?=\s*rule \w+:|\s*use rule )", smk.read_text()):
+            if m := re.match(r"\s*rule (\w+):", part):
                 blocks[m.group(1)] = part
-            elif m := re.match(r"use rule (\w+) as (\w+)", part):
+            elif m := re.match(r"\s*use rule (\w+) as (\w+)", part):
                 blocks[m.group(2)] = blocks[m.group(1)] + part
     return blocks
 

@@ -66,9 +66,30 @@ def _mean(x: np.ndarray) -> float | None:
 
 
 # ---------------------------------------------------------------------------- §7.6 boundary crossing
+# Wrong probes are counted the way upstream's notebook (boundary_crossing_audit.ipynb) counts
+# them, which is how the paper arrives at 141: a probe is a name. The notebook reads a gap list
+# into a dict, so a name listed twice in one patch is one probe carrying the gap listed last
+# (upstream's math probe set lists five names twice: 33 wrong positions, 28 wrong probes).
+# ``n_wrong_listed`` keeps the count by position beside it.
 
 
-def _audit_patch(records: Sequence[dict], label: str):
+@dataclass(frozen=True)
+class _PatchAudit:
+    per_flip: pl.DataFrame
+    deltas: np.ndarray  # (flips * targets,) after - before of every listed (flip, target) pair
+    wrong_listed: int  # targets listed with gap <= 0 before the first flip, counted by position
+    names: list[str]  # the target names as listed
+    wrong: dict[str, float]  # probe name -> gap before the first flip, wrong probes only
+    nearest: dict | None
+
+
+def _wrong_by_name(names: Sequence[str], start: np.ndarray) -> dict[str, float]:
+    """Wrong probes by name, in first-listed order; a repeated name keeps the gap listed last."""
+    last = dict(zip(names, start.tolist()))
+    return {n: g for n, g in last.items() if g <= 0}
+
+
+def _audit_patch(records: Sequence[dict], label: str) -> _PatchAudit:
     """Per-flip frame plus the raw material of the summary, for one patch."""
     if not records:
         raise ValueError(f"{label}: no flips to audit")
@@ -94,7 +115,6 @@ def _audit_patch(records: Sequence[dict], label: str):
                      "mean_abs_delta": _mean(np.abs(d)), "control_mean_delta": _mean(dc),
                      "control_mean_abs_delta": _mean(np.abs(dc)),
                      "changes_target_sign": fixes + breaks > 0})
-    per_flip = _frame(rows, BoundaryCrossingFlips)
     d = np.stack(deltas)  # (flips, targets)
     end = ta  # the last flip's gaps after
     wrong = np.flatnonzero(start <= 0)
@@ -104,35 +124,48 @@ def _audit_patch(records: Sequence[dict], label: str):
         nearest = {"nearest_wrong_index": j, "nearest_wrong_name": names0[j],
                    "nearest_wrong_start": float(start[j]),
                    "nearest_wrong_mean_delta": float(d[:, j].mean()), "nearest_wrong_end": float(end[j])}
-    return per_flip, d.ravel(), np.abs(start[wrong]), nearest
+    return _PatchAudit(_frame(rows, BoundaryCrossingFlips), d.ravel(), int(wrong.size), names0,
+                       _wrong_by_name(names0, start), nearest)
 
 
 _NEAREST_KEYS = ("nearest_wrong_index", "nearest_wrong_name", "nearest_wrong_start",
                  "nearest_wrong_mean_delta", "nearest_wrong_end")
+_DISTANCE_KEYS = ("n_wrong_probes", "n_wrong_listed", "median_wrong_distance", "mean_wrong_distance",
+                  "median_distance_ratio", "mean_distance_ratio")
 
 
 def _empty_row(label: str) -> dict:
     """The summary of a patch that kept no flip: its records carry no gaps, so the wrong targets
-    are unknown here (n_wrong null)."""
+    are unknown here (their counts null)."""
     return {"patch": label, "flips": 0, "flips_changing_any_target_sign": 0,
             "flips_changing_any_control_sign": 0, "total_fixes": 0, "total_breaks": 0,
-            "mean_delta": None, "mean_abs_delta": None, "n_wrong": None, "median_wrong_distance": None,
-            "distance_ratio": None, **dict.fromkeys(_NEAREST_KEYS)}
+            "mean_delta": None, "mean_abs_delta": None, **dict.fromkeys(_DISTANCE_KEYS),
+            **dict.fromkeys(_NEAREST_KEYS)}
 
 
-def _summary_row(label: str, per_flip: pl.DataFrame, deltas: np.ndarray, wrong_dist: np.ndarray,
-                 nearest: dict | None) -> dict:
+def _distances(wrong_gaps: Sequence[float], n_listed: int | None, mean_delta: float | None) -> dict:
+    """The wrong-probe columns: counts, median and mean |gap|, each over |mean_delta|."""
+    dist = np.abs(np.asarray(wrong_gaps, dtype=np.float64))
+    median = float(np.median(dist)) if dist.size else None
+    mean = float(dist.mean()) if dist.size else None
+
+    def ratio(x):
+        return x / abs(mean_delta) if x is not None and mean_delta else None
+
+    return {"n_wrong_probes": int(dist.size), "n_wrong_listed": n_listed, "median_wrong_distance": median,
+            "mean_wrong_distance": mean, "median_distance_ratio": ratio(median), "mean_distance_ratio": ratio(mean)}
+
+
+def _summary_row(label: str, per_flip: pl.DataFrame, deltas: np.ndarray, wrong_gaps: Sequence[float],
+                 n_listed: int | None, nearest: dict | None) -> dict:
     mean_delta = _mean(deltas)
-    median = float(np.median(wrong_dist)) if wrong_dist.size else None
-    ratio = median / abs(mean_delta) if median is not None and mean_delta else None
     control_sign = (per_flip["n_control_fixes"] + per_flip["n_control_breaks"]) > 0
     return {"patch": label, "flips": per_flip.height,
             "flips_changing_any_target_sign": int(per_flip["changes_target_sign"].sum()),
             "flips_changing_any_control_sign": int(control_sign.sum()),
             "total_fixes": int(per_flip["n_fixes"].sum()), "total_breaks": int(per_flip["n_breaks"].sum()),
             "mean_delta": mean_delta, "mean_abs_delta": _mean(np.abs(deltas)),
-            "n_wrong": int(wrong_dist.size), "median_wrong_distance": median, "distance_ratio": ratio,
-            **(nearest or dict.fromkeys(_NEAREST_KEYS))}
+            **_distances(wrong_gaps, n_listed, mean_delta), **(nearest or dict.fromkeys(_NEAREST_KEYS))}
 
 
 def boundary_crossing(records: Sequence[dict], label: str = "patch") -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -143,37 +176,65 @@ def boundary_crossing(records: Sequence[dict], label: str = "patch") -> tuple[pl
     Returns ``(per_flip, summary)``: per_flip has one row per flip (columns of
     ``BoundaryCrossingFlips``; deltas are after - before, in logits, means over targets or
     controls); summary is one row (``BoundaryCrossingSummary``) where ``mean_delta`` is the mean
-    over all (flip, target) pairs, the wrong targets are those with gap <= 0 before the first
-    flip, ``distance_ratio`` = median |gap| of the wrong targets / |mean_delta|, and the
-    ``nearest_wrong_*`` columns follow the wrong target closest to zero (null if none is wrong).
+    over all listed (flip, target) pairs and the wrong probes are those with gap <= 0 before the
+    first flip, keyed by name (see the note above ``_PatchAudit``):
+
+    - ``n_wrong_probes``: wrong probes by name (the notebook's and the paper's count);
+      ``n_wrong_listed``: wrong targets by position, a repeated name counted each time;
+    - ``median_wrong_distance``: median |gap| of the wrong probes (the paper's text, §7.6);
+      ``mean_wrong_distance``: their mean |gap| (the notebook's "average wrong probe");
+    - ``median_distance_ratio`` and ``mean_distance_ratio``: each distance / |mean_delta|. The
+      notebook divides by the mean of its name-keyed deltas instead, which differs from
+      ``mean_delta`` only where a name is listed twice.
+
+    The ``nearest_wrong_*`` columns follow the wrong target closest to zero, by position (null if
+    none is wrong).
     """
     if not records:
         return _frame([], BoundaryCrossingFlips), _frame([_empty_row(label)], BoundaryCrossingSummary)
-    per_flip, deltas, wrong_dist, nearest = _audit_patch(records, label)
-    summary = _frame([_summary_row(label, per_flip, deltas, wrong_dist, nearest)], BoundaryCrossingSummary)
-    return per_flip, summary
+    a = _audit_patch(records, label)
+    row = _summary_row(label, a.per_flip, a.deltas, list(a.wrong.values()), a.wrong_listed, a.nearest)
+    return a.per_flip, _frame([row], BoundaryCrossingSummary)
 
 
-def boundary_crossing_pooled(records_by_patch: Mapping[str, Sequence[dict]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+POOLINGS = ("first", "every")
+
+
+def boundary_crossing_pooled(records_by_patch: Mapping[str, Sequence[dict]],
+                             pool: str = "first") -> tuple[pl.DataFrame, pl.DataFrame]:
     """:func:`boundary_crossing` for several patches (e.g. every domain of both passes).
 
     Returns the per-flip rows of all patches and one summary row per patch plus a last row,
-    patch ``"all"``, pooling every flip, (flip, target) delta and wrong target (the paper's
-    2,252 flips and 141 wrong probes); its nearest wrong probe is the closest of all patches',
-    named ``"<patch>:<probe>"``.
+    patch ``"all"``, pooling every flip and (flip, target) delta (the paper's 2,252 flips). Its
+    wrong probes depend on ``pool``:
+
+    - ``"first"``: each probe name once, at the start of the first patch (in mapping order) that
+      lists it. With pass 1 before pass 2, whose searches reuse pass 1's probe sets, these are
+      the probes wrong on the base model: the paper's "141 wrong probes at baseline";
+      ``n_wrong_listed`` is then null (positions do not carry across patches);
+    - ``"every"``: every patch's wrong probes at its own start, pooled, as the notebook's
+      histogram and "average wrong probe" do (a probe of both passes counts twice).
+
+    The pooled nearest wrong probe is the closest of all patches', named ``"<patch>:<probe>"``.
     """
+    if pool not in POOLINGS:
+        raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
     if "all" in records_by_patch:
         raise ValueError('"all" names the pooled row; rename that patch')
-    frames, rows, all_d, all_w = [], [], [], []
+    frames, rows, all_d, wrong_every, wrong_first, n_listed = [], [], [], [], {}, 0
     for label, records in records_by_patch.items():
         if not records:  # a search that kept no move: a row of its own, nothing to pool
             rows.append(_empty_row(label))
             continue
-        per_flip, d, w, nearest = _audit_patch(records, label)
-        frames.append(per_flip)
-        rows.append(_summary_row(label, per_flip, d, w, nearest))
-        all_d.append(d)
-        all_w.append(w)
+        a = _audit_patch(records, label)
+        frames.append(a.per_flip)
+        rows.append(_summary_row(label, a.per_flip, a.deltas, list(a.wrong.values()), a.wrong_listed, a.nearest))
+        all_d.append(a.deltas)
+        wrong_every.extend(a.wrong.values())
+        n_listed += a.wrong_listed
+        for name in a.names:
+            if name not in wrong_first:
+                wrong_first[name] = a.wrong.get(name)  # None: right at the first patch that lists it
     if not frames:
         raise ValueError("no patch kept a flip: nothing to audit")
     per_flip = pl.concat(frames)
@@ -183,11 +244,46 @@ def boundary_crossing_pooled(records_by_patch: Mapping[str, Sequence[dict]]) -> 
     if best is not None:
         nearest = {k: best[k] for k in _NEAREST_KEYS}
         nearest["nearest_wrong_name"] = f"{best['patch']}:{best['nearest_wrong_name']}"
-    rows.append(_summary_row("all", per_flip, np.concatenate(all_d), np.concatenate(all_w), nearest))
+    if pool == "first":
+        wrong, listed = [g for g in wrong_first.values() if g is not None], None
+    else:
+        wrong, listed = wrong_every, n_listed
+    rows.append(_summary_row("all", per_flip, np.concatenate(all_d), wrong, listed, nearest))
     return per_flip, _frame(rows, BoundaryCrossingSummary)
 
 
 # ---------------------------------------------------------------------------- §7.1 acceptance
+
+
+def recorded_iterations(patch: Patch) -> int | None:
+    """How many iterations the search behind an upstream-format patch ran, or None if unknown.
+
+    Our runner records ``iterations_run``. Upstream's search appends one ``fitness_history`` entry
+    per iteration it ran, so an auto-terminated run's history ends where the run stopped, while
+    its ``iterations`` field is the budget it was given. The budget is never used: rejects
+    past the stop would lower every rate read after it.
+    """
+    run = patch.metadata.get("iterations_run")
+    if run is not None:
+        return int(run)
+    n = len(patch.fitness_history)
+    last = max((int(r["iteration"]) for r in patch.records if "iteration" in r), default=-1)
+    # a history shorter than the last kept iteration number is not one entry per iteration
+    return n if n and n >= last else None
+
+
+def recorded_flags(patch: Patch) -> list[bool] | None:
+    """Accepted flag per iteration run, from a patch's kept-flip iteration numbers and
+    :func:`recorded_iterations`; None when either is missing."""
+    total = recorded_iterations(patch)
+    kept = {int(r["iteration"]) for r in patch.records if "iteration" in r}
+    if not total or not kept:
+        return None
+    if max(kept) == total and min(kept) >= 1:  # numbered from 1
+        kept = {i - 1 for i in kept}
+    if max(kept) >= total:
+        return None
+    return [i in kept for i in range(total)]
 
 
 def acceptance_table(runs: Mapping[str, Sequence[bool]], checkpoints: Sequence[int] = (50, 200, 500, 1000),
@@ -404,8 +500,10 @@ def _pipeline(runs: Sequence[AuditedRun]) -> list[AuditedRun]:
 
 
 def search_crossing(runs: Sequence[AuditedRun]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """§7.6 boundary crossing, pooled over every pipeline patch: (per flip, summary)."""
-    return boundary_crossing_pooled({r.label: r.patch.records for r in _pipeline(runs)})
+    """§7.6 boundary crossing, pooled over every pipeline patch: (per flip, summary). Pass 1 goes
+    first, so the pooled wrong probes are those wrong on the base model (the paper's count)."""
+    ordered = sorted(_pipeline(runs), key=lambda r: PIPELINE_STAGES.index(r.stage))
+    return boundary_crossing_pooled({r.label: r.patch.records for r in ordered})
 
 
 def search_acceptance(runs: Sequence[AuditedRun], checkpoints: Sequence[int], window: int,

@@ -47,7 +47,13 @@ class BoundaryCrossingFlips(pa.DataFrameModel):
 
 
 class BoundaryCrossingSummary(pa.DataFrameModel):
-    """One row per patch (plus ``all`` when pooled): crossings and distance to the boundary."""
+    """One row per patch (plus ``all`` when pooled): crossings and distance to the boundary.
+
+    Wrong probes are keyed by name (``n_wrong_probes``: the paper's and upstream notebook's
+    count); ``n_wrong_listed`` counts wrong targets by position (null in a pooled row over first
+    appearances). Distances are |gap| at the start: the median is the paper's statistic (§7.6),
+    the mean the notebook's; each ``*_distance_ratio`` is that distance / |mean_delta|.
+    """
 
     patch: str = pa.Field(unique=True)
     flips: int = pa.Field(ge=0)  # 0: the search kept no move (nothing else is known then)
@@ -57,9 +63,12 @@ class BoundaryCrossingSummary(pa.DataFrameModel):
     total_breaks: int = pa.Field(ge=0)
     mean_delta: float = pa.Field(nullable=True)
     mean_abs_delta: float = pa.Field(ge=0, nullable=True)
-    n_wrong: int = pa.Field(ge=0, nullable=True)
+    n_wrong_probes: int = pa.Field(ge=0, nullable=True)
+    n_wrong_listed: int = pa.Field(ge=0, nullable=True)
     median_wrong_distance: float = pa.Field(ge=0, nullable=True)
-    distance_ratio: float = pa.Field(ge=0, nullable=True)
+    mean_wrong_distance: float = pa.Field(ge=0, nullable=True)
+    median_distance_ratio: float = pa.Field(ge=0, nullable=True)
+    mean_distance_ratio: float = pa.Field(ge=0, nullable=True)
     nearest_wrong_index: int = pa.Field(ge=0, nullable=True)
     nearest_wrong_name: str = pa.Field(nullable=True)
     nearest_wrong_start: float = pa.Field(le=0, nullable=True)
@@ -72,6 +81,11 @@ class BoundaryCrossingSummary(pa.DataFrameModel):
     @pa.dataframe_check
     def sign_changes_within_flips(cls, data) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("flips_changing_any_target_sign") <= pl.col("flips"))
+
+    @pa.dataframe_check
+    def names_collapse_positions(cls, data) -> pl.LazyFrame:
+        # keying by name can only merge listed positions, never add probes
+        return data.lazyframe.select((pl.col("n_wrong_probes") <= pl.col("n_wrong_listed")).fill_null(True))
 
 
 class AcceptanceTable(pa.DataFrameModel):
@@ -303,3 +317,96 @@ class Rank2Drift(pa.DataFrameModel):
     mean_gap_calibrated: float
     mean_gap_top_wrong: float
     mean_gap_difference: float = pa.Field(ge=-1e-4)
+
+
+# ---------------------------------------------------------------------------- probe-sampling sensitivity
+# neagari.analysis.sensitivity: a pass-1 search rerun on bootstrap resamples of its probe sets.
+
+SENSITIVITY_METRICS = ["rate", "crossings", "fitness"]
+_TOLERANCE = 1e-9  # percentiles are interpolated: they may stray from min/max by a rounding
+
+
+class ProbeResamples(pa.DataFrameModel):
+    """One row per probe of each bootstrap resample: the original probe it copies (its index in the
+    search's target or control list) and the name it runs under (``name~k`` for its k-th copy)."""
+
+    resample: int = pa.Field(ge=0)
+    role: str = pa.Field(isin=["target", "control"])
+    position: int = pa.Field(ge=0)
+    source_index: int = pa.Field(ge=0)
+    probe: str
+    copy: int = pa.Field(ge=1)
+    name: str
+
+    class Config:
+        strict = True
+        unique = ["resample", "role", "position"]
+
+
+class SensitivityRuns(pa.DataFrameModel):
+    """One row per search read: the original pass-1 run, each resample's run, each null-baseline
+    trained seed; all read over the same first iterations (the pass-1 budget)."""
+
+    kind: str = pa.Field(isin=["original", "resample", "seed"])
+    run: str = pa.Field(unique=True)
+    resample: int = pa.Field(ge=0, nullable=True)
+    seed: int = pa.Field(ge=0)
+    lam: float = pa.Field(ge=0, nullable=True)
+    iterations: int = pa.Field(ge=0)
+    accepted: int = pa.Field(ge=0)
+    rate: float = pa.Field(**_RATE, nullable=True)
+    targets: int = pa.Field(ge=1)
+    controls: int = pa.Field(ge=0)
+    targets_wrong: int = pa.Field(ge=0)
+    crossings: int = pa.Field(ge=0)
+    fitness: float = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def counts_nest(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select((pl.col("accepted") <= pl.col("iterations"))
+                                     & (pl.col("crossings") <= pl.col("targets_wrong"))
+                                     & (pl.col("targets_wrong") <= pl.col("targets")))
+
+
+class SensitivitySpread(pa.DataFrameModel):
+    """Spread of each metric over the resamples and over the seeds: mean, sample SD, range and
+    the 95% percentile interval (null where there are no runs; SD null under two)."""
+
+    metric: str = pa.Field(isin=SENSITIVITY_METRICS)
+    source: str = pa.Field(isin=["resamples", "seeds"])
+    runs: int = pa.Field(ge=0)
+    mean: float = pa.Field(nullable=True)
+    sd: float = pa.Field(ge=0, nullable=True)
+    min: float = pa.Field(nullable=True)
+    max: float = pa.Field(nullable=True)
+    ci_lo: float = pa.Field(nullable=True)
+    ci_hi: float = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+        unique = ["metric", "source"]
+
+    @pa.dataframe_check
+    def interval_inside_range(cls, data) -> pl.LazyFrame:
+        inside = ((pl.col("ci_lo") >= pl.col("min") - _TOLERANCE) & (pl.col("ci_lo") <= pl.col("ci_hi"))
+                  & (pl.col("ci_hi") <= pl.col("max") + _TOLERANCE))
+        return data.lazyframe.select((pl.col("runs") == 0) | inside.fill_null(False))
+
+
+class SensitivityComparison(pa.DataFrameModel):
+    """Per metric: the resamples' SD against the seeds' SD and what it says (``more``: probe
+    sampling spreads the metric more than the seed does; ``undetermined``: fewer than two runs a side)."""
+
+    metric: str = pa.Field(isin=SENSITIVITY_METRICS, unique=True)
+    resamples: int = pa.Field(ge=0)
+    seeds: int = pa.Field(ge=0)
+    resample_sd: float = pa.Field(ge=0, nullable=True)
+    seed_sd: float = pa.Field(ge=0, nullable=True)
+    sd_ratio: float = pa.Field(ge=0, nullable=True)
+    spread: str = pa.Field(isin=["more", "less", "comparable", "undetermined"])
+
+    class Config:
+        strict = True

@@ -146,15 +146,17 @@ class BenchmarkItemSets(pa.DataFrameModel):
 
 class BenchItems(pa.DataFrameModel):
     """PAPER.md §6.7: one row per evaluation item, greedy llama.cpp output and the verdict of the
-    item's scorer (exact match, or the GSM8K / IFEval / MMLU / MuSR scorers of neagari.evaluation.scorers)."""
+    item's scorer (exact match, or the GSM8K / IFEval / MMLU / MuSR scorers of neagari.evaluation.scorers),
+    or of lm-evaluation-harness read from its sample logs (neagari.evaluation.harness_samples), whose
+    rows have no token count or finish reason (null: lm-eval logs neither)."""
 
     id: str = pa.Field(unique=True)
     domain: str
     answer: str
     output: str
     correct: bool
-    n_new_tokens: int = pa.Field(ge=0)
-    finish: str = pa.Field(isin=["stop", "eog", "length"])
+    n_new_tokens: int = pa.Field(ge=0, nullable=True)
+    finish: str = pa.Field(isin=["stop", "eog", "length"], nullable=True)
 
 
 class BenchComparison(pa.DataFrameModel):

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import polars as pl
 
+from neagari.analysis.sensitivity import METRIC_WORDS, SPREAD_FACTOR, overall_spread
 from neagari.report import paper
 from neagari.report.paper import TableItem, concat_tables
 from neagari.report import published as pub
+from neagari.report import fidelity
 from neagari.report.findings import findings
 from neagari.stats import wilson_interval
 from neagari.tables import read_table
@@ -175,6 +177,9 @@ def open_questions(m: dict) -> dict:
     q["slack"] = {"status": "not_measured" if prop is None else
                   "inconclusive" if not prop["controls"] or not prop["crossings"] else "measured",
                   "proportional": prop, "focused": modes.get("focused")}
+    s = m.get("sensitivity")
+    q["sensitivity"] = {"status": "not_measured" if s is None else
+                        "inconclusive" if s["overall"] == "undetermined" else "measured", "facts": s}
     return q
 
 
@@ -223,8 +228,42 @@ def searched_model(name: str, files: dict, order: list[str]) -> tuple[dict, dict
     tables = search_tables(audits, runs, files["summaries"])
     facts = search_facts(name, audits, runs.df, order, files["runs"], files["summaries"])
     evaluation(files, facts, tables)
+    facts["sensitivity"] = sensitivity_section(files.get("sensitivity"), tables)
     facts["open"] = open_questions(facts)
     return facts, tables
+
+
+SPREAD_STATS = ("mean", "sd", "min", "max", "ci_lo", "ci_hi")
+
+
+def sensitivity_section(files: dict | None, t: dict) -> dict | None:
+    """Probe-sampling sensitivity (§8) of one searched model, None where the stage did not run: the
+    spread table (acceptance rates in percent, so that one column holds every metric) added to
+    ``t`` as ``sensitivity``; returns the facts the prose quotes."""
+    if not files:
+        return None
+    runs, spreads, comparison = (read_table(files[k]) for k in ("runs", "spread", "comparison"))
+    percent = pl.when(pl.col("metric") == "rate").then(100.0).otherwise(1.0)
+    shown = spreads.with_columns(*[pl.col(c) * percent for c in SPREAD_STATS]).with_columns(
+        pl.col("metric").replace_strict({**METRIC_WORDS, "rate": "acceptance rate (%)"}),
+        pl.col("source").replace_strict({"resamples": "probe resamples", "seeds": "seeds"}))
+    t["sensitivity"] = TableItem(shown.select("metric", "source", "runs", *SPREAD_STATS), [files["spread"]],
+                                 dict.fromkeys(SPREAD_STATS, "float"))
+    compared = comparison.to_dicts()
+    original = runs.filter(pl.col("kind") == "original").row(0, named=True)
+    seeds = runs.filter(pl.col("kind") == "seed")
+    spread = {}
+    for r in spreads.to_dicts():
+        spread.setdefault(r["metric"], {})[r["source"]] = r
+    return {"domain": files["domain"], "seed": files["seed"], "original": original,
+            "resamples": runs.filter(pl.col("kind") == "resample").height, "seeds": seeds.height,
+            "seed_list": seeds["seed"].to_list(), "seed_iterations": seeds["iterations"].max(),
+            "spread": spread,
+            "comparison": {r["metric"]: r for r in compared},
+            "by_verdict": {v: [METRIC_WORDS[r["metric"]] for r in compared if r["spread"] == v]
+                           for v in ("more", "comparable", "less", "undetermined")},
+            "overall": overall_spread(r["spread"] for r in compared), "factor": SPREAD_FACTOR,
+            "files": {k: files[k] for k in ("resamples", "runs", "spread", "comparison")}}
 
 
 def cross_model_table(facts: list[dict], models: dict, quality: pl.DataFrame | None,
@@ -323,12 +362,13 @@ def comparison_tables(models: list[dict], tables: dict, published: pub.Published
 
 
 def paper_content(man: dict, build_inputs: list[str], published_path: str | None = None,
-                  config: dict | None = None) -> tuple[dict, dict, dict]:
+                  config: dict | None = None, fidelity_path: str | None = None) -> tuple[dict, dict, dict]:
     """(context, tables, figures) of the paper of one manifest: the template's context, every
     table by name and every figure set by name (model -> file). ``build_inputs`` are the files the
     build read (the page's build summary); ``published_path`` the paper's published figures
     (resources/paper/published.yaml), ``config`` the run's configuration (its models' sources and
-    the embedded model's shape, for the page's account of what this run is)."""
+    the embedded model's shape, for the page's account of what this run is; with its search block,
+    also the choices of the fidelity table ``fidelity_path``, resources/paper/fidelity.yaml)."""
     tables, figures, models = {}, {}, []
     per_model_tables = {}
     for name, files in man["searched"].items():
@@ -364,11 +404,22 @@ def paper_content(man: dict, build_inputs: list[str], published_path: str | None
         comparison_tables(models, tables, paper_figures)
         run["scale"] = pub.scale(tables["runs"].df, paper_figures)
     run["paper_models"] = [d for d in run["models"] if d["paper_model"] and d["searched"]]
-    verdicts = {}
+    verdicts, rules = {}, {}
     if "findings" in tables:
-        for r in tables["findings"].rows():
+        found = tables["findings"]
+        for r in found.rows():
             verdicts.setdefault(r["model"], []).append(r["verdict"])
+            rules.setdefault(f"{r['section']} {r['finding']}", r["rule"])
+        # each rule once, below the table, rather than truncated in every model's row
+        tables["findings"] = TableItem(found.df.drop("rule"), found.sources,
+                                       {k: v for k, v in found.formats.items() if k != "rule"})
     run["findings"] = {m: {v: vs.count(v) for v in dict.fromkeys(vs)} for m, vs in verdicts.items()}
+    run["finding_rules"] = rules
+    if fidelity_path and config and config.get("search") is not None:
+        rows = fidelity.table_rows(fidelity.load(fidelity_path), {"this run": config})
+        df = pl.DataFrame(rows).drop("key")
+        tables["fidelity"] = TableItem(df, [fidelity_path], {c: "prose" for c in df.columns})
+    run["fidelity"] = "fidelity" in tables
     context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"], "terrain": terrain,
                "paper": paper_figures, "run": run, "cross_quantization": cross_quantization(models),
                "subspace": subspace,
@@ -379,11 +430,11 @@ def paper_content(man: dict, build_inputs: list[str], published_path: str | None
 
 def write_paper(man: dict, build_inputs: list[str], template: str, shell: str, css: str, html_path: str,
                 markdown_path: str, published_path: str | None = None,
-                config: dict | None = None) -> tuple[dict, dict, dict]:
+                config: dict | None = None, fidelity_path: str | None = None) -> tuple[dict, dict, dict]:
     """Render the paper of one manifest to ``markdown_path`` and the self-contained page
     ``html_path`` (images beside it); returns (context, tables, figures). ``published_path`` and
     ``config`` as in :func:`paper_content`."""
-    context, tables, figures = paper_content(man, build_inputs, published_path, config)
+    context, tables, figures = paper_content(man, build_inputs, published_path, config, fidelity_path)
     out_dir = Path(html_path).parent
     markdown = paper.render_template(template, context, paper.Renderer("md", out_dir, tables, figures))
     Path(markdown_path).write_text(markdown, encoding="utf-8")

@@ -64,14 +64,16 @@ def _crossing(m: dict, p: Published) -> dict:
     c = m["crossing_all"]
     row = {"finding": "average fitness almost never moves a target across its boundary", "section": "§7.6",
            "paper": f"{p.text('crossing.flips_changing_any_target_sign')} of {p.text('crossing.flips')} flips; "
-                    f"distance/effect about {p.text('crossing.distance_ratio')} : 1",
+                    f"median distance/effect about {p.text('crossing.distance_ratio')} : 1",
            "rule": f"reproduced: the Wilson 95% upper bound of the share of accepted pipeline flips that changed "
                    f"any target's sign is below {pct(ALMOST_NEVER, 0)}; not reproduced: its lower bound is above"}
     if not c or not c["flips"]:
         return {**row, "this_run": "no accepted pipeline flip", "verdict": "not measured"}
     k, n = c["flips_changing_any_target_sign"], c["flips"]
     lo, hi = wilson_interval(k, n)
-    ratio = f"; distance/effect {num(c['distance_ratio'])} : 1" if c["distance_ratio"] is not None else ""
+    ratio = "".join(f"; {stat} distance/effect {num(c[f'{stat}_distance_ratio'])} : 1 ({whose})"
+                    for stat, whose in (("median", "paper's text"), ("mean", "upstream notebook"))
+                    if c[f"{stat}_distance_ratio"] is not None)
     verdict = "reproduced" if hi < ALMOST_NEVER else "not reproduced" if lo > ALMOST_NEVER else "inconclusive"
     return {**row, "this_run": f"{num(k)} of {num(n)} flips ({pct(k / n)}, [{pct(lo)}, {pct(hi)}]){ratio}",
             "verdict": verdict}
@@ -123,4 +125,4 @@ def findings(models: list[dict], published: Published, sources: list[str]) -> Ta
         return None
     df = pl.DataFrame(rows).select(list(Findings.to_schema().columns))
     Findings.validate(df)
-    return TableItem(df, [published.path] + sources, {c: "text" for c in df.columns})
+    return TableItem(df, [published.path] + sources, {c: "prose" for c in df.columns})

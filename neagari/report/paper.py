@@ -55,7 +55,8 @@ def num(x, digits: int = 3) -> str:
         return "yes" if x else "no"
     if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 1000):
         return f"{int(x):,}"
-    return f"{x:,.{digits}g}" if abs(x) < 1e6 else f"{x:,.0f}"
+    # beyond `digits` integer digits, %g would switch to exponent notation (3.33e+04): whole numbers
+    return f"{x:,.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
 
 
 def signed(x, digits: int = 3) -> str:
@@ -135,9 +136,10 @@ def format_cell(value: Any, kind: str, max_chars: int = 120) -> str:
         return num(float(value), 4)
     if kind == "list":
         value = ", ".join(num(v) if isinstance(v, float) else str(v) for v in value)
-    # one line (cells hold no newlines); control characters of raw model output shown as U+FFFD
+    # one line (cells hold no newlines); control characters of raw model output shown as U+FFFD;
+    # "prose" (the page's own sentences) is never cut, raw text is cut at max_chars
     text = " ".join(_CONTROL.sub("\ufffd", str(value)).split())
-    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+    return text if kind == "prose" or len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
 # ---------------------------------------------------------------------------- items
@@ -172,7 +174,7 @@ def table_cells(item: TableItem, max_chars: int = 120) -> tuple[list[str], list[
     df = item.df
     kinds = [item.formats.get(c) or column_kind(c, df.schema[c]) for c in df.columns]
     rows = [[format_cell(v, k, max_chars) for v, k in zip(row, kinds)] for row in df.iter_rows()]
-    numeric = [k not in ("text", "list", "bool") for k in kinds]
+    numeric = [k not in ("text", "prose", "list", "bool") for k in kinds]
     return [c.replace("_", " ") for c in df.columns], rows, numeric
 
 

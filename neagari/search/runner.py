@@ -1,10 +1,10 @@
 """The search loop (PAPER.md §5): propose, evaluate all probes, keep if the fitness improves.
 
-Deterministic (proposal t depends only on (seed, t); accepted moves are replayed through the
-same arithmetic on resume), resumable (checkpoints every N iterations and on SIGTERM; a SIGKILL
-loses at most N iterations, which are then redone identically), and optionally speculative
-(K proposals evaluated in one batch; the first that improves is taken, exactly as the
-sequential search would have).
+Deterministic (proposal t depends only on (seed, t) and the accepted state; accepted moves are
+replayed through the same arithmetic on resume), resumable (checkpoints every N iterations and
+on SIGTERM; a SIGKILL loses at most N iterations, which are then redone identically), and
+optionally speculative (K proposals evaluated in one batch; the first that improves is taken,
+exactly as the sequential search would have, and the rest are drawn again after it).
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ class SearchConfig:
     lam: float = 1.0
     epsilon: float = 0.5
     slack_ratio: float = 0.5
+    barrier_mu: float = 0.1
+    focus_order: str = "fixed"  # focused: "fixed" at baseline (the paper's) or "dynamic"
+    # focused: stop once every target has crossed; otherwise run out the budget refusing every
+    # proposal, as the paper's runs did, so the acceptance rate is over the whole budget
+    stop_when_done: bool = False
     seed: int = 0
     window: int = 200  # auto-terminate when the trailing window accepts less than min_rate
     min_rate: float = 0.01
@@ -122,8 +127,9 @@ class Search:
         self.evaluator = GapEvaluator(engine, [e[0] for e in enc], [e[1] for e in enc], [e[2] for e in enc],
                                       cfg.proposal.layers)
         self.base = self.evaluator.gaps.cpu().numpy().astype(np.float64)
-        self.fitness = Fitness(cfg.fitness, self.base[: self.n_t], self.base[self.n_t :], cfg.lam, cfg.epsilon,
-                               cfg.slack_ratio)
+        self.fitness = Fitness(cfg.fitness, self.base[: self.n_t], self.base[self.n_t :], lam=cfg.lam,
+                               epsilon=cfg.epsilon, slack_ratio=cfg.slack_ratio, barrier_mu=cfg.barrier_mu,
+                               focus_order=cfg.focus_order)
         self.proposer = Proposer(engine, cfg.proposal, cfg.seed)
         self.model_sha = engine.gguf.sha256()
         self.identity = {"config": cfg.identity(), "model_sha256": self.model_sha,
@@ -162,6 +168,7 @@ class Search:
             for m in ck.moves:
                 cur_t = self.evaluator.gaps.cpu().numpy()[: self.n_t].astype(np.float64)
                 new = self.evaluator.commit(m).cpu().numpy().astype(np.float64)
+                self.proposer.accepted(m)
                 self.fitness.accepted(cur_t, new[: self.n_t])
                 accepted.append(m)
             t, parts = ck.next_iteration, list(ck.parts)  # parts written after it were discarded
@@ -175,10 +182,10 @@ class Search:
         next_ckpt = (t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         try:
             while t < cfg.iterations:
-                if self.fitness.done(cur[: self.n_t]):
+                if cfg.stop_when_done and self.fitness.done(cur[: self.n_t]):
                     stop_reason = "all targets crossed"
                     break
-                if self._window_exhausted(history):
+                if self._window_exhausted(history, cur):
                     stop_reason = f"acceptance below {cfg.min_rate:.0%} over {cfg.window} iterations"
                     break
                 k_max = min(cfg.speculate, cfg.iterations - t)
@@ -204,8 +211,12 @@ class Search:
         return SearchResult(accepted, t, len(accepted), stop_reason, time.time() - t0,
                             self.base.tolist(), cur.tolist(), {"parts": parts})
 
-    def _window_exhausted(self, history: list[bool]) -> bool:
-        """Auto-termination: the trailing window accepted less than min_rate of its proposals."""
+    def _window_exhausted(self, history: list[bool], cur: np.ndarray) -> bool:
+        """Auto-termination: the trailing window accepted less than min_rate of its proposals. Not
+        once every focused target has crossed without stop_when_done: every proposal is refused
+        then, and stopping a window later would be stop_when_done by another name."""
+        if self.fitness.done(cur[: self.n_t]):
+            return False
         w = self.cfg.window
         return len(history) >= w and sum(history[-w:]) < self.cfg.min_rate * w
 
@@ -227,7 +238,7 @@ class Search:
         gaps = self.evaluator.trial(moves).cpu().numpy().astype(np.float64)
         for k, m in enumerate(moves):
             if k > 0:  # the window rule may stop the search inside a speculative batch
-                if self._window_exhausted(history):
+                if self._window_exhausted(history, cur):
                     return cur, k
             g = gaps[k]
             verdict = fit.judge(cur[:n_t], cur[n_t:], g[:n_t], g[n_t:])
@@ -245,6 +256,7 @@ class Search:
     def _keep(self, t, m, cur, new, f_cur, focus, accepted, pending, history):
         f_new = self.fitness.value(new[: self.n_t], new[self.n_t :])
         self.fitness.accepted(cur[: self.n_t], new[: self.n_t])
+        self.proposer.accepted(m)  # before the next proposals are drawn: they may weigh its scale
         accepted.append(m)
         pending.append(self._record(t, m, True, f_cur, f_new, new, focus))
         history.append(True)

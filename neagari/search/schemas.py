@@ -1,5 +1,6 @@
-"""pandera models of the tables the search writes: probe gaps on one model and the per-iteration
-record of a search. Gaps are logits, logit(correct) - logit(wrong)."""
+"""pandera models of the tables the search writes: probe gaps on one model, the per-iteration
+record of a search, and calibration's report of probes whose tokens do not compare their answers.
+Gaps are logits, logit(correct) - logit(wrong)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,35 @@ class SearchIterations(pa.DataFrameModel):
     fitness_after: float
     focus: int = pa.Field(ge=0, nullable=True)
     gaps: list[float] = pa.Field(nullable=False)
+
+
+class ProbeTokenIssues(pa.DataFrameModel):
+    """One row per probe whose scored tokens do not compare its answers (neagari.search.calibrate
+    .token_report): both answers on one token, or an answer scored at a whitespace token."""
+
+    probe_set: str
+    name: str
+    role: str
+    correct: str
+    wrong: str
+    correct_id: int = pa.Field(ge=0)
+    wrong_id: int = pa.Field(ge=0)
+    correct_token: str
+    wrong_token: str
+    ids_stored: bool  # base_correct_id / base_wrong_id in the file, else the texts' first tokens
+    same_first_token: bool
+    correct_whitespace: bool
+    wrong_whitespace: bool
+    base_gap: float = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def flagged(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("same_first_token") | pl.col("correct_whitespace")
+                                     | pl.col("wrong_whitespace"))
+
+    @pa.dataframe_check
+    def same_token_same_id(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("same_first_token") == (pl.col("correct_id") == pl.col("wrong_id")))

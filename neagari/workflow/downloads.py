@@ -250,7 +250,9 @@ def fetch(spec: Mapping[str, Any], dest: str | os.PathLike, *, key: str | Sequen
 
 def derived_keys(spec: Mapping[str, Any]) -> list[str]:
     """The download keys a derived probe set is built from, in a fixed order."""
-    keys = [spec[k] for k in ("verbatim_notebook", "upstream_controls") if spec.get(k)]
+    keys = [spec[k] for k in ("verbatim_training", "verbatim_notebook", "knowledge_controls", "upstream_controls")
+            if spec.get(k)]
+    keys = list(dict.fromkeys(keys))  # one file may give both the notebook's prompts and its controls
     return keys + [s["file"] for s in spec.get("samples", [])]
 
 

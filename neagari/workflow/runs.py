@@ -54,6 +54,9 @@ class SearchRun:
     scale_prob: float | None = None
     epsilon: float | None = None
     slack_ratio: float | None = None
+    barrier_mu: float | None = None
+    focus_order: str | None = None
+    stop_when_done: bool | None = None
     accept_all: bool = False  # random-flip null: keep every proposal
     kind: str | None = None  # null baselines: "trained" or "null"
     controls: tuple[str, ...] = ()  # control probe files
@@ -87,7 +90,8 @@ class SearchRun:
 
     def search_settings(self) -> dict[str, Any]:
         """The fields the search configuration takes from this run (None ones left to its defaults)."""
-        keys = ("iterations", "lam", "fitness", "scale_prob", "epsilon", "slack_ratio", "seed", "accept_all")
+        keys = ("iterations", "lam", "fitness", "scale_prob", "epsilon", "slack_ratio", "barrier_mu", "focus_order",
+                "stop_when_done", "seed", "accept_all")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
     def as_dict(self) -> dict[str, Any]:
@@ -121,11 +125,18 @@ def _model_runs(search: Mapping, model: str, seed: int) -> list[SearchRun]:
     scale = search["scale_pass"]
     if scale["enabled"]:  # pass 2: scale moves on top of the finished pass 1
         pass1_last = patched_path(model, "pass1", order[-1])
+        # upstream ran pass 2 as a pipeline of its own: its controls start from the base ones again
+        # and accumulate within pass 2; "crossed" hands every pass-2 domain what pass 1 carried
+        restart = search["pipeline"]["promotion"] == "upstream"
         for i, d in enumerate(order):
+            if restart:
+                promoted = (run_dir(model, "pass2", order[i - 1]) + "/promoted.json",) if i else ()
+            else:
+                promoted = (run_dir(model, "pass1", order[-1]) + "/promoted.json",)
             runs.append(SearchRun(stage="pass2", name=d, domain=d, iterations=scale["iterations"][d],
                                   lam=domains[d]["lambda"], scale_prob=scale["scale_prob"], **common,
                                   start=pass1_last if i == 0 else patched_path(model, "pass2", order[i - 1]),
-                                  promoted=(run_dir(model, "pass1", order[-1]) + "/promoted.json",)))
+                                  promoted=promoted))
     for d in search["isolation"]["domains"]:  # each domain alone, from the base model
         runs.append(SearchRun(stage="isolated", name=d, domain=d, iterations=domains[d]["iterations"],
                               lam=domains[d]["lambda"], start=base, **common))
@@ -137,7 +148,8 @@ def _model_runs(search: Mapping, model: str, seed: int) -> list[SearchRun]:
     for fitness in t["fitnesses"]:
         runs.append(SearchRun(stage="targeted", name=fitness, domain=t["probes"], iterations=t["iterations"],
                               lam=t["lambda"], fitness=fitness, epsilon=t["epsilon"], slack_ratio=t["slack_ratio"],
-                              start=base, model=model, seed=seed,
+                              barrier_mu=t["barrier_mu"], focus_order=t["focus_order"],
+                              stop_when_done=t["stop_when_done"], start=base, model=model, seed=seed,
                               controls=tuple(probe_path(model, c) for c in t["controls"])))
     nb = search["null_baseline"]
     for kind in NULLBASE_KINDS:
