@@ -1,7 +1,7 @@
 """Rule audit_published: §7.1, §7.5 and §7.6 regenerated from upstream-format patch files alone
 (the paper's published patches, or any search's patch.upstream.json); no model needed."""
 
-from neagari.analysis import audits
+from neagari.analysis import audits, crossing
 from neagari.search.patch import read_patch
 from neagari.workflow.smk import rule_context
 from neagari.analysis.schemas import AcceptanceTable, BoundaryCrossingFlips, BoundaryCrossingSummary, MoveTypeShare
@@ -10,7 +10,7 @@ from neagari.tables import write_table
 out = snakemake.output
 with rule_context(snakemake, config_keys=["published_patches"]) as log:
     patches = {name: read_patch(path) for name, path in zip(snakemake.params.names, snakemake.input.patches)}
-    per_flip, summary = audits.boundary_crossing_pooled({n: p.records for n, p in patches.items()})
+    per_flip, summary = crossing.boundary_crossing_pooled({n: p.records for n, p in patches.items()})
     write_table(per_flip, out.crossing_flips, BoundaryCrossingFlips)
     write_table(summary, out.crossing_summary, BoundaryCrossingSummary)
     write_table(audits.move_type_share({n: p.moves for n, p in patches.items()}), out.scale_share, MoveTypeShare)

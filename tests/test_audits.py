@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
-from neagari.analysis import audits
+from neagari.analysis import audits, crossing
 from neagari.analysis import schemas
 from neagari.report.published import Published
 from neagari.search.patch import Move, read_patch
@@ -52,7 +52,7 @@ def _valid(df: pl.DataFrame, schema) -> pl.DataFrame:
 
 
 def test_boundary_crossing_per_flip():
-    per_flip, _ = audits.boundary_crossing(RECORDS)
+    per_flip, _ = crossing.boundary_crossing(RECORDS)
     _valid(per_flip, schemas.BoundaryCrossingFlips)
     assert per_flip["iteration"].to_list() == [2, 5, 9]
     assert per_flip["move_type"].to_list() == ["group", "scale", "group"]
@@ -67,7 +67,7 @@ def test_boundary_crossing_per_flip():
 
 
 def test_boundary_crossing_summary():
-    _, summary = audits.boundary_crossing(RECORDS, label="editing")
+    _, summary = crossing.boundary_crossing(RECORDS, label="editing")
     row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
     assert row["patch"] == "editing" and row["flips"] == 3
     assert row["flips_changing_any_target_sign"] == 1 and row["flips_changing_any_control_sign"] == 1
@@ -97,7 +97,7 @@ def test_boundary_crossing_reads_an_upstream_patch(tmp_path):
     path.write_text(json.dumps(doc))
     patch = read_patch(path)
     assert patch.source_format == "bankai_group_xor_v2" and len(patch.moves) == 3
-    per_flip, summary = audits.boundary_crossing(patch.records, label="editing")
+    per_flip, summary = crossing.boundary_crossing(patch.records, label="editing")
     assert per_flip["move_type"].to_list() == ["group", "scale", "group"]
     row = summary.row(0, named=True)
     assert row["nearest_wrong_name"] == "A" and row["nearest_wrong_index"] == 2
@@ -110,7 +110,7 @@ OTHER = [_flip(0, [-2.0, -0.7, -0.4], [-1.9, -0.7, -0.4], [], [], names=("Z", "A
 
 
 def test_boundary_crossing_pooled():
-    per_flip, summary = audits.boundary_crossing_pooled({"p1": RECORDS, "p2": OTHER})
+    per_flip, summary = crossing.boundary_crossing_pooled({"p1": RECORDS, "p2": OTHER})
     _valid(per_flip, schemas.BoundaryCrossingFlips)
     _valid(summary, schemas.BoundaryCrossingSummary)
     assert per_flip["patch"].to_list() == ["p1", "p1", "p1", "p2"]
@@ -130,7 +130,7 @@ def test_boundary_crossing_pooled():
 
 
 def test_boundary_crossing_pooled_over_every_patch_start_as_the_notebook():
-    _, summary = audits.boundary_crossing_pooled({"p1": RECORDS, "p2": OTHER}, pool="every")
+    _, summary = crossing.boundary_crossing_pooled({"p1": RECORDS, "p2": OTHER}, pool="every")
     total = _valid(summary, schemas.BoundaryCrossingSummary).row(2, named=True)
     # p1's wrong probe A (0.1) and all three of p2's (2.0, 0.7, 0.4): A counts in both patches;
     # by position p1 lists 2 wrong and p2 3
@@ -139,10 +139,10 @@ def test_boundary_crossing_pooled_over_every_patch_start_as_the_notebook():
     assert total["mean_wrong_distance"] == pytest.approx(0.8)
     assert total["median_distance_ratio"] == pytest.approx(44.0) and total["mean_distance_ratio"] == pytest.approx(64.0)
     # the flips and their deltas pool the same either way
-    first = audits.boundary_crossing_pooled({"p1": RECORDS, "p2": OTHER})[1].row(2, named=True)
+    first = crossing.boundary_crossing_pooled({"p1": RECORDS, "p2": OTHER})[1].row(2, named=True)
     assert (first["flips"], first["mean_delta"]) == (total["flips"], total["mean_delta"])
     with pytest.raises(ValueError, match="pool must be one of"):
-        audits.boundary_crossing_pooled({"p1": RECORDS}, pool="last")
+        crossing.boundary_crossing_pooled({"p1": RECORDS}, pool="last")
 
 
 def test_wrong_probes_are_keyed_by_name():
@@ -151,7 +151,7 @@ def test_wrong_probes_are_keyed_by_name():
     # wrong probes are m2 m3 m4 at 1.0, 3.0, 0.5: median 1.0, mean 1.5 (by position: 2.0, 2.375)
     names = ("m1", "m2", "m1", "m3", "m4")
     rec = _flip(0, [-5.0, -1.0, 0.5, -3.0, -0.5], [-4.5, -1.0, 0.5, -2.5, -0.5], [1.0], [1.0], names=names)
-    _, summary = audits.boundary_crossing([rec])
+    _, summary = crossing.boundary_crossing([rec])
     row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
     assert (row["n_wrong_listed"], row["n_wrong_probes"]) == (4, 3)
     assert row["median_wrong_distance"] == 1.0 and row["mean_wrong_distance"] == 1.5
@@ -164,17 +164,17 @@ def test_wrong_probes_are_keyed_by_name():
 def test_boundary_crossing_of_a_search_that_kept_no_flip():
     # the paper's math domain can end with no accepted move (our default run's did): its row says
     # so, and the pooled row is the pool of the other patches alone
-    per_flip, summary = audits.boundary_crossing_pooled({"p1": RECORDS, "math": []})
+    per_flip, summary = crossing.boundary_crossing_pooled({"p1": RECORDS, "math": []})
     _valid(summary, schemas.BoundaryCrossingSummary)
     assert summary["patch"].to_list() == ["p1", "math", "all"]
     empty = summary.row(1, named=True)
     assert empty["flips"] == 0 and empty["total_fixes"] == 0 and empty["n_wrong_probes"] is None
     assert empty["median_wrong_distance"] is None and empty["mean_distance_ratio"] is None
     assert summary.row(2, named=True)["flips"] == summary.row(0, named=True)["flips"] == per_flip.height
-    per_flip, summary = audits.boundary_crossing([], "math")
+    per_flip, summary = crossing.boundary_crossing([], "math")
     assert per_flip.height == 0 and summary["flips"].to_list() == [0]
     with pytest.raises(ValueError, match="no patch kept a flip"):
-        audits.boundary_crossing_pooled({"math": []})
+        crossing.boundary_crossing_pooled({"math": []})
 
 
 def test_boundary_crossing_counts_a_gap_of_exactly_zero_as_wrong():
@@ -185,7 +185,7 @@ def test_boundary_crossing_counts_a_gap_of_exactly_zero_as_wrong():
     #   control 0.0 -> +0.25: a control fix
     # deltas +0.5, -0.5, 0.0: mean 0.0 exactly, so both distance ratios are undefined (null)
     rec = _flip(4, [0.0, 0.5, 0.0], [0.5, 0.0, 0.0], [0.0], [0.25], names=("X", "Y", "Z"))
-    per_flip, summary = audits.boundary_crossing([rec])
+    per_flip, summary = crossing.boundary_crossing([rec])
     assert per_flip["n_fixes"].to_list() == [1] and per_flip["n_breaks"].to_list() == [1]
     assert per_flip["n_control_fixes"].to_list() == [1] and per_flip["n_control_breaks"].to_list() == [0]
     assert per_flip["changes_target_sign"].to_list() == [True]
@@ -207,7 +207,7 @@ def test_boundary_crossing_ratio_of_a_negative_mean_delta_is_positive():
     # ratio = 1.0 / |-0.25| = 4.0 (not -4.0)
     recs = [_flip(0, [-1.0, 0.5], [-1.25, 0.25], [2.0], [2.0], names=("P", "Q")),
             _flip(1, [-1.25, 0.25], [-1.5, 0.0], [2.0], [2.0], names=("P", "Q"))]
-    per_flip, summary = audits.boundary_crossing(recs)
+    per_flip, summary = crossing.boundary_crossing(recs)
     assert per_flip["mean_delta"].to_list() == [-0.25, -0.25]
     assert per_flip["n_breaks"].to_list() == [0, 1]
     row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
@@ -217,7 +217,7 @@ def test_boundary_crossing_ratio_of_a_negative_mean_delta_is_positive():
     assert row["nearest_wrong_mean_delta"] == -0.25 and row["nearest_wrong_end"] == -1.5
     # pooled with RECORDS (mean 0.05/9 over 9 pairs): 13 pairs summing to 0.05 - 1.0 = -0.95, so
     # mean -0.95/13; wrong probes A (0.1, RECORDS by name) and P (1.0): median = mean = 0.55
-    _, pooled = audits.boundary_crossing_pooled({"p1": RECORDS, "neg": recs})
+    _, pooled = crossing.boundary_crossing_pooled({"p1": RECORDS, "neg": recs})
     total = pooled.row(2, named=True)
     assert total["mean_delta"] == pytest.approx(-0.95 / 13)
     assert total["median_distance_ratio"] == pytest.approx(0.55 * 13 / 0.95)  # ≈ 7.53, positive
@@ -226,13 +226,13 @@ def test_boundary_crossing_ratio_of_a_negative_mean_delta_is_positive():
 
 def test_boundary_crossing_without_gap_logs_says_why():
     with pytest.raises(ValueError, match="target_gaps_before"):
-        audits.boundary_crossing([{"layer": 1, "proj": "ffn_up.weight", "group": 0, "iteration": 0}])
+        crossing.boundary_crossing([{"layer": 1, "proj": "ffn_up.weight", "group": 0, "iteration": 0}])
 
 
 def test_boundary_crossing_rejects_changing_target_lists():
     changed = RECORDS[:1] + [_flip(3, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0], [1.0], names=("A", "B", "X"))]
     with pytest.raises(ValueError, match="other targets"):
-        audits.boundary_crossing(changed)
+        crossing.boundary_crossing(changed)
 
 
 # ---------------------------------------------------------------------------- acceptance
@@ -511,7 +511,7 @@ def test_published_patch_against_plain_python_and_the_paper(name):
     doc = _published_doc(name)
     patch = read_patch(_published_path(name))
     ref = _by_hand(doc["flips"])
-    _, summary = audits.boundary_crossing(patch.records, label=name)
+    _, summary = crossing.boundary_crossing(patch.records, label=name)
     row = _valid(summary, schemas.BoundaryCrossingSummary).row(0, named=True)
     assert row["flips"] == len(doc["flips"])
     assert row["n_wrong_probes"] == len(ref["wrong"]) and row["n_wrong_listed"] == ref["wrong_listed"]
@@ -562,7 +562,7 @@ def test_published_patches_pooled_against_plain_python():
     mean_delta = statistics.fmean(ref["deltas"])
     records = {n: read_patch(_published_path(n)).records for n in names}
     for pool in ("first", "every"):
-        _, summary = audits.boundary_crossing_pooled(records, pool=pool)
+        _, summary = crossing.boundary_crossing_pooled(records, pool=pool)
         row = _valid(summary, schemas.BoundaryCrossingSummary).row(-1, named=True)
         wrong = ref[pool]
         assert row["flips"] == sum(len(_published_doc(n)["flips"]) for n in names)
@@ -584,7 +584,7 @@ def test_published_patches_reproduce_the_papers_section_7_6():
     if missing:
         pytest.skip(f"published patches not downloaded: {', '.join(missing)}")
     records = {n: read_patch(_published_path(n)).records for n in PUBLISHED_CONFIG}
-    _, summary = audits.boundary_crossing_pooled(records)
+    _, summary = crossing.boundary_crossing_pooled(records)
     row = summary.row(-1, named=True)
     assert row["flips"] == _printed("crossing.flips")  # 2,252
     assert row["flips_changing_any_target_sign"] == _printed("crossing.flips_changing_any_target_sign")
