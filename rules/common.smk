@@ -2,7 +2,15 @@
 import os
 
 from neagari.workflow.configcheck import ConfigError, validate_config
-from neagari.workflow.runs import STAGES, null_model_path, runs_of, search_runs
+from neagari.workflow.runs import (
+    STAGES,
+    final_run,
+    null_model_path,
+    pass2_order,
+    pass2_order_problem,
+    runs_of,
+    search_runs,
+)
 
 # Checked against the schema, defaults filled; a mistake is a few lines naming the key (and the
 # closest allowed one), not the validator's whole dump.
@@ -144,9 +152,12 @@ def all_targets():
 # Every search run is a record (neagari.workflow.runs.SearchRun), built here once; rules look one
 # up by its wildcards and pass its fields on.
 SEARCH = config.get("search")  # optional: a config without searches (e.g. downloads only)
+if SEARCH and pass2_order_problem(SEARCH):
+    raise ConfigError([pass2_order_problem(SEARCH)])
 RUNS = search_runs(config)
 SEARCH_MODELS = SEARCH["models"] if SEARCH else []
-ORDER = SEARCH["pipeline"]["order"] if SEARCH else []
+ORDER = SEARCH["pipeline"]["order"] if SEARCH else []  # pass 1's domains, in its order
+PASS2_ORDER = pass2_order(SEARCH) if SEARCH else []  # pass 2's (search.scale_pass.order)
 
 
 def run_of(wildcards):

@@ -92,6 +92,7 @@ def paper_manifest():
         "run_name": config["run_name"],
         "models": models,
         "order": ORDER,
+        "pass2_order": PASS2_ORDER if SEARCH and SEARCH["scale_pass"]["enabled"] else [],
         "searched": {m: paper_model_files(m) for m in SEARCH_MODELS},
         "quality": None,
         "published": None,

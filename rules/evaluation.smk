@@ -19,8 +19,9 @@ HARNESS = EVAL_CFG["harness"]
 HARNESS_ENV = "../envs/harness.yaml"
 HELDOUT_VERBATIM = config_path(EVAL_CFG["heldout_verbatim"])
 EVAL_FITNESSES = SEARCH["targeted"]["fitnesses"] if SEARCH else []
-# "patched" = the fully patched model of the five-domain pipeline (pass 2 unless it is off)
-EVAL_FINAL_STAGE = "pass2" if SEARCH and SEARCH["scale_pass"]["enabled"] else "pass1"
+# "patched" = the fully patched model of the five-domain pipeline: its last pass-2 domain (in pass
+# 2's order), or the last pass-1 one when pass 2 is off
+EVAL_FINAL_STAGE, EVAL_FINAL_DOMAIN = final_run(SEARCH) if SEARCH else (None, None)
 # what `rule all` asks of this stage
 EVAL_TARGETS = [
     f"results/eval/{m}/heldout/{f}.{kind}.parquet"
@@ -120,7 +121,7 @@ if HARNESS["enabled"]:
             model=lambda wc: (
                 f"results/models/{wc.model}.gguf"
                 if wc.variant == "base"
-                else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"
+                else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{EVAL_FINAL_DOMAIN}.gguf"
             ),
             tables=[dl.download_path(k) for k in BENCHMARK_FILES.values()],
             punkt_tab=[dl.download_path(HARNESS["punkt_tab"])] if HARNESS["punkt_tab"] else [],
@@ -165,7 +166,7 @@ else:
             model=lambda wc: (
                 f"results/models/{wc.model}.gguf"
                 if wc.variant == "base"
-                else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{ORDER[-1]}.gguf"
+                else f"results/patched/{wc.model}/{EVAL_FINAL_STAGE}/{EVAL_FINAL_DOMAIN}.gguf"
             ),
             eval_sets=lambda wc: (
                 f"results/eval/{wc.model}/bench/items.jsonl"

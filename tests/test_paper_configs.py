@@ -33,22 +33,51 @@ def checkout(tmp_path_factory) -> Path:
     return dest
 
 
-def dry_run(checkout: Path, config: str, *targets: str) -> dict[str, int]:
+def dry_run_output(checkout: Path, config: str, *targets: str) -> str:
     res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "-n", "--configfile", config], cwd=checkout,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    stats = res.stdout[res.stdout.index("Job stats:"):]
+    return res.stdout
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    stats = stdout[stdout.index("Job stats:"):]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def dry_run(checkout: Path, config: str, *targets: str) -> dict[str, int]:
+    return job_counts(dry_run_output(checkout, config, *targets))
+
+
+def pass2_chain(stdout: str, model: str) -> list[str]:
+    """The pass-2 domains of a dry run's plan in the order they build on each other: each search's
+    first input is the model it starts from."""
+    starts = dict((m.group(2), m.group(1)) for m in re.finditer(
+        rf"^rule search:\n    input: (\S+?)(?:,.*)?\n    output: results/search/{model}/pass2/(\w+)/patch\.json",
+        stdout, re.M))
+    chain, start = [], next(s for s in starts.values() if "/pass1/" in s)
+    while (d := next((d for d, s in starts.items() if s == start), None)) is not None:
+        chain.append(d)
+        start = f"results/patched/{model}/pass2/{d}.gguf"
+    assert len(chain) == len(starts), starts
+    return chain
 
 
 @pytest.mark.parametrize("config, searches", [("config/bonsai-8b.yaml", 22), ("config/bonsai-1.7b.yaml", 9)])
 def test_paper_dag_offline(checkout, config, searches):
-    jobs = dry_run(checkout, config)
+    out = dry_run_output(checkout, config)
+    jobs = job_counts(out)
     assert not EMBEDDED_ONLY & set(jobs), f"embedded-model rules in a paper DAG: {EMBEDDED_ONLY & set(jobs)}"
     assert jobs["download_model"] == 1 and jobs["download_file"] >= 6
     assert jobs["search"] == searches and jobs["assemble_patch"] == searches and jobs["build_paper"] == 1
     if "8b" in config:  # §6.7: GSM8K, IFEval, MMLU, MuSR on the base and the patched model, by lm-eval
         assert jobs["eval_benchmark"] == 2 and "build_benchmark_items" not in jobs
+        # pass 2 in the v3 manifest's order, on top of pass 1's last domain; the benchmarks read its last
+        p2 = ["instruction", "tool_calling", "editing", "coding", "math"]
+        assert pass2_chain(out, "bonsai-8b") == p2
+        assert re.search(r"^    input: results/patched/bonsai-8b/pass1/coding\.gguf,.*\n"
+                         r"    output: results/search/bonsai-8b/pass2/instruction/patch\.json", out, re.M)
+        assert re.search(r"^rule eval_benchmark:\n    input: results/patched/bonsai-8b/pass2/math\.gguf,", out, re.M)
     else:  # the paper's 1.7B runs: targeted searches and their held-out verbatim evaluation
         assert "eval_benchmark" not in jobs and jobs["eval_heldout_verbatim"] == 2
 

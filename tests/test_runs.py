@@ -12,7 +12,7 @@ import yaml
 from snakemake.utils import validate
 
 from neagari.search.runner import SearchConfig, search_config, search_defaults
-from neagari.workflow.runs import SearchRun, runs_of, search_runs
+from neagari.workflow.runs import SearchRun, final_run, pass2_order_problem, runs_of, search_runs
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"
@@ -89,6 +89,44 @@ def test_crossed_promotion_hands_pass_2_what_pass_1_carried():
     runs = search_runs(config)
     assert [runs[("tiny-qat", "pass2", d)].promoted for d in ("math", "verbatim")] == \
         [("results/search/tiny-qat/pass1/verbatim/promoted.json",)] * 2
+
+
+def test_pass_2_chains_in_its_own_order():
+    config = validated("config.yaml")
+    search = config["search"]
+    pass1 = search["pipeline"]["order"]
+    assert final_run(search) == ("pass2", pass1[-1])  # default: pass 2 in the pass-1 order
+    p2 = ["instruction", "tool_calling", "editing", "coding", "math"]
+    assert p2 != pass1 and sorted(p2) == sorted(pass1)
+    search["scale_pass"]["order"] = p2
+    runs = search_runs(config)
+    m = "embedded-qat"
+    assert [r.name for r in runs_of(runs, m, ("pass1",))] == pass1  # pass 1 keeps its order
+    assert [runs[(m, "pass1", d)].start for d in pass1[1:]] == \
+        [f"results/patched/{m}/pass1/{d}.gguf" for d in pass1[:-1]]
+    chain = runs_of(runs, m, ("pass2",))
+    assert [r.name for r in chain] == p2
+    # each pass-2 domain starts from the one before it in pass 2's order, the first from pass 1's last
+    assert [r.start for r in chain] == [f"results/patched/{m}/pass1/{pass1[-1]}.gguf"] + \
+        [f"results/patched/{m}/pass2/{d}.gguf" for d in p2[:-1]]
+    # upstream promotion: pass 2 carries within itself, in its own order
+    assert [r.promoted for r in chain] == [()] + [(f"results/search/{m}/pass2/{d}/promoted.json",) for d in p2[:-1]]
+    assert final_run(search) == ("pass2", "math")
+    search["pipeline"]["promotion"] = "crossed"  # every pass-2 domain gets what pass 1 carried
+    assert {r.promoted for r in runs_of(search_runs(config), m, ("pass2",))} == \
+        {(f"results/search/{m}/pass1/{pass1[-1]}/promoted.json",)}
+    search["scale_pass"]["enabled"] = False
+    assert final_run(search) == ("pass1", pass1[-1])
+
+
+@pytest.mark.parametrize("order", [["editing", "math"], ["editing", "instruction", "tool_calling", "math", "math"],
+                                   ["editing", "instruction", "tool_calling", "math", "coding", "verbatim"]])
+def test_pass_2_order_must_be_a_permutation_of_pass_1(order):
+    config = validated("config.yaml")
+    assert pass2_order_problem(config["search"]) is None
+    config["search"]["scale_pass"]["order"] = order
+    problem = pass2_order_problem(config["search"])
+    assert problem.startswith("config: search.scale_pass.order: ") and "\n" not in problem
 
 
 def test_no_searches_without_a_search_block():

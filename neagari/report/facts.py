@@ -284,10 +284,11 @@ def cross_model_table(facts: list[dict], models: dict, quality: pl.DataFrame | N
     return TableItem(pl.DataFrame(rows, infer_schema_length=None), sources)
 
 
-def terrain_section(files: dict, tables: dict, figures: dict, order: list[str]) -> dict:
+def terrain_section(files: dict, tables: dict, figures: dict, pass2_order: list[str]) -> dict:
     """Geometric terrain (seed 003): per model and label, embedding geometry and the WordNet
-    alignment at the token embedding and the last layer, each beside its shuffled null. Adds its
-    tables and figures to ``tables`` and ``figures``; returns its facts."""
+    alignment at the token embedding and the last layer, each beside its shuffled null; of the
+    patched models, the finished pipeline's (the last domain of ``pass2_order``). Adds its tables
+    and figures to ``tables`` and ``figures``; returns its facts."""
     facts, raw, src = {}, {}, {}
     for key in ("embedding", "simplex", "layers", "wordnet_summary"):  # every model's table, stacked
         src[key] = [f["tables"][key] for f in files.values()]
@@ -308,7 +309,7 @@ def terrain_section(files: dict, tables: dict, figures: dict, order: list[str]) 
     last = wn.group_by("model").agg(pl.col("layer").max().alias("last"))
     wn = wn.join(last, on="model").filter((pl.col("layer") == 0) | (pl.col("layer") == pl.col("last")))
     wn = wn.filter(pl.col("statistic").is_in(["spearman", "null_spearman"]) & pl.col("label").is_in(
-        ["base"] + [l for l in wn["label"].unique().to_list() if l.startswith(("null-", f"pass2-{order[-1]}"))]))
+        ["base"] + [l for l in wn["label"].unique().to_list() if l.startswith(("null-", f"pass2-{pass2_order[-1]}"))]))
     tables["terrain_wordnet_summary"] = TableItem(wn.select("model", "label", "layer", "statistic", "mean", "ci_lo",
                                                             "ci_hi", "seeds", "words").sort("model", "label", "layer"),
                                                   src["wordnet_summary"])
@@ -395,7 +396,9 @@ def paper_content(man: dict, build_inputs: list[str], published_path: str | None
     if quality is not None:
         for row in quality.unique("model", keep="first", maintain_order=True).to_dicts():
             quality_facts[row["model"]] = row
-    terrain = terrain_section(man["terrain"], tables, figures, man["order"]) if man.get("terrain") else {}
+    # manifests without a pass-2 order (no pass 2, or written before it had one): the pass-1 order
+    pass2_order = man.get("pass2_order") or man["order"]
+    terrain = terrain_section(man["terrain"], tables, figures, pass2_order) if man.get("terrain") else {}
     subspace = subspace_section(man["subspace"], tables, figures) if man.get("subspace") else {}
     paper_figures = pub.Published(published_path) if published_path else None
     run = {"models": pub.describe_models(config or {"models": man["models"]}, list(man["searched"]), paper_figures),
@@ -420,7 +423,8 @@ def paper_content(man: dict, build_inputs: list[str], published_path: str | None
         df = pl.DataFrame(rows).drop("key")
         tables["fidelity"] = TableItem(df, [fidelity_path], {c: "prose" for c in df.columns})
     run["fidelity"] = "fidelity" in tables
-    context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"], "terrain": terrain,
+    context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"],
+               "pass2_order": pass2_order, "terrain": terrain,
                "paper": paper_figures, "run": run, "cross_quantization": cross_quantization(models),
                "subspace": subspace,
                "models": models, "quality": quality_facts, "quality_report": (man["quality"] or {}).get("report"),

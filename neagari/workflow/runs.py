@@ -98,6 +98,29 @@ class SearchRun:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+def pass2_order(search: Mapping) -> list[str]:
+    """The domains of pass 2 in the order it searches them: search.scale_pass.order, by default
+    the pass-1 order (search.pipeline.order)."""
+    return list(search["scale_pass"].get("order") or search["pipeline"]["order"])
+
+
+def pass2_order_problem(search: Mapping) -> str | None:
+    """Why search.scale_pass.order is not a permutation of the pass-1 domains, or None when it is."""
+    got, want = pass2_order(search), list(search["pipeline"]["order"])
+    if sorted(got) == sorted(want):
+        return None
+    return (f"config: search.scale_pass.order: {got} must hold each domain of search.pipeline.order "
+            f"{want} exactly once")
+
+
+def final_run(search: Mapping) -> tuple[str, str]:
+    """(stage, domain) of the pipeline's finished model: the last pass-2 domain, or the last
+    pass-1 one without a pass 2."""
+    if search["scale_pass"]["enabled"]:
+        return "pass2", pass2_order(search)[-1]
+    return "pass1", search["pipeline"]["order"][-1]
+
+
 def search_runs(config: Mapping) -> dict[tuple[str, str, str], SearchRun]:
     """Every search run of a validated config, keyed by (model, stage, name), in stage order
     per model (pass1, pass2, isolated, lambda, targeted, nullbase, randomflip)."""
@@ -123,19 +146,21 @@ def _model_runs(search: Mapping, model: str, seed: int) -> list[SearchRun]:
                               start=base if i == 0 else patched_path(model, "pass1", order[i - 1]),
                               promoted=(run_dir(model, "pass1", order[i - 1]) + "/promoted.json",) if i else ()))
     scale = search["scale_pass"]
-    if scale["enabled"]:  # pass 2: scale moves on top of the finished pass 1
+    if scale["enabled"]:  # pass 2: scale moves on top of the finished pass 1, in its own order
+        p2 = pass2_order(search)
         pass1_last = patched_path(model, "pass1", order[-1])
         # upstream ran pass 2 as a pipeline of its own: its controls start from the base ones again
-        # and accumulate within pass 2; "crossed" hands every pass-2 domain what pass 1 carried
+        # and accumulate within pass 2 (in pass 2's order); "crossed" hands every pass-2 domain what
+        # pass 1 carried
         restart = search["pipeline"]["promotion"] == "upstream"
-        for i, d in enumerate(order):
+        for i, d in enumerate(p2):
             if restart:
-                promoted = (run_dir(model, "pass2", order[i - 1]) + "/promoted.json",) if i else ()
+                promoted = (run_dir(model, "pass2", p2[i - 1]) + "/promoted.json",) if i else ()
             else:
                 promoted = (run_dir(model, "pass1", order[-1]) + "/promoted.json",)
             runs.append(SearchRun(stage="pass2", name=d, domain=d, iterations=scale["iterations"][d],
                                   lam=domains[d]["lambda"], scale_prob=scale["scale_prob"], **common,
-                                  start=pass1_last if i == 0 else patched_path(model, "pass2", order[i - 1]),
+                                  start=pass1_last if i == 0 else patched_path(model, "pass2", p2[i - 1]),
                                   promoted=promoted))
     for d in search["isolation"]["domains"]:  # each domain alone, from the base model
         runs.append(SearchRun(stage="isolated", name=d, domain=d, iterations=domains[d]["iterations"],
