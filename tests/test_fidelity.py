@@ -17,7 +17,8 @@ def test_every_key_is_a_key_of_the_default_config():
     config = fidelity.config_file(REPO / "config/config.yaml")
     for e in fidelity.load():
         if e["key"]:
-            assert fidelity.lookup(config, e["key"]) is not None, e["key"]
+            key = e["key"] if fidelity.lookup(config, e["key"]) is not None else e.get("default_from")
+            assert key and fidelity.lookup(config, key) is not None, e["key"]
 
 
 @pytest.mark.parametrize("value, want", [
@@ -38,6 +39,17 @@ def test_a_scalar_key_and_an_absent_block():
     assert fidelity.choice(entry, {"search": {"group_sampling": "scale_base"}}) == "alternative"
     assert fidelity.choice(entry, {}) == "not run"
     assert fidelity.choice({"key": None}, {}) == "paper's code"
+
+
+def test_an_order_compares_as_a_whole_and_falls_back_to_its_default():
+    entry = {"key": "search.scale_pass.order", "paper_value": ["b", "a"], "compare": "exact",
+             "default_from": "search.pipeline.order", "enabled_by": "search.scale_pass.enabled"}
+    on = {"enabled": True}
+    assert fidelity.choice(entry, {"search": {"scale_pass": {**on, "order": ["b", "a"]}}}) == "paper's code"
+    assert fidelity.choice(entry, {"search": {"scale_pass": {**on, "order": ["a", "b"]}}}) == "alternative"
+    assert fidelity.choice(entry, {"search": {"scale_pass": on, "pipeline": {"order": ["b", "a"]}}}) == "paper's code"
+    assert fidelity.choice(entry, {"search": {"scale_pass": on, "pipeline": {"order": ["a", "b"]}}}) == "alternative"
+    assert fidelity.choice(entry, {"search": {"scale_pass": {"enabled": False, "order": ["b", "a"]}}}) == "not run"
 
 
 def test_an_entry_without_its_papers_value_is_refused(tmp_path):

@@ -48,9 +48,16 @@ def choice(entry: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     paper's value and an alternative_value) or 'not run' (the config has no such experiment)."""
     if entry["key"] is None:
         return "paper's code"
-    value, want = lookup(config, entry["key"]), _values(entry["paper_value"])
+    if entry.get("enabled_by") and not lookup(config, entry["enabled_by"]):
+        return "not run"
+    value = lookup(config, entry["key"])
+    if value is None and entry.get("default_from"):
+        value = lookup(config, entry["default_from"])
     if value is None:
         return "not run"
+    if entry.get("compare") == "exact":  # a value that is a list as a whole, e.g. a domain order
+        return "paper's code" if value == entry["paper_value"] else "alternative"
+    want = _values(entry["paper_value"])
     if isinstance(value, list):
         other = _values(entry.get("alternative_value") or [])
         paper, alt = any(v in want for v in value), any(v in other for v in value)
