@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 
 from neagari.cli import main
@@ -26,6 +27,17 @@ PROBES = REPO / "resources/probes/smoke.json"
 def tensor_offsets(path: Path) -> dict[str, int]:
     """Absolute byte offset of every tensor, read with gguf-py directly."""
     return {t.name: int(t.data_offset) for t in gguf.GGUFReader(path).tensors}
+
+
+def with_scales(path: Path, tensor: str, scales: np.ndarray, out: Path) -> Path:
+    """A copy of ``path`` at ``out`` whose ``tensor`` has its group scales (fp16 bytes 0-1 of each
+    18-byte block) replaced by ``scales``, one per group from the first."""
+    data = bytearray(Path(path).read_bytes())
+    start = tensor_offsets(path)[tensor]
+    for g, raw in enumerate(np.asarray(scales, dtype=np.float16).view(np.uint8).reshape(-1, 2)):
+        data[start + 18 * g : start + 18 * g + 2] = raw.tobytes()
+    out.write_bytes(bytes(data))
+    return out
 
 
 def brute_force_bytes(path: Path, moves) -> bytes:

@@ -20,7 +20,7 @@ from neagari.search import split_probes
 from neagari.search.patch import Move
 from neagari.search.proposal import ProposalConfig, Proposer
 from neagari.search.runner import Search, SearchConfig
-from test_patch_moves import tensor_offsets
+from test_patch_moves import with_scales
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "resources/probes/smoke.json"
@@ -35,13 +35,7 @@ def halves(fixture_models, tmp_path_factory) -> Path:
     base = fixture_models["tied_gqa"]
     d = np.full(N_DOWN, 0.5, dtype=np.float16)
     d[0], d[2] = 1.0, -0.5
-    data = bytearray(base.read_bytes())
-    start = tensor_offsets(base)[DOWN]
-    for g in range(N_DOWN):
-        data[start + 18 * g : start + 18 * g + 2] = d[g : g + 1].view(np.uint8).tobytes()
-    path = tmp_path_factory.mktemp("halves") / "halves.gguf"
-    path.write_bytes(bytes(data))
-    return path
+    return with_scales(base, DOWN, d, tmp_path_factory.mktemp("halves") / "halves.gguf")
 
 
 def _down(sampling: str) -> ProposalConfig:
@@ -101,13 +95,7 @@ def test_draws_follow_the_live_scales(halves):
 
 def test_a_tensor_whose_scales_are_all_zero_is_refused(fixture_models, tmp_path):
     base = fixture_models["tied_gqa"]
-    data = bytearray(base.read_bytes())
-    start = tensor_offsets(base)[DOWN]
-    for g in range(N_DOWN):
-        data[start + 18 * g : start + 18 * g + 2] = b"\x00\x00"
-    path = tmp_path / "zero.gguf"
-    path.write_bytes(bytes(data))
-    eng = Engine.load(path)
+    eng = Engine.load(with_scales(base, DOWN, np.zeros(N_DOWN), tmp_path / "zero.gguf"))
     with pytest.raises(ValueError, match="blk.0.ffn_down.weight: no group has a nonzero scale"):
         Proposer(eng, _down("scale"), seed=0)
     Proposer(eng, _down("uniform"), seed=0)  # uniform sampling does not weigh scales

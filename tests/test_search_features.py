@@ -18,7 +18,7 @@ from neagari.search import split_probes
 from neagari.search.patch import apply_patch_files, read_patch
 from neagari.search.proposal import ProposalConfig, Proposer
 from neagari.search.runner import Search, SearchConfig
-from test_patch_moves import brute_force_bytes, tensor_offsets
+from test_patch_moves import brute_force_bytes, with_scales
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "resources/probes/smoke.json"
@@ -60,12 +60,7 @@ def wide_scales(fixture_models, tmp_path_factory) -> tuple[Path, np.ndarray]:
     d = np.geomspace(1e-3, 1.0, n).astype(np.float16)
     d[::3] *= -1
     np.random.default_rng(0).shuffle(d)
-    data = bytearray(base.read_bytes())
-    start = tensor_offsets(base)[DOWN]
-    for g in range(n):
-        data[start + 18 * g : start + 18 * g + 2] = d[g : g + 1].view(np.uint8).tobytes()
-    path = tmp_path_factory.mktemp("scales") / "wide.gguf"
-    path.write_bytes(bytes(data))
+    path = with_scales(base, DOWN, d, tmp_path_factory.mktemp("scales") / "wide.gguf")
     return path, d.astype(np.float64)
 
 
