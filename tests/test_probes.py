@@ -594,3 +594,32 @@ def test_corrected_probe_set_compares_the_first_differing_token(engine):
     again = calibrate_document(engine, doc, first_token="differing")
     assert again["probes"] == doc["probes"]
     assert calibrate_document(engine, doc)["probes"] == calibrate_document(engine, upstream_base_doc(GSM))["probes"]
+
+
+def test_answer_prefix_probes_are_scored_as_the_notebook_checks_them(engine):
+    """A notebook knowledge control passes when the top token's stripped text and its expected
+    prefix are prefixes one of the other. Read off the fixture model's ranking by hand: a prefix of
+    the top token's text makes the top token correct (gap > 0) although the prefix's own first
+    token is another one; a prefix no top-ranked token shares makes the top token the rival."""
+    tok = engine.tokenizer
+    prompt = "The capital of France is"
+    row = engine.logits([tok.encode(prompt)])[0].float()
+    ranked = row.argsort(descending=True).tolist()
+    texts = [tok.decode([i]).strip() for i in ranked]
+    top = next(k for k, t in enumerate(texts) if len(t) >= 2)  # the best token with 2+ characters
+    prefix = texts[top][:2]
+    first_ok = next(k for k, t in enumerate(texts) if t.startswith(prefix) or prefix.startswith(t))
+    first_other = next(k for k, t in enumerate(texts) if not (t.startswith(prefix) or prefix.startswith(t)))
+    probe = {"name": "k", "prompt": prompt, "correct": " " + prefix, "wrong": "\n", "answer_prefix": prefix,
+             "category": "knowledge"}
+    doc = calibrate_document(engine, {"probes": {"control": [probe]}})
+    got = doc["probes"]["control"][0]
+    assert (got["base_correct_id"], got["base_wrong_id"]) == (ranked[first_ok], ranked[first_other])
+    assert (got["base_gap"] > 0) == (first_ok < first_other)
+    assert got["base_gap"] == pytest.approx(float(row[ranked[first_ok]] - row[ranked[first_other]]), abs=1e-4)
+    assert doc["_calibration"]["scored_by_answer_prefix"] == ["k"]
+    # the same probe without its prefix is scored at the first token of its text
+    plain = calibrate_document(engine, {"probes": {"control": [{k: v for k, v in probe.items()
+                                                                 if k != "answer_prefix"}]}})
+    assert plain["probes"]["control"][0]["base_correct_id"] == tok.encode(" " + prefix)[0]
+    assert plain["_calibration"]["scored_by_answer_prefix"] == []

@@ -11,6 +11,11 @@ As upstream does by default:
   into the prompt, so that the gap compares the first tokens where the answers differ.
 - Upstream's three base controls (``DEFAULT_CONTROL_PROBES``) are never calibrated: scored at the
   first tokens of their own texts. ``upstream_controls="calibrate"`` calibrates them like any probe.
+- A probe with an ``answer_prefix`` (the 1.7B demo notebook's knowledge controls) passes, as the
+  notebook checks it, when the top token's stripped text and the prefix are prefixes one of the
+  other (' Jupiter' and ' J' both give 'Jup'). Its correct token is the best such token on the base
+  model and its wrong token the best other one, so the gap is positive exactly when the notebook's
+  check passes there; the search then scores that fixed pair, as it does every probe.
 """
 
 from __future__ import annotations
@@ -75,6 +80,20 @@ def move_shared_prefix(d: dict, tokenizer) -> bool:
     return True
 
 
+def prefix_compatible(tokenizer, prefix: str) -> torch.Tensor:
+    """Mask (V,) of the tokens whose stripped text and ``prefix`` are prefixes one of the other, the
+    notebook's pass rule. A whitespace-only token is among them, as in the notebook ('' is a prefix
+    of every text)."""
+    pieces = (tokenizer.decode([i]).strip() for i in range(len(tokenizer.tokens)))
+    return torch.tensor([p.startswith(prefix) or prefix.startswith(p) for p in pieces])
+
+
+def _prefix_pair(row: torch.Tensor, compatible: torch.Tensor) -> tuple[int, int]:
+    """(best compatible, best other) token of one logit row."""
+    return int(row.masked_fill(~compatible, float("-inf")).argmax()), \
+        int(row.masked_fill(compatible, float("-inf")).argmax())
+
+
 def calibrate_document(engine, doc: dict, batch_size: int = 64, upstream_controls: str = "keep",
                        first_token: str = "upstream") -> dict:
     """A calibrated copy of an upstream probe document.
@@ -86,7 +105,8 @@ def calibrate_document(engine, doc: dict, batch_size: int = 64, upstream_control
     ``upstream_controls``: ``keep`` (upstream's) leaves upstream's base controls as written, with
     only ``base_gap`` (at their texts' first tokens) added; ``calibrate`` treats them as any probe.
     ``first_token``: ``upstream`` scores the answers' first tokens; ``differing`` first applies
-    :func:`move_shared_prefix` to every probe.
+    :func:`move_shared_prefix` to every probe. Probes with an ``answer_prefix`` are scored at the
+    best token the prefix accepts (module docstring).
     """
     if upstream_controls not in UPSTREAM_CONTROL_MODES:
         raise ValueError(f"upstream_controls must be one of {', '.join(UPSTREAM_CONTROL_MODES)}, "
@@ -113,9 +133,17 @@ def calibrate_document(engine, doc: dict, batch_size: int = 64, upstream_control
     logits = torch.stack(engine.logits([e[0] for e in encoded], batch_size=batch_size))
     correct = torch.tensor([e[1] for e in encoded])
     wrong = top_rival(logits, correct)
-    for j, (*_, kept, _p) in enumerate(flat):
+    masks: dict[str, torch.Tensor] = {}
+    prefixed = []
+    for j, (role, i, kept, p) in enumerate(flat):
         if kept:  # scored at its own wrong text's first token, as upstream scores it
             wrong[j] = encoded[j][2]
+        prefix = groups[role][i].get("answer_prefix")
+        if isinstance(prefix, str) and prefix and not kept:
+            if prefix not in masks:
+                masks[prefix] = prefix_compatible(engine.tokenizer, prefix)
+            correct[j], wrong[j] = _prefix_pair(logits[j], masks[prefix])
+            prefixed.append(p.name)
     rows = torch.arange(len(flat))
     gaps = (logits[rows, correct] - logits[rows, wrong]).tolist()
     failures = 0
@@ -135,7 +163,8 @@ def calibrate_document(engine, doc: dict, batch_size: int = 64, upstream_control
                            "base_corrects": len(flat) - failures, "model_sha256": engine.gguf.sha256(),
                            "upstream_controls": upstream_controls,
                            "kept_uncalibrated": [p.name for *_, kept, p in flat if kept],
-                           "first_token": first_token, "moved_to_prompt": moved}
+                           "first_token": first_token, "moved_to_prompt": moved,
+                           "scored_by_answer_prefix": prefixed}
     return out
 
 
