@@ -159,15 +159,17 @@ def _cmd_apply_patch(a) -> int:
 def _cmd_quantize(a) -> int:
     import os
 
+    from neagari.engine.quants import format_named
     from neagari.engine.requantize import quantize_gguf
     from neagari.hashing import sha256_file
 
+    fmt = format_named(a.type)
     src, out = Path(a.model), Path(a.out)
     if os.path.abspath(src) == os.path.abspath(out) or (src.exists() and out.exists() and os.path.samefile(src, out)):
-        raise CliError(f"--out {out} is the input file {src}; write the Q1_0 model to another path")
+        raise CliError(f"--out {out} is the input file {src}; write the {fmt.NAME} model to another path")
     if out.is_dir():
         raise CliError(f"--out {out} is a directory; give the path of the file to write")
-    quantize_gguf(src, out)
+    quantize_gguf(src, out, fmt.GGML_TYPE)
     print(f"{out}  sha256 {sha256_file(out)}", file=sys.stderr)
     return 0
 
@@ -287,16 +289,17 @@ def _cmd_search(a) -> int:
 
 def _check_fixture(a) -> None:
     """The shapes the fixture writer can build, checked before anything is trained or written."""
-    from neagari.engine import q1
+    from neagari.engine.quants import format_named
     from neagari.engine.tokenizer import SPECIAL_TOKENS
 
     if a.heads % a.kv_heads:
         a.parser.error(f"argument --heads: {a.heads} heads are not a multiple of --kv-heads {a.kv_heads}")
     if a.head_dim % 2:
         a.parser.error(f"argument --head-dim: must be even (RoPE rotates pairs), got {a.head_dim}")
+    fmt = format_named(a.type)
     for flag, n in (("--hidden", a.hidden), ("--ffn", a.ffn), ("--heads x --head-dim", a.heads * a.head_dim)):
-        if n % q1.QK:  # the row lengths of the Q1_0 matrices
-            a.parser.error(f"argument {flag}: {n} is not a multiple of {q1.QK} (a Q1_0 block)")
+        if n % fmt.QK:  # the row lengths of the quantized matrices
+            a.parser.error(f"argument {flag}: {n} is not a multiple of {fmt.QK} (a {fmt.NAME} block)")
     # byte-level BPE: 256 byte tokens, the special tokens, and at least one merge
     least = 256 + len(SPECIAL_TOKENS) + 1
     if a.vocab < least:
@@ -305,11 +308,13 @@ def _check_fixture(a) -> None:
 
 def _cmd_fixture(a) -> int:
     from neagari.engine.fixtures import FixtureSpec, write_fixture_model
+    from neagari.engine.quants import format_named
 
     _check_fixture(a)
 
     spec = FixtureSpec(n_layer=a.layers, hidden=a.hidden, ffn=a.ffn, n_head=a.heads, n_kv_head=a.kv_heads,
-                       head_dim=a.head_dim, vocab_size=a.vocab, tied_embeddings=not a.untied, seed=a.seed)
+                       head_dim=a.head_dim, vocab_size=a.vocab, tied_embeddings=not a.untied, seed=a.seed,
+                       block_type=format_named(a.type).GGML_TYPE)
     print(write_fixture_model(a.out, spec))
     return 0
 
@@ -343,7 +348,7 @@ def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON instead of a text summary")
 
     def engine_args(s):
-        s.add_argument("model", help="a Qwen3 GGUF (Q1_0, F16, BF16 or F32 tensors)")
+        s.add_argument("model", help="a Qwen3 GGUF (Q1_0, Q2_0, F16, BF16 or F32 tensors)")
         s.add_argument("--device", default="cpu", type=device_name, help="cpu, cuda, cuda:N or auto")
         s.add_argument("--no-cache", action="store_true", help="dequantize weights at each call")
         s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
@@ -369,9 +374,12 @@ def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="accept patches that record no base sha256")
     s.add_argument("patches", nargs="+", help="patch files (ours or upstream's), applied in order")
 
-    s = command("quantize", _cmd_quantize, help="round a float GGUF's linear weights to Q1_0 (llama.cpp's rule)")
+    s = command("quantize", _cmd_quantize,
+                help="round a float GGUF's linear weights to Q1_0 or Q2_0 (llama.cpp's rule)")
     s.add_argument("model", help="a GGUF with F32, F16 or BF16 linear weights")
-    s.add_argument("--out", required=True, help="the Q1_0 file to write (never the input)")
+    s.add_argument("--out", required=True, help="the file to write (never the input)")
+    s.add_argument("--type", default="q1_0", choices=["q1_0", "q2_0"],
+                   help="target format: 1-bit Q1_0 or ternary Q2_0")
 
     s = command("provenance", None, help="provenance records of result files")
     psub = s.add_subparsers(dest="action", required=True)
@@ -395,7 +403,7 @@ def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
     if search_args:
         _search_arguments(s, engine_args)
 
-    s = command("fixture", _cmd_fixture, help="write a small random Qwen3 Q1_0 GGUF")
+    s = command("fixture", _cmd_fixture, help="write a small random Qwen3 Q1_0 (or Q2_0) GGUF")
     s.add_argument("out", help="the GGUF to write")
     for flag, default, kind in (("layers", 2, positive_int), ("hidden", 128, positive_int),
                                 ("ffn", 256, positive_int), ("heads", 4, positive_int),
@@ -403,15 +411,18 @@ def build_parser(search_args: bool = True) -> argparse.ArgumentParser:
                                 ("vocab", 512, positive_int), ("seed", 0, nonnegative_int)):
         s.add_argument(f"--{flag}", type=kind, default=default, help=FIXTURE_HELP[flag])
     s.add_argument("--untied", action="store_true", help="a separate LM head (default: tied to the embedding)")
+    s.add_argument("--type", default="q1_0", choices=["q1_0", "q2_0"], help="format of the linear weights")
     return p
 
 
-FIXTURE_HELP = {"layers": "transformer blocks", "hidden": "hidden size (a multiple of 128)",
-                "ffn": "MLP width (a multiple of 128)", "heads": "attention heads", "kv-heads": "key/value heads",
-                "head-dim": "dimension per head", "vocab": "vocabulary size", "seed": "weight seed"}
+FIXTURE_HELP = {"layers": "transformer blocks", "hidden": "hidden size (a multiple of 128; of 64 for Q2_0)",
+                "ffn": "MLP width (a multiple of 128; of 64 for Q2_0)", "heads": "attention heads",
+                "kv-heads": "key/value heads", "head-dim": "dimension per head", "vocab": "vocabulary size",
+                "seed": "weight seed"}
 
 
 def _search_arguments(s, engine_args) -> None:
+    from neagari.engine import q2
     from neagari.engine.config import MLP_PROJECTIONS
     from neagari.search.fitness import FITNESS_NAMES, FOCUS_ORDERS
     from neagari.search.proposal import GROUP_SAMPLING
@@ -446,6 +457,10 @@ def _search_arguments(s, engine_args) -> None:
                    help="probability of a scale-mantissa move")
     s.add_argument("--scale-bits", type=int, nargs="+", default=list(d["scale_bits"]), choices=range(10),
                    metavar="BIT", help="FP16 mantissa bits a scale move may flip (0..9)")
+    s.add_argument("--ternary-moves", nargs="+", default=list(d["ternary_moves"]),
+                   choices=q2.GROUP_MOVES,
+                   help="group moves proposed on Q2_0 tensors: negate (w -> -w), and the zero-pattern "
+                        "moves zero_plus (0 <-> +d) and zero_minus (0 <-> -d)")
     s.add_argument("--seed", type=nonnegative_int, default=d["seed"], help="proposal stream seed")
     s.add_argument("--window", type=positive_int, default=d["window"],
                    help="auto-termination window (iterations)")

@@ -1,7 +1,7 @@
 # Config validation and the target list; every stage's paths are built here from the config.
 import os
 
-from neagari.workflow.configcheck import ConfigError, validate_config
+from neagari.workflow.configcheck import ConfigError, posthoc_problems, validate_config
 from neagari.workflow.runs import (
     STAGES,
     final_run,
@@ -29,11 +29,22 @@ FIXTURE_MODELS = [m for m, s in config["models"].items() if s["source"] == "fixt
 # the training-loss figures and the paper cover the whole family; only TRAINED_MODELS are trained.
 TRAINED_MODELS = [m for m, s in config["models"].items() if s["source"] == "embedded"]
 SHIPPED_MODELS = [m for m, s in config["models"].items() if s["source"] == "shipped"]
-EMBEDDED_MODELS = [m for m, s in config["models"].items() if s["source"] in ("embedded", "shipped")]
+# Post-hoc roundings of an fp model's float file (source posthoc): members of the family their
+# float model belongs to.
+POSTHOC_MODELS = [m for m, s in config["models"].items() if s["source"] == "posthoc"]
+EMBEDDED_MODELS = [m for m, s in config["models"].items() if s["source"] in ("embedded", "shipped")
+                   or s["source"] == "posthoc" and config["models"].get(s["posthoc"]["from"], {}).get("source")
+                   in ("embedded", "shipped")]
 # Trained here: QAT models export their Q1_0 file directly; fp models write a float (F16) file
 # that rule quantize_posthoc rounds to Q1_0.
 TRAINED_QAT_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("variant") != "fp"]
 TRAINED_FP_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("variant") == "fp"]
+# Shipped fp models whose float file a posthoc model rounds: it is checked and copied beside the GGUF.
+SHIPPED_FLOAT_MODELS = sorted({config["models"][m]["posthoc"]["from"] for m in POSTHOC_MODELS} & set(SHIPPED_MODELS))
+
+
+if posthoc_problems(config["models"]):
+    raise ConfigError(posthoc_problems(config["models"]))
 # Where files are found. The workflow's own outputs (results/, logs/) are relative to the working
 # directory (--directory). The repository's files (resources/, the workflow's code) are named through
 # repo_path, so that a run from any directory reads the same files. A path from the config (probe
@@ -103,6 +114,12 @@ def download_source(spec):
 def shipped_file(model, field):
     """A shipped model's file (``field`` path or record) as config_path finds it."""
     return config_path(config["models"][model]["shipped"][field])
+
+
+def shipped_float_path(model):
+    """A shipped fp model's float file: beside its GGUF, NAME.f16.gguf (resources/models/README.md)."""
+    path = shipped_file(model, "path")
+    return path[: -len(".gguf")] + ".f16.gguf" if path.endswith(".gguf") else path + ".f16.gguf"
 
 
 def ship_inputs(with_float=False):

@@ -46,6 +46,63 @@ rule use_shipped_model:
         "../scripts/use_shipped_model.py"
 
 
+# The float (F16) file of a shipped fp model, for the posthoc models that round it: the model is
+# checked as use_shipped_model checks it, the float file against the sha256 its record names.
+rule use_shipped_float:
+    priority: EMBEDDED_CHAIN_PRIORITY
+    input:
+        gguf=lambda wc: shipped_file(wc.model, "path"),
+        float=lambda wc: shipped_float_path(wc.model),
+        record=lambda wc: os.path.join(shipped_file(wc.model, "record"), "record.json"),
+    output:
+        float="results/models/{model}.f16.gguf",
+    params:
+        sha256=lambda wc: config["models"][wc.model]["shipped"]["sha256"],
+        record=lambda wc: shipped_file(wc.model, "record"),
+        key=lambda wc: ["models", wc.model, "shipped"],
+    wildcard_constraints:
+        model=wildcard_choice(SHIPPED_FLOAT_MODELS),
+    log:
+        "logs/models/{model}.shipped-float.log",
+    benchmark:
+        "logs/models/{model}.shipped-float.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/use_shipped_float.py"
+
+
+# A posthoc model: the float file of its fp model rounded to Q1_0 or Q2_0 by llama.cpp's rule
+# (neagari.engine.requantize; the same bytes as llama.cpp's quantizer). Its training is its fp
+# model's: the loss table is that one's, under this model's name.
+rule round_posthoc:
+    priority: EMBEDDED_CHAIN_PRIORITY
+    input:
+        float=lambda wc: f"results/models/{config['models'][wc.model]['posthoc']['from']}.f16.gguf",
+        history=lambda wc: f"results/training/{config['models'][wc.model]['posthoc']['from']}.loss.parquet",
+    output:
+        gguf="results/models/{model}.gguf",
+        history="results/training/{model}.loss.parquet",
+    params:
+        format=lambda wc: config["models"][wc.model]["posthoc"]["format"],
+    wildcard_constraints:
+        model=wildcard_choice(POSTHOC_MODELS),
+    log:
+        "logs/models/{model}.posthoc.log",
+    benchmark:
+        "logs/models/{model}.posthoc.bench.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/round_posthoc.py"
+
+
 rule download_model:
     output:
         gguf="results/models/{model}.gguf",

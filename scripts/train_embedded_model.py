@@ -21,7 +21,7 @@ from neagari.embedded.schemas import TrainingLoss
 from neagari.tables import write_table
 from neagari.engine.tokenizer import gguf_tokenizer_metadata
 from neagari.embedded.toydata import CORPUS_ONLY
-from neagari.embedded.train import TrainConfig, build_model, corpus_rows, export_weights, train
+from neagari.embedded.train import TrainConfig, block_type, build_model, corpus_rows, export_weights, train
 
 p = snakemake.params
 with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as log:
@@ -55,7 +55,7 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
         log.info("checkpoints in %s every %g s", tc.checkpoint_dir, tc.checkpoint_every_s)
     arch = {k: v for k, v in p.architecture.items() if k != "seed"}
     cfg = ModelConfig(**arch, vocab_size=tok.get_vocab_size())
-    model = build_model(cfg, qat=p.variant == "qat", seed=p.seed)
+    model = build_model(cfg, qat=p.variant in ("qat", "ternary"), seed=p.seed, ternary=p.variant == "ternary")
     history = train(model, train_rows, eval_rows, tc, copy_rows=copy_rows)
     model.cpu()  # trained on tc.device; exported from CPU
     meta = gguf_tokenizer_metadata(tok)
@@ -66,7 +66,7 @@ with rule_context(snakemake, config_keys=["embedded", "models"], seed=p.seed) as
                     extra_metadata=extra, quantize=False, float_type=TYPE_F16)
     else:
         write_model(snakemake.output.gguf, cfg, export_weights(model), meta, name=snakemake.wildcards.model,
-                    extra_metadata=extra)
+                    extra_metadata=extra, block_type=block_type(model))
     table = pl.DataFrame(history, schema_overrides={"eval_loss": pl.Float64}).with_columns(
         pl.lit(snakemake.wildcards.model).alias("model"), pl.lit(p.variant).alias("variant"))
     write_table(table, snakemake.output.history, TrainingLoss)

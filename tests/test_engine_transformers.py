@@ -48,7 +48,11 @@ def read_tensors(path) -> tuple[dict, dict]:
 
 
 def reference_model(path) -> "transformers.Qwen3ForCausalLM":
-    meta, w = read_tensors(path)
+    return reference_from_tensors(*read_tensors(path))
+
+
+def reference_from_tensors(meta: dict, w: dict) -> "transformers.Qwen3ForCausalLM":
+    """transformers' Qwen3 from a file's metadata and its float32 tensors (llama.cpp names)."""
     assert meta["general.architecture"] == "qwen3"
     tied = "output.weight" not in w
     hf_cfg = transformers.Qwen3Config(

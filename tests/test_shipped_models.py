@@ -19,7 +19,7 @@ import yaml
 
 from neagari.cli import main
 from neagari.embedded.schemas import TrainingLoss
-from neagari.engine import q1
+from neagari.engine import q1, q2
 from neagari.engine.config import ModelConfig
 from neagari.engine.export import write_model
 from neagari.engine.fixtures import FixtureSpec, fixture_tokenizer_metadata, random_weights, write_fixture_model
@@ -41,16 +41,26 @@ def loss_table(model: str, variant: str) -> pl.DataFrame:
                         schema_overrides={"eval_loss": pl.Float64})
 
 
-def ship_fixture(root: Path, name: str = "m", variant: str = "qat", seed: int = 0) -> dict:
-    """A shipped model as ``make model`` leaves it: GGUF + record directory; returns its config entry."""
+def ship_fixture(root: Path, name: str = "m", variant: str = "qat", seed: int = 0, with_float: bool = False) -> dict:
+    """A shipped model as ``make model`` leaves it: GGUF + record directory (and, ``with_float``,
+    the F16 file the GGUF rounds, as for an fp model); returns its config entry."""
     root.mkdir(parents=True, exist_ok=True)
-    gguf = write_fixture_model(root / f"{name}.gguf", FixtureSpec(n_layer=1, seed=seed))
     record = root / f"{name}.record"
     record.mkdir()
     write_table(loss_table(name, variant), record / shipped.LOSS, TrainingLoss)
+    float_sha = None
+    if with_float:
+        src, _ = float_file(root, TYPE_F16)
+        flt = src.rename(root / f"{name}.f16.gguf")
+        gguf = quantize_gguf(flt, root / f"{name}.gguf")
+        float_sha = sha256_file(flt)
+    else:
+        gguf = write_fixture_model(root / f"{name}.gguf", FixtureSpec(n_layer=1, seed=seed))
     files = {f"{name}.gguf": sha256_file(gguf), f"{name}.record/{shipped.LOSS}": sha256_file(record / shipped.LOSS)}
+    if float_sha:
+        files[f"{name}.f16.gguf"] = float_sha
     doc = shipped.make_record(model=name, variant=variant, embedded={"seed": 0, "train": {"steps": 3}}, files=files,
-                              gguf_sha256=files[f"{name}.gguf"], float_sha256=None, corpus_sha256="0" * 64,
+                              gguf_sha256=files[f"{name}.gguf"], float_sha256=float_sha, corpus_sha256="0" * 64,
                               tokenizer_sha256="1" * 64, trained={}, wall_time_s=1.0, git={}, shipped_at="now")
     (record / shipped.RECORD).write_text(json.dumps(doc))
     return {"source": "shipped", "variant": variant,
@@ -134,12 +144,12 @@ def float_file(tmp_path: Path, float_type: int) -> tuple[Path, dict]:
     return path, weights
 
 
-def llama_quantize(src: Path, dst: Path) -> None:
+def llama_quantize(src: Path, dst: Path, fmt=q1) -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = q1.LLAMA_FTYPE_MOSTLY_Q1_0
-    params.output_tensor_type = q1.GGML_TYPE_Q1_0
-    params.token_embedding_type = q1.GGML_TYPE_Q1_0
+    params.ftype = fmt.LLAMA_FTYPE
+    params.output_tensor_type = fmt.GGML_TYPE
+    params.token_embedding_type = fmt.GGML_TYPE
     params.pure = True
     params.nthread = 1
     assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
@@ -279,6 +289,44 @@ def test_a_shipped_config_without_its_pins_is_refused(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(workflow_config({"m": entry})))
     res = snakemake(tmp_path, "-n")
     assert res.returncode != 0 and "models.m.shipped.sha256:" in res.stderr + res.stdout
+
+
+@pytest.mark.llama
+def test_a_posthoc_member_rounds_the_shipped_float_file(tmp_path):
+    """source posthoc: the shipped fp model's float file, checked against its record, rounded to Q2_0;
+    the same bytes as llama.cpp's quantizer on that file. A changed float file stops the rule in one
+    line; a posthoc model of a model without a float file is refused before any job."""
+    work = tmp_path / "work"
+    work.mkdir()
+    models = {"m-fp": ship_fixture(tmp_path / "models", "m-fp", "fp", with_float=True),
+              "m-q2": {"source": "posthoc", "posthoc": {"from": "m-fp", "format": "Q2_0"}}}
+    (work / "config.yaml").write_text(yaml.safe_dump(workflow_config(models)))
+    res = snakemake(work, "results/models/m-q2.gguf", "results/training/m-q2.loss.parquet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    flt = tmp_path / "models/m-fp.f16.gguf"
+    ref = tmp_path / "llama.gguf"
+    llama_quantize(flt, ref, q2)
+    ours, theirs = GGUFFile(work / "results/models/m-q2.gguf"), GGUFFile(ref)
+    assert {r.ggml_type for n, r in ours.tensors.items() if not n.endswith("_norm.weight")} == {q2.GGML_TYPE}
+    for name in theirs.tensors:
+        assert np.array_equal(ours.raw(name), theirs.raw(name)), name
+    history = pl.read_parquet(work / "results/training/m-q2.loss.parquet")
+    assert history["model"].unique().to_list() == ["m-q2"] and history["variant"].unique().to_list() == ["fp"]
+    data = bytearray(flt.read_bytes())
+    data[-1] ^= 0x01
+    flt.write_bytes(bytes(data))
+    for f in ("results/models/m-fp.f16.gguf", "results/models/m-q2.gguf"):
+        (work / f).unlink()
+    res = snakemake(work, "results/models/m-q2.gguf")
+    assert res.returncode != 0
+    log = (work / "logs/models/m-fp.shipped-float.log").read_text()
+    assert f"ShippedModelError: {flt}: sha256" in log and "record.json names" in log
+    models["m-q2"]["posthoc"]["from"] = "m-qat"
+    models["m-qat"] = ship_fixture(tmp_path / "models", "m-qat", "qat")
+    (work / "config.yaml").write_text(yaml.safe_dump(workflow_config(models)))
+    res = snakemake(work, "-n")
+    assert res.returncode != 0
+    assert "config: models.m-q2.posthoc.from: 'm-qat' has no float file" in res.stderr + res.stdout
 
 
 def test_ship_then_use(tmp_path):

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from neagari.engine import q1
+from neagari.engine import q1, q2
 from neagari.engine.config import ModelConfig
 from neagari.engine.engine import Engine
 from neagari.engine.export import write_model
 from neagari.engine.fixtures import fixture_tokenizer_metadata
 from neagari.engine.gguf_io import GGUFFile
-from neagari.embedded.train import (PAD, TrainConfig, TrainLinear, answer_weights, build_model, export_weights, lm_loss,
+from neagari.embedded.train import (PAD, TrainConfig, TrainLinear, answer_weights, block_type, build_model, export_weights, lm_loss,
                            pack_examples, train)
 
 
@@ -69,6 +69,53 @@ def test_trained_model_exports_to_the_engine(tmp_path, qat):
                 x = torch.tensor([seq])
                 want = model(x, torch.arange(len(seq))[None], torch.ones(len(seq), len(seq), dtype=torch.bool).tril()[None, None])[0, -1]
                 assert (ours[b] - want).abs().max() < 1e-4
+
+
+def test_ternary_forward_weight_equals_dequantized_export():
+    """Ternary QAT: s = fp16(mean |w|) per 64-weight Q2_0 block, codes clip(round(w / s), -1, 1),
+    checked by hand on one block, and the exported Q2_0 bytes dequantize to the forward's weights
+    bit for bit."""
+    torch.manual_seed(0)
+    lin = TrainLinear(4, 256, qat=True, std=0.05, ternary=True)
+    with torch.no_grad():
+        lin.weight[1, :64] = 0.0  # an all-zero block: scale 0, every code 0
+        lin.weight[2, :64] = torch.tensor([0.3, -0.3, 0.05, -0.05] * 16)  # mean |w| 0.175
+    w_forward = lin.effective_weight().detach().numpy()
+    deq = q2.dequantize(lin.blocks())
+    assert np.array_equal(w_forward.view(np.uint32), deq.view(np.uint32))
+    assert not w_forward[1, :64].any()
+    s = np.float32(np.float16(0.175))  # 0.3 / s = 1.71 -> 1, 0.05 / s = 0.29 -> 0
+    assert np.array_equal(w_forward[2, :64], np.array([s, -s, 0, 0] * 16, dtype=np.float32))
+    assert set(np.unique(np.sign(w_forward))) == {-1.0, 0.0, 1.0}
+    # the straight-through gradient is that of a plain linear layer
+    x = torch.randn(3, 256)
+    lin(x).sum().backward()
+    assert torch.allclose(lin.weight.grad, x.sum(0).expand(4, 256))
+
+
+def test_trained_ternary_model_exports_a_q2_file_the_engine_runs(tmp_path):
+    tok = fixture_tokenizer_metadata(512)
+    cfg = ModelConfig(n_layer=2, hidden=128, ffn=256, n_head=2, n_kv_head=1, head_dim=64,
+                      vocab_size=len(tok["tokenizer.ggml.tokens"]), context_length=128, rope_theta=10000.0,
+                      tied_embeddings=False)
+    model = build_model(cfg, qat=True, seed=0, ternary=True)
+    rng = np.random.default_rng(0)
+    rows = pack_examples([list(rng.integers(0, 50, size=20)) for _ in range(64)], 32, sep=0)
+    train(model, rows, rows[:4], TrainConfig(steps=4, batch_size=4, seq_len=32, warmup=2, eval_every=4))
+    assert block_type(model) == q2.GGML_TYPE
+    path = write_model(tmp_path / "t.gguf", cfg, export_weights(model), tok, block_type=block_type(model))
+    f = GGUFFile(path)
+    assert {f.tensors[n].ggml_type for n in f.tensors if not n.endswith("_norm.weight")} == {q2.GGML_TYPE}
+    lin = model.blocks[1].mlp.ffn_down
+    assert np.array_equal(f.dequantize("blk.1.ffn_down.weight"), lin.effective_weight().detach().numpy())
+    eng = Engine.load(path)
+    seq = [3, 9, 27, 5, 1]
+    ours = eng.logits([seq])[0]
+    model.eval()
+    with torch.no_grad():
+        x = torch.tensor([seq])
+        want = model(x, torch.arange(len(seq))[None], torch.ones(len(seq), len(seq), dtype=torch.bool).tril()[None, None])[0, -1]
+    assert (ours - want).abs().max() < 1e-4  # the engine runs exactly the trained ternary network
 
 
 def test_answer_weights_mark_the_assistant_turn():

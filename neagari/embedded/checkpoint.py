@@ -14,7 +14,8 @@ why each piece is needed for a bit-identical continuation:
 - ``step`` and ``history``: where to continue, and the loss log so far (the returned log is the
   whole run's); ``elapsed_s``: training seconds so far, so the logged time continues.
 - ``fingerprint``: sha256 of everything that decides the result (the training settings, the
-  rows' tensors, the initial weights); a checkpoint whose fingerprint differs belongs to another
+  rows' tensors, the initial weights, and how each layer quantizes its weights in the forward
+  pass: the variants start from the same weights); a checkpoint whose fingerprint differs belongs to another
   run and is refused, never resumed or overwritten.
 """
 
@@ -48,7 +49,9 @@ def _hash_tensor(h, name: str, t: torch.Tensor | None) -> None:
 def fingerprint(tc, model: torch.nn.Module, rows: dict) -> str:
     """sha256 over the result-deciding settings of `tc` (a TrainConfig; threads included, as CPU
     reductions depend on the thread count), the shapes and bytes of each packed row set in `rows`
-    (name → Packed or None) and the model's initial parameters."""
+    (name → Packed or None), the model's initial parameters and each layer's forward quantization
+    (its ``qat``/``ternary`` flags: the 1-bit, ternary and full-precision variants of one recipe
+    start from the same parameters)."""
     h = hashlib.sha256()
     # a float setting written as an integer in a config (weight_decay: 0) is the same setting
     settings = {f.name: float(getattr(tc, f.name)) if f.type in (float, "float") else getattr(tc, f.name)
@@ -60,6 +63,9 @@ def fingerprint(tc, model: torch.nn.Module, rows: dict) -> str:
         _hash_tensor(h, f"{name}.weights", None if packed is None else packed.weights)
     for name, t in model.state_dict().items():
         _hash_tensor(h, f"model.{name}", t)
+    forward = {name: [bool(getattr(m, "qat", False)), bool(getattr(m, "ternary", False))]
+               for name, m in model.named_modules() if hasattr(m, "qat")}
+    h.update(json.dumps(forward, sort_keys=True).encode())
     return h.hexdigest()
 
 

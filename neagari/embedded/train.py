@@ -1,9 +1,12 @@
 """Training the embedded model: the engine's own Qwen3 network with trainable linear layers.
 
-Two variants of one recipe (same data, steps, seed):
+Variants of one recipe (same data, steps, seed):
 - ``qat``: 1-bit quantization-aware training. Every linear weight (embeddings and LM head
   included, as in Bonsai) is used as sign(w) · fp16(mean |w|) per 128-weight group in the forward
   pass; the backward pass is straight-through. Norms stay float.
+- ``ternary``: ternary quantization-aware training, the BitNet b1.58 rule per 128-weight group:
+  s = fp16(mean |w|), weights clip(round(w / s), -1, 1) · s in the forward pass, straight-through
+  backward (see :func:`ternarize`).
 - ``fp``: full precision, rounded to Q1_0 post hoc with llama.cpp's rule at export.
 """
 
@@ -21,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from neagari.engine import q1
+from neagari.engine import q1, q2
 from neagari.engine.config import ModelConfig
 from neagari.engine.model import Qwen3, RMSNorm, build_qwen3
 from neagari.embedded import checkpoint
@@ -42,19 +45,38 @@ def binarize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return signs, d
 
 
-class TrainLinear(nn.Module):
-    """A linear (or embedding) layer with latent fp32 weights; ``qat`` binarizes in forward."""
+def ternarize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes in {-1, 0, +1}, fp16-rounded scales) of an (out, in) weight, per Q2_0 block.
 
-    def __init__(self, out_features: int, in_features: int, qat: bool, std: float, generator=None):
+    BitNet b1.58's absmean rule per group: s = mean |w| rounded to FP16 (as the file stores it),
+    code = clip(round(w / s), -1, 1), round half to even as torch rounds; an all-zero group has
+    s = 0 and codes 0. The groups are the pinned Q2_0's blocks of 64 weights (q2.QK), so that each
+    group's scale is the one the file stores and the file dequantizes to the forward pass's weights
+    bit for bit.
+    """
+    blocks = w.reshape(w.shape[0], -1, q2.QK)
+    d = blocks.abs().mean(-1, keepdim=True).half().float()  # (out, nb, 1)
+    codes = torch.where(d > 0, (blocks / d.clamp_min(torch.finfo(torch.float32).tiny)).round().clamp(-1, 1),
+                        torch.zeros_like(blocks))
+    return codes, d
+
+
+class TrainLinear(nn.Module):
+    """A linear (or embedding) layer with latent fp32 weights; ``qat`` quantizes in forward, to
+    1-bit groups (Q1_0) or, with ``ternary``, to ternary ones (Q2_0)."""
+
+    def __init__(self, out_features: int, in_features: int, qat: bool, std: float, generator=None,
+                 ternary: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features, generator=generator) * std)
         self.qat = qat
+        self.ternary = ternary
 
     def effective_weight(self) -> torch.Tensor:
         if not self.qat:
             return self.weight
-        signs, d = binarize(self.weight)
-        wq = (signs * d).reshape_as(self.weight)
+        codes, d = (ternarize if self.ternary else binarize)(self.weight)
+        wq = (codes * d).reshape_as(self.weight)
         return self.weight + (wq - self.weight).detach()  # straight-through estimator
 
     def forward(self, x):
@@ -70,18 +92,35 @@ class TrainLinear(nn.Module):
         QAT: exactly the forward pass's signs and scales (so inference equals training).
         FP: llama.cpp's reference quantizer applied post hoc.
         """
+        if self.ternary:
+            raise ValueError("a ternary layer exports Q2_0 blocks (q2_blocks), not Q1_0")
         w = self.weight.detach().float().cpu().numpy()
         if not self.qat:
             return q1.quantize(w)
         _, d = binarize(self.weight)  # (out, nb, 1)
         return q1.pack_blocks(d.squeeze(-1).cpu().numpy(), w.reshape(*d.shape[:2], q1.QK) >= 0)
 
+    @torch.no_grad()
+    def q2_blocks(self) -> np.ndarray:
+        """Q2_0 bytes of this layer: ternary QAT's own codes and scales (so inference equals
+        training); a float layer through llama.cpp's reference quantizer (post hoc)."""
+        if not self.qat:
+            return q2.quantize(self.weight.detach().float().cpu().numpy())
+        if not self.ternary:
+            raise ValueError("a 1-bit QAT layer exports Q1_0 blocks (q1_blocks), not Q2_0")
+        codes, d = ternarize(self.weight)
+        return q2.pack_blocks(d.squeeze(-1).cpu().numpy(), (codes + 1).to(torch.uint8).cpu().numpy())
+
+    def blocks(self) -> np.ndarray:
+        """The file's bytes of this layer in its own format (Q2_0 if ternary, else Q1_0)."""
+        return self.q2_blocks() if self.ternary else self.q1_blocks()
+
 
 # Projections that write into the residual stream: their outputs start small.
 RESIDUAL_WRITES = ("attn_output.weight", "ffn_down.weight")
 
 
-def build_model(cfg: ModelConfig, qat: bool, seed: int) -> Qwen3:
+def build_model(cfg: ModelConfig, qat: bool, seed: int, ternary: bool = False) -> Qwen3:
     """The engine's Qwen3 with TrainLinear layers and trainable norms.
 
     Initial weights: N(0, 1/in) per linear, N(0, 1) for the embedding, 1/sqrt(2 n_layer hidden)
@@ -98,7 +137,7 @@ def build_model(cfg: ModelConfig, qat: bool, seed: int) -> Qwen3:
             std = out_std
         else:
             std = 1 / math.sqrt(in_f)
-        return TrainLinear(out_f, in_f, qat, std, g)
+        return TrainLinear(out_f, in_f, qat, std, g, ternary=ternary)
 
     def norm(name: str, dim: int) -> RMSNorm:
         n = RMSNorm(torch.ones(dim), cfg.rms_eps)
@@ -109,10 +148,19 @@ def build_model(cfg: ModelConfig, qat: bool, seed: int) -> Qwen3:
 
 
 def export_weights(model: Qwen3) -> dict[str, np.ndarray]:
-    """Tensor name → array for :func:`neagari.engine.export.write_model`: Q1_0 bytes are produced by
-    each layer's own ``q1_blocks`` (see there), so the caller passes them pre-quantized."""
-    return {name: m.q1_blocks() if isinstance(m, TrainLinear) else m.weight.detach().cpu().numpy()
+    """Tensor name → array for :func:`neagari.engine.export.write_model`: block bytes are produced
+    by each layer's own ``blocks`` (see there), so the caller passes them pre-quantized (with
+    ``block_type=q2.GGML_TYPE`` for a ternary model)."""
+    return {name: m.blocks() if isinstance(m, TrainLinear) else m.weight.detach().cpu().numpy()
             for name, m in model.tensor_modules().items()}
+
+
+def block_type(model: Qwen3) -> int:
+    """The GGML block type a trained model's linear layers export to."""
+    ternary = {m.ternary for m in model.tensor_modules().values() if isinstance(m, TrainLinear)}
+    if len(ternary) != 1:
+        raise ValueError("a model mixes ternary and 1-bit layers")
+    return q2.GGML_TYPE if ternary.pop() else q1.GGML_TYPE
 
 
 @dataclass

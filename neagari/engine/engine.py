@@ -1,4 +1,5 @@
-"""Load a Qwen3 Q1_0 GGUF into the model and serve it: batched scoring, greedy generation, moves."""
+"""Load a Qwen3 GGUF (Q1_0, Q2_0 or float linear weights, mixed as the file has them) into the
+model and serve it: batched scoring, greedy generation, moves."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from neagari.engine import q1
+from neagari.engine import q1, q2
 from neagari.engine.config import ModelConfig, tensor_names
 from neagari.engine.gguf_io import GGUFFile, GGUFFormatError, TYPE_BF16, TYPE_F16, TYPE_F32
-from neagari.engine.model import DenseLinear, KVCache, Q1Linear, Qwen3, RMSNorm, build_qwen3
+from neagari.engine.model import DenseLinear, KVCache, PackedLinear, Q1Linear, Q2Linear, Qwen3, RMSNorm, build_qwen3
+
+# the layer class of each block format the engine loads packed
+PACKED_LINEARS = {q1.GGML_TYPE: Q1Linear, q2.GGML_TYPE: Q2Linear}
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -25,9 +29,10 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def weights_dtype(name: str) -> torch.dtype:
-    """Dequantized-weight type by name. Q1_0 weights are ±scale with an fp16 scale, so fp16 holds
-    them exactly and bf16 rounds only the scale (8-bit mantissa); activations stay fp32 between
-    layers, and matmuls accumulate in fp32 on CUDA."""
+    """Dequantized-weight type by name. Q1_0 and Q2_0 weights are ±scale or 0 with an fp16 scale,
+    so fp16 holds them exactly (Q2_0's unused code +2d aside) and bf16 rounds only the scale
+    (8-bit mantissa); activations stay fp32 between layers, and matmuls accumulate in fp32 on
+    CUDA."""
     if name not in DTYPES:
         raise ValueError(f"weights dtype {name!r}: expected one of {', '.join(DTYPES)}")
     return DTYPES[name]
@@ -58,7 +63,7 @@ class Engine:
         except ValueError as e:
             raise GGUFFormatError(f"{gguf.path}: {e}") from None
         self.model = self._build().to(self.device).eval()
-        # every linear layer by tensor name: Q1Linear, or DenseLinear for a float matrix
+        # every linear layer by tensor name: Q1Linear, Q2Linear, or DenseLinear for a float matrix
         self._linears = {name: m for name, m in self.model.tensor_modules().items() if not isinstance(m, RMSNorm)}
 
     @classmethod
@@ -73,10 +78,11 @@ class Engine:
         rec = self.gguf.require_tensor(name)
         if rec.shape != shape:
             raise ValueError(f"{name}: expected shape {shape}, file has shape {rec.shape}")
-        if rec.ggml_type == q1.GGML_TYPE_Q1_0:
+        packed = PACKED_LINEARS.get(rec.ggml_type)
+        if packed is not None:
             raw = torch.from_numpy(np.array(self.gguf.raw(name)))  # copy: live state must not alias the file
             cache = self.opts.cache_dtype if self.opts.cache_weights else None
-            return Q1Linear(raw, shape[1], cache, self.opts.cache_dtype)
+            return packed(raw, shape[1], cache, self.opts.cache_dtype)
         return DenseLinear(torch.from_numpy(self.gguf.dequantize(name)).to(self.opts.cache_dtype))
 
     def _norm(self, name: str, dim: int) -> RMSNorm:
@@ -89,31 +95,37 @@ class Engine:
         return build_qwen3(self.cfg, self._linear, self._norm, self.opts.max_positions or self.cfg.context_length)
 
     # ------------------------------------------------------------------ weights and moves
-    def linear(self, tensor: str) -> Q1Linear:
-        """The packed layer of a tensor name, e.g. 'blk.3.ffn_down.weight'."""
+    def linear(self, tensor: str) -> PackedLinear:
+        """The packed layer (Q1Linear or Q2Linear) of a tensor name, e.g. 'blk.3.ffn_down.weight'."""
         m = self._linears.get(tensor)
-        if not isinstance(m, Q1Linear):
-            raise KeyError(f"{tensor!r} is not a Q1_0 tensor of this model")
+        if not isinstance(m, PackedLinear):
+            raise KeyError(f"{tensor!r} is not a Q1_0 or Q2_0 tensor of this model")
         return m
 
     def weight(self, tensor: str) -> torch.Tensor:
         """The live dense (out, in) matrix of a linear tensor, Q1_0 or float, on the engine's device
         in the cache's dtype (dequantized on the fly when the engine keeps no cache). Read it, do
-        not write it: for a Q1_0 tensor it may be the cache the moves keep in step."""
+        not write it: for a packed tensor it may be the cache the moves keep in step."""
         m = self._linears.get(tensor)
         if m is None:
             raise KeyError(f"{tensor!r} is not a linear tensor of this model")
         return m.dense()
 
     def flip_group(self, tensor: str, group: int) -> None:
-        self.linear(tensor).xor_group(group)
+        """The format's default group move: Q1_0's sign inversion, Q2_0's negate."""
+        lin = self.linear(tensor)
+        lin.group_move(group, lin.fmt.GROUP_MOVE)
 
     def flip_scale_bit(self, tensor: str, group: int, bit: int) -> None:
         self.linear(tensor).xor_scale_bit(group, bit)
 
+    def move(self, tensor: str, group: int, kind: str, bit: int | None = None) -> None:
+        """Any move of the tensor's format (q1.MOVES, q2.MOVES); ``bit`` for a scale move."""
+        self.linear(tensor).move(group, kind, bit)
+
     def reset(self) -> None:
         for m in self._linears.values():
-            if isinstance(m, Q1Linear):
+            if isinstance(m, PackedLinear):
                 m.reset()
 
     # ------------------------------------------------------------------ batching

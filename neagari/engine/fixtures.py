@@ -1,4 +1,4 @@
-"""Small random Qwen3 Q1_0 GGUF models with a real byte-level BPE tokenizer, in seconds.
+"""Small random Qwen3 Q1_0 (or Q2_0) GGUF models with a real byte-level BPE tokenizer, in seconds.
 
 Tests and the smoke workflow use them; any shape can be asked for (head_dim need not equal
 hidden / heads, the LM head may be tied or untied).
@@ -47,6 +47,7 @@ class FixtureSpec:
     context_length: int = 512
     rope_theta: float = 10000.0
     seed: int = 0
+    block_type: int = 41  # GGML type of the linear weights: Q1_0 (41) or Q2_0 (42)
 
 
 @lru_cache(maxsize=8)
@@ -75,13 +76,15 @@ def random_weights(cfg: ModelConfig, seed: int) -> dict[str, np.ndarray]:
 
 
 def write_fixture_model(path: str | os.PathLike, spec: FixtureSpec = FixtureSpec()) -> Path:
-    """Write a random Qwen3 Q1_0 GGUF; the vocabulary is whatever BPE reaches up to vocab_size."""
+    """Write a random Qwen3 GGUF of ``spec.block_type``; the vocabulary is whatever BPE reaches up
+    to vocab_size."""
     tok_meta = fixture_tokenizer_metadata(spec.vocab_size)
     cfg = ModelConfig(n_layer=spec.n_layer, hidden=spec.hidden, ffn=spec.ffn, n_head=spec.n_head,
                       n_kv_head=spec.n_kv_head, head_dim=spec.head_dim,
                       vocab_size=len(tok_meta["tokenizer.ggml.tokens"]), context_length=spec.context_length,
                       rope_theta=spec.rope_theta, tied_embeddings=spec.tied_embeddings)
-    return write_model(path, cfg, random_weights(cfg, spec.seed), tok_meta, name=f"neagari-fixture-{spec.seed}")
+    return write_model(path, cfg, random_weights(cfg, spec.seed), tok_meta, name=f"neagari-fixture-{spec.seed}",
+                       block_type=spec.block_type)
 
 
 def spec_from_dict(d: dict) -> FixtureSpec:

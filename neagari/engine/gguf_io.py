@@ -35,7 +35,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from neagari.engine import q1
+from neagari.engine.quants import BLOCK_FORMATS, block_format
 from neagari.hashing import sha256_file
 
 GGUF_MAGIC = b"GGUF"
@@ -71,10 +71,13 @@ _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 
 
 def ggml_type_sizes() -> dict[int, tuple[int, int]]:
-    """GGML type id → (block size in elements, bytes per block), from gguf-py's table."""
+    """GGML type id → (block size in elements, bytes per block): gguf-py's table, and ours for
+    the block formats we read (gguf-py has no Q2_0)."""
     from gguf.constants import GGML_QUANT_SIZES  # deferred: importing gguf-py costs ~0.3 s
 
-    return {int(t): (int(b), int(s)) for t, (b, s) in GGML_QUANT_SIZES.items()}
+    sizes = {int(t): (int(b), int(s)) for t, (b, s) in GGML_QUANT_SIZES.items()}
+    sizes.update({t: (fmt.QK, fmt.BLOCK_BYTES) for t, fmt in BLOCK_FORMATS.items()})
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,8 @@ def parse_header(buf, size: int, path: Path) -> Header:
 
 # GGML type ids we read (gguf.GGMLQuantizationType values).
 TYPE_F32, TYPE_F16, TYPE_BF16 = 0, 1, 30
-SUPPORTED_TYPES = {TYPE_F32: "F32", TYPE_F16: "F16", TYPE_BF16: "BF16", q1.GGML_TYPE_Q1_0: "Q1_0"}
+SUPPORTED_TYPES = {TYPE_F32: "F32", TYPE_F16: "F16", TYPE_BF16: "BF16",
+                   **{t: fmt.NAME for t, fmt in BLOCK_FORMATS.items()}}
 FLOAT_TENSOR_TYPES = (TYPE_F32, TYPE_F16, TYPE_BF16)
 
 
@@ -376,9 +380,10 @@ class GGUFFile:
         if rec.ggml_type not in SUPPORTED_TYPES:
             raise GGUFFormatError(f"{self.path}: tensor {name!r} has unsupported type {rec.ggml_type} "
                                   f"(supported: {', '.join(SUPPORTED_TYPES.values())})")
-        if rec.ggml_type == q1.GGML_TYPE_Q1_0 and rec.shape[-1] % q1.QK:
+        fmt = block_format(rec.ggml_type)
+        if fmt is not None and rec.shape[-1] % fmt.QK:
             raise GGUFFormatError(f"{self.path}: tensor {name!r} row length {rec.shape[-1]} is not a "
-                                  f"multiple of {q1.QK}")
+                                  f"multiple of {fmt.QK}")
         return rec
 
     def raw(self, name: str) -> np.ndarray:
@@ -389,12 +394,13 @@ class GGUFFile:
         return flat.reshape(rows, rec.nbytes // rows if rows else 0)
 
     def check_finite(self, name: str) -> None:
-        """Refuse a tensor holding inf or NaN: a Q1_0 block scale, or any value of a float tensor
-        (fp16/bf16/fp32 checked on their bit patterns: exponent bits all ones)."""
+        """Refuse a tensor holding inf or NaN: a block scale (Q1_0, Q2_0), or any value of a float
+        tensor (fp16/bf16/fp32 checked on their bit patterns: exponent bits all ones)."""
         rec = self.require_tensor(name)
         raw = self.raw(name)
-        if rec.ggml_type == q1.GGML_TYPE_Q1_0:
-            scales = raw.reshape(-1, q1.BLOCK_BYTES)[:, q1.SCALE_BYTES].copy().view("<u2")
+        fmt = block_format(rec.ggml_type)
+        if fmt is not None:
+            scales = raw.reshape(-1, fmt.BLOCK_BYTES)[:, fmt.SCALE_BYTES].copy().view("<u2")
             bad = np.flatnonzero(_nonfinite_fp16(scales))
             what = "block scale"
         elif rec.ggml_type == TYPE_F16:
@@ -412,8 +418,9 @@ class GGUFFile:
         """float32 array in PyTorch shape."""
         rec = self.require_tensor(name)
         raw = self.raw(name)
-        if rec.ggml_type == q1.GGML_TYPE_Q1_0:
-            w = q1.dequantize(raw)
+        fmt = block_format(rec.ggml_type)
+        if fmt is not None:
+            w = fmt.dequantize(raw)
         elif rec.ggml_type == TYPE_F32:
             w = raw.view("<f4").astype(np.float32)
         elif rec.ggml_type == TYPE_F16:
@@ -440,7 +447,7 @@ def write_gguf(path: str | os.PathLike, arch: str, add_metadata, tensors: Iterab
     """Write a GGUF file.
 
     add_metadata: callable(gguf.GGUFWriter) adding the key/values (typed writer calls).
-    tensors: (name, array, ggml_type); Q1_0 arrays are uint8 (out, in / 128 * 18) blocks,
+    tensors: (name, array, ggml_type); Q1_0 and Q2_0 arrays are uint8 (out, nbytes) blocks,
     F32/F16 arrays are float matrices in PyTorch shape, BF16 arrays uint16 bit patterns in
     PyTorch shape (written as they are).
     """
@@ -452,9 +459,16 @@ def write_gguf(path: str | os.PathLike, arch: str, add_metadata, tensors: Iterab
     writer = gguf.GGUFWriter(tmp, arch)
     add_metadata(writer)
     for name, array, ggml_type in tensors:
-        if ggml_type == q1.GGML_TYPE_Q1_0:
-            writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.uint8),
-                              raw_dtype=gguf.GGMLQuantizationType.Q1_0)
+        fmt = block_format(ggml_type)
+        if fmt is not None:
+            blocks = np.ascontiguousarray(array, dtype=np.uint8)
+            if blocks.ndim != 2 or blocks.shape[1] % fmt.BLOCK_BYTES:
+                raise ValueError(f"{name}: {fmt.NAME} blocks must be uint8 (out, n * {fmt.BLOCK_BYTES}), "
+                                 f"got shape {blocks.shape}")
+            # the element shape given outright, the bytes as int8: gguf-py would look the type up
+            # in its size table to convert a uint8 shape, and it has no Q2_0
+            shape = (blocks.shape[0], blocks.shape[1] // fmt.BLOCK_BYTES * fmt.QK)
+            writer.add_tensor(name, blocks.view(np.int8), raw_shape=shape, raw_dtype=fmt.GGML_TYPE)
         elif ggml_type == TYPE_F32:
             writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32))
         elif ggml_type == TYPE_F16:

@@ -1,4 +1,4 @@
-"""Qwen3 forward pass over packed Q1_0 weights: one readable file.
+"""Qwen3 forward pass over packed Q1_0 / Q2_0 weights: one readable file.
 
 Shapes: B batch, S query length, T key slots (KV cache), H hidden, D head_dim, V vocab.
 Sequences are left-padded; ``key_valid`` (B, T) marks real tokens, positions count real tokens
@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from neagari.engine import q1
+from neagari.engine import q1, q2
 from neagari.engine.config import ModelConfig, layer_tensor, layer_tensor_shapes, tensor_shapes
 
 
@@ -30,12 +30,15 @@ class RMSNorm(nn.Module):
         return (y * self.weight).to(x.dtype)
 
 
-class Q1Linear(nn.Module):
-    """A linear layer holding Q1_0 blocks; the search's moves act on the packed bytes.
+class PackedLinear(nn.Module):
+    """A linear layer holding GGUF blocks of one format (``fmt``: q1 or q2); the search's moves act
+    on the packed bytes.
 
-    ``raw``: uint8 (out, in / 128 * 18), the live state. ``weight``: optional dense cache, kept
-    in step with ``raw`` one 128-weight group at a time. ``base``: untouched bytes for reset.
+    ``raw``: uint8 (out, nbytes), the live state. ``weight``: optional dense cache, kept in step
+    with ``raw`` one group (block) at a time. ``base``: untouched bytes for reset.
     """
+
+    fmt = None  # the block format's module, set by each subclass
 
     def __init__(self, raw: torch.Tensor, in_features: int, cache_dtype: torch.dtype | None = torch.float32,
                  compute_dtype: torch.dtype = torch.float32):
@@ -44,16 +47,16 @@ class Q1Linear(nn.Module):
         self.register_buffer("raw", raw.contiguous(), persistent=False)
         self.register_buffer("base", raw.clone(), persistent=False)
         self.compute_dtype = compute_dtype
-        cache = q1.dequantize_torch(self.raw, cache_dtype) if cache_dtype is not None else None
+        cache = self.fmt.dequantize_torch(self.raw, cache_dtype) if cache_dtype is not None else None
         self.register_buffer("weight", cache, persistent=False)
         self.touched: set[int] = set()
 
     @property
     def n_groups(self) -> int:
-        return self.out_features * self.in_features // q1.QK
+        return self.out_features * self.in_features // self.fmt.QK
 
     def dense(self) -> torch.Tensor:
-        return self.weight if self.weight is not None else q1.dequantize_torch(self.raw, self.compute_dtype)
+        return self.weight if self.weight is not None else self.fmt.dequantize_torch(self.raw, self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.dense()
@@ -63,20 +66,63 @@ class Q1Linear(nn.Module):
         """Embedding lookup: dequantize only the rows asked for. ids (...,) → (..., in)."""
         if self.weight is not None:
             return F.embedding(ids, self.weight)
-        return q1.dequantize_torch(self.raw[ids.reshape(-1)], self.compute_dtype).reshape(*ids.shape, -1)
+        return self.fmt.dequantize_torch(self.raw[ids.reshape(-1)], self.compute_dtype).reshape(*ids.shape, -1)
 
-    # ------------------------------------------------------------------ moves, O(128) each
+    # ------------------------------------------------------------------ moves, O(block) each
     def block(self, group: int) -> tuple[torch.Tensor, int, int]:
-        """(the group's 18 live bytes as a writable view, its row, its first column)."""
+        """(the group's live bytes as a writable view, its row, its first column)."""
         if not 0 <= group < self.n_groups:
             raise IndexError(f"group {group} out of range 0..{self.n_groups - 1}")
-        row, col = q1.group_location(group, self.in_features)
-        return self.raw.view(-1)[q1.block_bytes(group)], row, col
+        row, col = self.fmt.group_location(group, self.in_features)
+        return self.raw.view(-1)[self.fmt.block_bytes(group)], row, col
 
     def _refresh(self, group: int) -> None:
         if self.weight is not None:
             block, row, col = self.block(group)
-            self.weight[row, col : col + q1.QK] = q1.group_weights_torch(block, self.weight.dtype)
+            self.weight[row, col : col + self.fmt.QK] = self.fmt.group_weights_torch(block, self.weight.dtype)
+
+    def move(self, group: int, kind: str, bit: int | None = None) -> None:
+        """One move of the format's kinds (``fmt.MOVES``), each self-inverse; ``bit`` for ``scale``."""
+        if kind == "scale":
+            self.xor_scale_bit(group, bit)
+        elif kind in self.fmt.MOVES:
+            self.group_move(group, kind)
+        else:
+            raise ValueError(f"{kind!r} is not a {self.fmt.NAME} move ({', '.join(self.fmt.MOVES)})")
+
+    def group_move(self, group: int, kind: str) -> None:
+        """A move of every weight of one group: rewrite its bytes, then its cached weights."""
+        block, _, _ = self.block(group)
+        self.fmt.apply_move(block, kind)
+        self._refresh(group)
+        self.touched.add(group)
+
+    def xor_scale_bit(self, group: int, bit: int) -> None:
+        """Flip bit ``bit`` of the group's FP16 scale (self-inverse)."""
+        self.fmt.scale_bit_byte(bit)  # a bad bit is reported as such, whatever the group
+        block, _, _ = self.block(group)
+        self.fmt.apply_move(block, "scale", bit)
+        self._refresh(group)
+        self.touched.add(group)
+
+    def reset(self) -> None:
+        """Restore base bytes for every touched group only."""
+        for g in self.touched:
+            block, _, _ = self.block(g)
+            block.copy_(self.base.view(-1)[self.fmt.block_bytes(g)])
+            self._refresh(g)
+        self.touched.clear()
+
+
+class Q1Linear(PackedLinear):
+    """Q1_0 blocks: 128 weights ±d each; the group move inverts the 128 sign bits."""
+
+    fmt = q1
+
+    def group_move(self, group: int, kind: str = "group") -> None:
+        if kind != "group":
+            raise ValueError(f"{kind!r} is not a Q1_0 group move (group)")
+        self.xor_group(group)
 
     def xor_group(self, group: int) -> None:
         """Invert the 128 sign bits of one group (self-inverse)."""
@@ -86,21 +132,12 @@ class Q1Linear(nn.Module):
             self.weight[row, col : col + q1.QK].neg_()  # exact: the group's weights are ±d
         self.touched.add(group)
 
-    def xor_scale_bit(self, group: int, bit: int) -> None:
-        """Flip bit ``bit`` of the group's FP16 scale (self-inverse)."""
-        q1.scale_bit_byte(bit)  # a bad bit is reported as such, whatever the group
-        block, _, _ = self.block(group)
-        q1.xor_block(block, bit)
-        self._refresh(group)
-        self.touched.add(group)
 
-    def reset(self) -> None:
-        """Restore base bytes for every touched group only."""
-        for g in self.touched:
-            block, _, _ = self.block(g)
-            block.copy_(self.base.view(-1)[q1.block_bytes(g)])
-            self._refresh(g)
-        self.touched.clear()
+class Q2Linear(PackedLinear):
+    """Q2_0 blocks: 64 ternary weights in {-d, 0, +d} each; the group moves transpose two of
+    the three code values (q2.GROUP_MOVES: negate, zero_plus, zero_minus)."""
+
+    fmt = q2
 
 
 class DenseLinear(nn.Module):

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
-GGML_TYPE_Q1_0 = 41
-LLAMA_FTYPE_MOSTLY_Q1_0 = 40  # general.file_type of a file whose linear weights are Q1_0
+NAME = "Q1_0"
+GGML_TYPE = GGML_TYPE_Q1_0 = 41
+LLAMA_FTYPE = LLAMA_FTYPE_MOSTLY_Q1_0 = 40  # general.file_type of a file whose linear weights are Q1_0
 QK = 128  # weights per block
 BLOCK_BYTES = 18  # 2 (fp16 scale) + 16 (sign bits)
 SCALE_BYTES = slice(0, 2)  # the block's FP16 scale d, little-endian
 SIGN_BYTES = slice(2, BLOCK_BYTES)  # its 128 sign bits
 SCALE_BITS = tuple(range(10))  # FP16 mantissa bits; the paper moves bits 4..9
+MOVES = ("group", "scale")  # the sign inversion of a group, a flip of one scale bit
+GROUP_MOVE = "group"
 
 
 def n_groups(shape: tuple[int, int]) -> int:
@@ -49,7 +52,7 @@ def block_bytes(group: int) -> slice:
 
 def scale_bit_byte(bit: int) -> tuple[int, int]:
     """(byte within a block, XOR mask) of bit ``bit`` of the block's FP16 scale."""
-    if not 0 <= bit < 16:
+    if bit is None or not 0 <= bit < 16:
         raise ValueError(f"scale bit {bit} outside 0..15")
     return SCALE_BYTES.start + bit // 8, 1 << (bit % 8)  # little-endian: low byte first
 
@@ -65,6 +68,15 @@ def xor_block(block, bit: int | None = None) -> None:
     else:
         byte, mask = scale_bit_byte(bit)
         block[byte] ^= mask
+
+
+def apply_move(block, kind: str, bit: int | None = None) -> None:
+    """:func:`xor_block` by move name, the call q2 shares: ``group`` or ``scale`` (with ``bit``)."""
+    if kind not in MOVES:
+        raise ValueError(f"{kind!r} is not a Q1_0 move ({', '.join(MOVES)})")
+    if kind == "scale":
+        scale_bit_byte(bit)  # a scale move without a bit must not become a sign inversion
+    xor_block(block, bit if kind == "scale" else None)
 
 
 def move_bytes(group: int, bit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from neagari.files import atomic_write
 from neagari.hashing import sha256_file
-from neagari.search.patch import Move
+from neagari.search.patch import Move, PatchError
 from neagari.search.schemas import SearchIterations
 from neagari.tables import polars_schema
 
@@ -62,17 +62,22 @@ class AcceptedMove(_Strict):
     layer: Annotated[int, Field(ge=0)]
     proj: Annotated[str, Field(min_length=1)]
     group: Annotated[int, Field(ge=0)]
-    type: Literal["group", "scale"]
+    type: Literal["group", "scale", "negate", "zero_plus", "zero_minus"]
     bit: Annotated[int, Field(ge=0, le=15)] | None = None
+    tensor_type: Literal["Q1_0", "Q2_0"] | None = None  # as a patch record has it: absent for Q1_0
 
     @model_validator(mode="after")
     def _bit_matches_type(self):
         if (self.type == "scale") != (self.bit is not None):
             raise ValueError("a scale move needs a bit and a group move has none")
+        try:
+            self.move()  # a move of the other format's kinds (a negate move on Q1_0) is refused
+        except PatchError as e:
+            raise ValueError(str(e)) from None
         return self
 
     def move(self) -> Move:
-        return Move(self.layer, self.proj, self.group, self.type, self.bit)
+        return Move(self.layer, self.proj, self.group, self.type, self.bit, self.tensor_type)
 
 
 class PartEntry(_Strict):

@@ -2,8 +2,9 @@
 
 All probes run as one left-padded batch. For every search layer L the evaluator keeps the MLP's
 activations of the current (accepted) model: normed input ``n``, gate and up pre-activations,
-their product ``a`` and the block output ``out`` (the next layer's input). A move changes 128
-weights of one MLP matrix of layer L, so its effect on layer L is a rank-one update of ``out``:
+their product ``a`` and the block output ``out`` (the next layer's input). A move changes the
+weights of one group (128 of a Q1_0 matrix, 64 of a Q2_0 one) of one MLP matrix of layer L, so its
+effect on layer L is a rank-one update of ``out``:
 
 - ffn_down group (hidden row r, ffn columns C):  out[..., r] += a[..., C] · Δw
 - ffn_gate / ffn_up group (ffn unit u, hidden columns C): that unit's pre-activation moves by
@@ -22,7 +23,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from neagari.engine import q1
 from neagari.engine.config import MLP_PROJECTIONS, layer_tensor
 from neagari.engine.model import BlockTrace, Qwen3
 from neagari.search.patch import Move
@@ -88,22 +88,25 @@ class GapEvaluator:
 
     # ------------------------------------------------------------------ moves
     def _delta(self, move: Move) -> tuple[torch.Tensor, int, int, torch.Tensor]:
-        """(Δw (128,), row, first column, the moved block bytes) of a move on current weights."""
+        """(Δw (QK,), row, first column, the moved block bytes) of a move on current weights; QK
+        is the group size of the tensor's format."""
         if move.proj.split(".")[0] not in MLP_PROJECTIONS:
             raise ValueError(f"the fast evaluator moves MLP groups only, not {move.proj}")
         lin = self.engine.linear(move.tensor)
+        if move.tensor_type != lin.fmt.NAME:  # its patch record would be refused by apply-patch
+            raise ValueError(f"{move.describe()}: {move.tensor} is {lin.fmt.NAME}, not {move.tensor_type}")
         block, row, col = lin.block(move.group)
         moved = block.clone()
-        q1.xor_block(moved, move.bit)
-        w_old = q1.group_weights_torch(block, torch.float32)
-        w_new = q1.group_weights_torch(moved, torch.float32)
+        lin.fmt.apply_move(moved, move.type, move.bit)
+        w_old = lin.fmt.group_weights_torch(block, torch.float32)
+        w_new = lin.fmt.group_weights_torch(moved, torch.float32)
         return w_new - w_old, row, col, moved
 
     def _layer_out(self, move: Move, dw: torch.Tensor, row: int, col: int) -> tuple[torch.Tensor, tuple | None]:
         """Block output of the move's layer after the move; plus the changed (unit, gate, up, act)."""
         c = self.cache[move.layer]
         proj = move.proj.split(".")[0]
-        cols = slice(col, col + q1.QK)
+        cols = slice(col, col + dw.shape[0])
         if proj == "ffn_down":
             out = c.out.clone()
             out[..., row] += c.act[..., cols] @ dw
@@ -154,11 +157,7 @@ class GapEvaluator:
             u, gate_u, up_u, act_u = unit
             c.gate[..., u], c.up[..., u], c.act[..., u] = gate_u, up_u, act_u
         c.out = out
-        lin = self.engine.linear(move.tensor)
-        if move.type == "group":
-            lin.xor_group(move.group)
-        else:
-            lin.xor_scale_bit(move.group, move.bit)
+        self.engine.linear(move.tensor).move(move.group, move.type, move.bit)
         if move.layer == self.n_layer - 1:
             self.gaps = self._gaps(out)[0]
         else:

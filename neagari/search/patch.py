@@ -1,7 +1,12 @@
 """Patches: the ordered moves a search accepted, their JSON files, and applying them to a GGUF.
 
 Applying a patch is a bytewise XOR on a copy of the base file; the engine never loads the model.
-Both moves are self-inverse, so applying a patch to its own output restores the base exactly.
+Every move is self-inverse, so applying a patch to its own output restores the base exactly. A
+move acts on one block of a Q1_0 tensor (``group``: invert its sign bits; ``scale``: flip a bit
+of its FP16 scale) or of a Q2_0 tensor (``negate``, ``zero_plus``, ``zero_minus``: transpose two
+of its code values, see :mod:`neagari.engine.q2`; ``scale``); its record names the tensor type
+(``"tensor_type": "Q2_0"``; absent means Q1_0, as in upstream's files), and a move is refused
+on a tensor of another type.
 
 Two JSON layouts are read and written:
 
@@ -35,15 +40,16 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from neagari.files import fsync_dir, same_file
-from neagari.engine import q1
+from neagari.engine import q1, q2
 from neagari.engine.gguf_io import GGUFFile
+from neagari.engine.quants import BY_NAME, block_format
 from neagari.hashing import sha256_file
 
 FORMAT = "neagari-patch"
 FORMAT_VERSION = 1
 UPSTREAM_FORMATS = ("bankai_group_xor_v2", "neagari_xor_v2")
 UPSTREAM_WRITE_FORMAT = "neagari_xor_v2"
-MOVE_TYPES = ("group", "scale")
+MOVE_TYPES = ("group", "scale") + q2.GROUP_MOVES
 # Top-level keys with a meaning of their own; every other upstream key is kept in ``metadata``.
 _RESERVED = {"version", "format", "format_version", "flips", "fitness_history", "base_sha256",
              "patched_sha256", "search_config", "created_by", "metadata", "n_flips"}
@@ -71,13 +77,16 @@ def _show(x: Any, limit: int = 80) -> str:
 
 @dataclass(frozen=True)
 class Move:
-    """One XOR move: all 128 sign bits of a group, or one bit of its FP16 scale."""
+    """One self-inverse move of one block: on Q1_0 all 128 sign bits (``group``), on Q2_0 a
+    transposition of two code values of all 64 weights (q2.GROUP_MOVES), on either one bit of
+    the FP16 scale (``scale``)."""
 
     layer: int
     proj: str  # e.g. "ffn_down.weight"
     group: int
     type: str = "group"
     bit: int | None = None  # a scale move's bit; None for a group move, as q1.xor_block takes it
+    tensor_type: str | None = None  # "Q1_0" or "Q2_0"; None: Q2_0 for its own moves, else Q1_0
 
     def __post_init__(self):
         if not _is_int(self.layer) or self.layer < 0:
@@ -88,6 +97,15 @@ class Move:
             raise PatchError(f"group must be an integer >= 0, got {_show(self.group)}")
         if not isinstance(self.type, str) or self.type not in MOVE_TYPES:
             raise PatchError(f"type must be one of {', '.join(MOVE_TYPES)}, got {_show(self.type)}")
+        tensor_type = self.tensor_type
+        if tensor_type is None:
+            tensor_type = q2.NAME if self.type in q2.GROUP_MOVES else q1.NAME
+        if not isinstance(tensor_type, str) or tensor_type not in BY_NAME:
+            raise PatchError(f"tensor_type must be one of {', '.join(BY_NAME)}, got {_show(tensor_type)}")
+        if self.type not in BY_NAME[tensor_type].MOVES:
+            raise PatchError(f"a {self.type} move does not act on {tensor_type} groups "
+                             f"(their moves: {', '.join(BY_NAME[tensor_type].MOVES)})")
+        object.__setattr__(self, "tensor_type", tensor_type)
         if self.type == "scale" and (not _is_int(self.bit) or not 0 <= self.bit < 16):
             raise PatchError(f"scale flip needs an integer bit in 0..15, got {_show(self.bit)}")
         # numpy integers from a search loop must not leak into JSON; a group flip has no bit
@@ -102,12 +120,15 @@ class Move:
     def describe(self) -> str:
         bit = f" bit {self.bit}" if self.type == "scale" else ""
         tensor = self.tensor if self.tensor.isprintable() else _show(self.tensor)
-        return f"{self.type} flip of {tensor} group {self.group}{bit}"
+        on = f" on {self.tensor_type}" if self.tensor_type != q1.NAME else ""
+        return f"{self.type} flip of {tensor} group {self.group}{bit}{on}"
 
     def to_record(self) -> dict:
         rec = {"layer": self.layer, "proj": self.proj, "group": self.group, "type": self.type}
         if self.type == "scale":
             rec["bit"] = self.bit
+        if self.tensor_type != q1.NAME:  # Q1_0 records keep the layout upstream's files have
+            rec["tensor_type"] = self.tensor_type
         return rec
 
     @classmethod
@@ -116,7 +137,7 @@ class Move:
             raise PatchError(f"flip must be a JSON object, got {type(rec).__name__}")
         typ = rec.get("type", "group")  # files written before scale moves existed lack "type"
         return cls(rec.get("layer"), rec.get("proj"), rec.get("group"), typ,
-                   rec.get("bit") if typ == "scale" else None)
+                   rec.get("bit") if typ == "scale" else None, rec.get("tensor_type"))
 
 
 @dataclass
@@ -287,20 +308,23 @@ def write_patch(path: str | os.PathLike, patch: Patch, fmt: str = "neagari") -> 
 
 
 def validate_moves(gguf_file: GGUFFile, moves: Iterable[Move]) -> None:
-    """Check every move addresses an existing Q1_0 block and a mantissa bit of its scale."""
+    """Check every move addresses an existing block of a tensor of its type (Q1_0 or Q2_0) and,
+    for a scale move, a mantissa bit of its scale."""
     for i, m in enumerate(moves):
         rec = gguf_file.tensors.get(m.tensor)
         if rec is None:
             raise PatchError(f"flip {i} ({m.describe()}): no tensor {m.tensor!r} in {gguf_file.path.name}")
-        if rec.ggml_type != q1.GGML_TYPE_Q1_0:
-            raise PatchError(f"flip {i} ({m.describe()}): tensor {m.tensor} is {rec.type_name}, not Q1_0")
-        n = rec.nbytes // q1.BLOCK_BYTES
+        fmt = block_format(rec.ggml_type)
+        if fmt is None or fmt.NAME != m.tensor_type:
+            raise PatchError(f"flip {i} ({m.describe()}): tensor {m.tensor} is {rec.type_name}, "
+                             f"not {m.tensor_type}")
+        n = rec.nbytes // fmt.BLOCK_BYTES
         if m.group >= n:
             raise PatchError(f"flip {i} ({m.describe()}): group out of range, {m.tensor} has {n} groups")
         # exponent/sign bits would turn a scale into inf, NaN or its negative: not a move
-        if m.type == "scale" and m.bit not in q1.SCALE_BITS:
+        if m.type == "scale" and m.bit not in fmt.SCALE_BITS:
             raise PatchError(f"flip {i} ({m.describe()}): scale bit {m.bit} is not a mantissa bit "
-                             f"({q1.SCALE_BITS[0]}..{q1.SCALE_BITS[-1]})")
+                             f"({fmt.SCALE_BITS[0]}..{fmt.SCALE_BITS[-1]})")
 
 
 def apply_moves_inplace(mm: np.ndarray, gguf_file: GGUFFile, moves: Sequence[Move]) -> None:
@@ -311,28 +335,37 @@ def apply_moves_inplace(mm: np.ndarray, gguf_file: GGUFFile, moves: Sequence[Mov
         rec = gguf_file.tensors[m.tensor]
         if rec.offset + rec.nbytes > mm.shape[0]:
             raise PatchError(f"{m.tensor} ends at byte {rec.offset + rec.nbytes}, the target has {mm.shape[0]}")
+        fmt = BY_NAME[m.tensor_type]
         flat = mm[rec.offset : rec.offset + rec.nbytes]  # a view: edits land in mm
-        q1.xor_block(flat[q1.block_bytes(m.group)], m.bit)
+        fmt.apply_move(flat[fmt.block_bytes(m.group)], m.type, m.bit)
 
 
 def _sha256_after(path: Path, gguf_file: GGUFFile, moves: Sequence[Move], chunk: int = 1 << 24) -> str:
-    """sha256 the file would have with ``moves`` applied, computed without writing anything."""
+    """sha256 the file would have with ``moves`` applied, computed without writing anything.
+
+    Each moved block is read once and the moves applied to it in order (a Q2_0 move's XOR mask
+    depends on the block's bytes, so masks cannot be summed up front); the file is then hashed
+    with those blocks in place."""
     import hashlib
 
-    pos, mask = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.uint8)]  # a position may repeat
+    moved: dict[int, np.ndarray] = {}  # absolute offset of a moved block → its bytes after the moves
     for m in moves:
-        offsets, masks = q1.move_bytes(m.group, m.bit)
-        pos.append(gguf_file.tensors[m.tensor].offset + offsets)  # absolute byte offsets
-        mask.append(masks)
-    pos, mask = np.concatenate(pos), np.concatenate(mask)
-    order = np.argsort(pos, kind="stable")
-    pos, mask = pos[order], mask[order]
+        fmt = BY_NAME[m.tensor_type]
+        rec = gguf_file.tensors[m.tensor]
+        where = fmt.block_bytes(m.group)
+        start = rec.offset + where.start
+        if start not in moved:
+            moved[start] = np.array(gguf_file.raw(m.tensor).reshape(-1)[where])
+        fmt.apply_move(moved[start], m.type, m.bit)
+    starts = sorted(moved)
+    pos = np.concatenate([np.zeros(0, np.int64)] + [np.arange(s, s + moved[s].size) for s in starts])
+    val = np.concatenate([np.zeros(0, np.uint8)] + [moved[s] for s in starts])
     h, start = hashlib.sha256(), 0
     with open(path, "rb") as f:
         while block := f.read(chunk):
             buf = np.frombuffer(block, dtype=np.uint8).copy()
             lo, hi = np.searchsorted(pos, [start, start + len(buf)])
-            np.bitwise_xor.at(buf, pos[lo:hi] - start, mask[lo:hi])  # .at: repeated positions cancel
+            buf[pos[lo:hi] - start] = val[lo:hi]  # blocks never overlap: each byte is set once
             h.update(buf.tobytes())
             start += len(buf)
     return h.hexdigest()
@@ -382,8 +415,10 @@ def _check_output(base: Path, out: Path, patch_paths: Sequence[Path]) -> None:
             break
 
 
-def _write_atomically(base: Path, out: Path, gf: GGUFFile, patches: Sequence[Patch], expect: str | None) -> str:
-    """Copy ``base`` to a temporary file next to ``out``, XOR the moves in, check, fsync, rename."""
+def _write_atomically(base: Path, out: Path, gf: GGUFFile, move_lists: Sequence[Sequence[Move]],
+                      expect: str | None) -> str:
+    """Copy ``base`` to a temporary file next to ``out``, apply the moves of each list in order,
+    check, fsync, rename."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -399,8 +434,8 @@ def _write_atomically(base: Path, out: Path, gf: GGUFFile, patches: Sequence[Pat
                 shutil.copyfileobj(src, f, 1 << 24)
             f.flush()
             mm = np.memmap(tmp, dtype=np.uint8, mode="r+")
-            for patch in patches:
-                apply_moves_inplace(mm, gf, patch.moves)
+            for moves in move_lists:
+                apply_moves_inplace(mm, gf, moves)
             mm.flush()
             del mm  # release the mapping before the rename (Windows refuses otherwise)
             os.fsync(f.fileno())
@@ -423,12 +458,13 @@ def apply_patch_files(base: str | os.PathLike, out: str | os.PathLike,
     """Apply patches in order to a copy of ``base``, write it to ``out``; return out's sha256.
 
     Everything is checked before any byte is written: ``out`` is neither the base nor a patch
-    file (nor a link to one) and can be a file, each patch parses, each move addresses a Q1_0
-    block of ``base``, and each patch matches the file it is applied to. Patch k sees the file
-    S_k (the base after patches 0..k-1) and is accepted when
+    file (nor a link to one) and can be a file, each patch parses, each move addresses a block
+    of a ``base`` tensor of its type (Q1_0 or Q2_0), and each patch matches the file it is
+    applied to. Patch k sees the file S_k (the base after patches 0..k-1) and is accepted when
 
     * its ``base_sha256`` equals sha256(S_k) (applying it), or
-    * its ``patched_sha256`` equals sha256(S_k) (undoing it: the moves are self-inverse), or
+    * its ``patched_sha256`` equals sha256(S_k) (undoing it: each move is self-inverse, so its
+      moves in reverse order undo it; Q2_0 moves on one group need not commute), or
     * it records no ``base_sha256`` (upstream files) and ``force`` is true.
 
     sha256(S_k) for k > 0 comes from the previous patch's recorded hashes when it has them,
@@ -449,7 +485,9 @@ def apply_patch_files(base: str | os.PathLike, out: str | os.PathLike,
 
     current = gf.sha256()
     applied: list[Move] = []
+    move_lists: list[list[Move]] = []
     for p, patch in zip(patch_paths, patches):
+        moves = list(patch.moves)
         if current is None:  # unknown after a forced patch: hash the prospective file
             current = _sha256_after(base, gf, applied)
         if patch.base_sha256 is None:
@@ -461,12 +499,14 @@ def apply_patch_files(base: str | os.PathLike, out: str | os.PathLike,
             nxt = patch.patched_sha256
         elif patch.patched_sha256 == current:
             nxt = patch.base_sha256
+            moves.reverse()
         else:
             raise PatchError(f"{p}: made for base sha256 {patch.base_sha256}, but the file it would "
                              f"apply to has sha256 {current}")
-        applied.extend(patch.moves)
+        applied.extend(moves)
+        move_lists.append(moves)
         current = nxt
-    return _write_atomically(base, out, gf, patches, current)
+    return _write_atomically(base, out, gf, move_lists, current)
 
 
 # Public name: the sha256 a file would have after the moves, computed without writing it.

@@ -8,6 +8,11 @@ scales of its unpacked cache, where accepted scale flips have already landed. Th
 one cumulative |scale| table per searched tensor; the search reports each committed move through
 :meth:`Proposer.accepted`, and a scale move rebuilds the table of its own tensor only.
 
+On a Q2_0 tensor a group proposal is one of ``ternary_moves`` (negate by default; the
+zero-pattern moves zero_plus and zero_minus on request), drawn uniformly after every other draw
+of the proposal: the setting never changes a proposal on a Q1_0 tensor, nor the tensor, group or
+scale bit of one on Q2_0.
+
 Speculation (the search drawing proposals t, t+1, ... before t is judged) stays exact: the search
 evaluates the batch against the accepted state and takes the first proposal that improves,
 dropping the rest. Proposal t+k is therefore used only when t .. t+k-1 were all rejected, that
@@ -17,11 +22,11 @@ acceptance the next batch is drawn afresh, from tables that include the accepted
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from neagari.engine import q1
+from neagari.engine import q2
 from neagari.search.patch import Move
 
 GROUP_SAMPLING = ("uniform", "scale", "scale_base")
@@ -39,6 +44,8 @@ class ProposalConfig:
     group_sampling: str = "uniform"
     scale_prob: float = 0.0  # probability that a proposal is a scale-mantissa move (pass 2: 0.7)
     scale_bits: tuple[int, ...] = field(default=(4, 5, 6, 7, 8, 9))
+    # the group moves proposed on Q2_0 tensors (q2.GROUP_MOVES); none of them acts on Q1_0
+    ternary_moves: tuple[str, ...] = ("negate",)
 
     def __post_init__(self):
         if self.group_sampling not in GROUP_SAMPLING:
@@ -49,6 +56,18 @@ class ProposalConfig:
             raise ValueError("scale_prob must be within [0, 1]")
         if any(not 0 <= b <= 9 for b in self.scale_bits):
             raise ValueError("scale bits must be FP16 mantissa bits 0..9")
+        if not self.ternary_moves or any(k not in q2.GROUP_MOVES for k in self.ternary_moves):
+            raise ValueError(f"ternary_moves must be one or more of {', '.join(q2.GROUP_MOVES)}, "
+                             f"got {self.ternary_moves!r}")
+
+    def as_dict(self) -> dict:
+        """The settings by name, ``ternary_moves`` only where it is not the default: it acts on
+        Q2_0 tensors alone, and so search identities, checkpoints and summaries that lack the key
+        still match."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.ternary_moves == ProposalConfig.ternary_moves:
+            del d["ternary_moves"]
+        return d
 
 
 class Proposer:
@@ -60,14 +79,17 @@ class Proposer:
         self.engine, self.cfg, self.seed = engine, cfg, seed
         self.tensors = [(l, f"{p}.weight") for l in cfg.layers for p in cfg.projections]
         self.n_groups = {}
+        self.formats = {}  # the block format module of each searched tensor (q1 or q2)
         self.abs_scale: dict[tuple[int, str], np.ndarray] = {}  # |scale| per group, float64
         self.cum_scale: dict[tuple[int, str], np.ndarray] = {}  # its running sum (unnormalised)
         for l, proj in self.tensors:
             lin = engine.linear(f"blk.{l}.{proj}")
             self.n_groups[(l, proj)] = lin.n_groups
+            self.formats[(l, proj)] = lin.fmt
             if cfg.group_sampling != "uniform":
                 raw = lin.raw if cfg.group_sampling == "scale" else lin.base
-                self.abs_scale[(l, proj)] = np.abs(q1.scales_torch(raw).cpu().numpy().reshape(-1).astype(np.float64))
+                scales = lin.fmt.scales_torch(raw).cpu().numpy().reshape(-1)
+                self.abs_scale[(l, proj)] = np.abs(scales.astype(np.float64))
                 self._rebuild((l, proj))
 
     def _rebuild(self, key: tuple[int, str]) -> None:
@@ -93,8 +115,9 @@ class Proposer:
         key = (move.layer, move.proj)
         if self.cfg.group_sampling != "scale" or move.type != "scale" or key not in self.abs_scale:
             return
-        block, _, _ = self.engine.linear(move.tensor).block(move.group)
-        self.abs_scale[key][move.group] = abs(float(q1.scales_torch(block)[0]))
+        lin = self.engine.linear(move.tensor)
+        block, _, _ = lin.block(move.group)
+        self.abs_scale[key][move.group] = abs(float(lin.fmt.scales_torch(block)[0]))
         self._rebuild(key)
 
     def propose(self, t: int) -> Move:
@@ -109,6 +132,12 @@ class Proposer:
             # last group of nonzero weight, never to a zero-weight one
             u = rng.random() * cum[-1]
             group = int(min(np.searchsorted(cum, u, side="right"), np.searchsorted(cum, cum[-1], side="left")))
+        fmt = self.formats[(layer, proj)]
         if rng.random() < self.cfg.scale_prob:
-            return Move(layer, proj, group, "scale", int(self.cfg.scale_bits[rng.integers(len(self.cfg.scale_bits))]))
-        return Move(layer, proj, group, "group")
+            bit = int(self.cfg.scale_bits[rng.integers(len(self.cfg.scale_bits))])
+            return Move(layer, proj, group, "scale", bit, fmt.NAME)
+        if fmt is not q2:
+            return Move(layer, proj, group, fmt.GROUP_MOVE, None, fmt.NAME)
+        kinds = self.cfg.ternary_moves  # one kind draws nothing more
+        kind = kinds[rng.integers(len(kinds))] if len(kinds) > 1 else kinds[0]
+        return Move(layer, proj, group, kind, None, fmt.NAME)

@@ -59,7 +59,7 @@ class SearchConfig:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["proposal"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["proposal"].items()}
+        d["proposal"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.proposal.as_dict().items()}
         return d
 
     def identity(self) -> dict:

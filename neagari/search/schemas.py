@@ -43,7 +43,7 @@ class SearchIterations(pa.DataFrameModel):
     layer: int = pa.Field(ge=0)
     proj: str
     group: int = pa.Field(ge=0)
-    move_type: str = pa.Field(isin=["group", "scale"])
+    move_type: str = pa.Field(isin=["group", "scale", "negate", "zero_plus", "zero_minus"])
     bit: int = pa.Field(ge=0, le=15, nullable=True)
     accepted: bool
     fitness_before: float

@@ -95,6 +95,23 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> None:
 # ---------------------------------------------------------------------------- messages
 
 
+def posthoc_problems(models: dict) -> list[str]:
+    """One config line per posthoc model whose ``from`` is not an fp model with a float file (one
+    trained here or shipped): what the schema cannot say, as it relates two models."""
+    out = []
+    for name, spec in models.items():
+        if spec.get("source") != "posthoc":
+            continue
+        src = spec["posthoc"]["from"]
+        other = models.get(src)
+        if other is None:
+            out.append(f"config: models.{name}.posthoc.from: {src!r} is not a model of this config")
+        elif other.get("source") not in ("embedded", "shipped") or other.get("variant") != "fp":
+            out.append(f"config: models.{name}.posthoc.from: {src!r} has no float file (a posthoc model rounds "
+                       "an fp model trained here or shipped)")
+    return out
+
+
 def error_lines(errors: Iterable[ValidationError], limit: int = MAX_ERRORS) -> list[str]:
     """At most ``limit`` lines for ``errors`` (the most specific error of each), unknown keys
     first, then by place in the config; one more line says how many were left out. A missing

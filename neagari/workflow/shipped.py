@@ -109,6 +109,24 @@ def verify_shipped(path: str | os.PathLike, sha256: str, record_dir: str | os.Pa
                                     f"the record has been changed; {RETRAIN}")
 
 
+def verify_shipped_float(path: str | os.PathLike, record_dir: str | os.PathLike, key: str | Sequence[str]) -> str:
+    """Check a shipped fp model's float file against the ``float_sha256`` its record names (the
+    record itself checked by :func:`verify_shipped` first); returns that sha256. One
+    :class:`ShippedModelError` line for a missing file, a record without a float file, or other bytes."""
+    k = _key(key)
+    path, record_dir = _shown(path), _shown(record_dir)
+    want = read_record(record_dir, k).get("float_sha256")
+    if not want:
+        raise ShippedModelError(f"{record_dir / RECORD}: names no float file (float_sha256): not an fp model; {RETRAIN}")
+    if not path.is_file():
+        raise ShippedModelError(f"{path}: no such file (the float file of config {k}): {RETRAIN}")
+    got = sha256_file(path)
+    if got != want:
+        raise ShippedModelError(f"{path}: sha256 {got} is not the {want} that {record_dir / RECORD} names: "
+                                f"the float file is not the shipped one; {RETRAIN}")
+    return want
+
+
 # ---------------------------------------------------------------------------- shipping
 
 
