@@ -173,6 +173,22 @@ if SEARCH and pass2_order_problem(SEARCH):
     raise ConfigError([pass2_order_problem(SEARCH)])
 RUNS = search_runs(config)
 SEARCH_MODELS = SEARCH["models"] if SEARCH else []
+# Models searched for the bits-per-weight comparison only (§3.3): pass 1 and the null baseline with
+# the settings above, audited like the searched models; no other stage runs on them.
+COMPARISON_MODELS = (SEARCH.get("comparison") or {}).get("models", []) if SEARCH else []
+COMPARISON_STAGES = ("pass1", "nullbase")
+if [m for m in COMPARISON_MODELS if m in SEARCH_MODELS or m not in config["models"]]:
+    raise ConfigError(
+        ["config: search.comparison.models: each must be a model of the config and not one of search.models"]
+    )
+if COMPARISON_MODELS:
+    RUNS.update(
+        {
+            k: r
+            for k, r in search_runs({**config, "search": {**SEARCH, "models": COMPARISON_MODELS}}).items()
+            if r.stage in COMPARISON_STAGES
+        }
+    )
 ORDER = SEARCH["pipeline"]["order"] if SEARCH else []  # pass 1's domains, in its order
 PASS2_ORDER = pass2_order(SEARCH) if SEARCH else []  # pass 2's (search.scale_pass.order)
 
@@ -186,6 +202,7 @@ def search_targets():
     targets = [r.patched for r in RUNS.values()]
     for m in SEARCH_MODELS:
         targets += [f"results/audits/{m}/acceptance.parquet", f"results/audits/{m}/rank2_drift.parquet"]
+    targets += [f"results/audits/{m}/acceptance.parquet" for m in COMPARISON_MODELS]
     if config["published_patches"]:
         targets.append("results/audits/published/boundary_crossing.summary.parquet")
     return targets

@@ -85,6 +85,17 @@ def paper_model_files(model):
     return files
 
 
+def bits_files(model):
+    """What the bits-per-weight comparison reads of one model: its GGUF (the format of its MLP
+    weights) and its search audits (pass-1 acceptance, null baseline, boundary crossings)."""
+    return {
+        "gguf": f"results/models/{model}.gguf",
+        "acceptance": f"results/audits/{model}/acceptance.parquet",
+        "null_verdict": f"results/audits/{model}/null_baseline.verdict.parquet",
+        "crossing_flips": f"results/audits/{model}/boundary_crossing.flips.parquet",
+    }
+
+
 def paper_manifest():
     """Every file the paper reads, by role; the build script receives it as a param."""
     models = {m: {"source": s["source"], "variant": s.get("variant")} for m, s in config["models"].items()}
@@ -94,6 +105,8 @@ def paper_manifest():
         "order": ORDER,
         "pass2_order": PASS2_ORDER if SEARCH and SEARCH["scale_pass"]["enabled"] else [],
         "searched": {m: paper_model_files(m) for m in SEARCH_MODELS},
+        # §3.3 bits per weight: every searched model and each one searched for the comparison only
+        "bits": {m: bits_files(m) for m in SEARCH_MODELS + COMPARISON_MODELS},
         "quality": None,
         "published": None,
         "terrain": None,
@@ -149,7 +162,11 @@ def manifest_paths(node):
 
 def paper_inputs(wildcards):
     paths = manifest_paths(
-        {k: v for k, v in paper_manifest().items() if k in ("searched", "quality", "published", "terrain", "subspace")}
+        {
+            k: v
+            for k, v in paper_manifest().items()
+            if k in ("searched", "bits", "quality", "published", "terrain", "subspace")
+        }
     )
     return list(dict.fromkeys(paths))
 

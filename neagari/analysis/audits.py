@@ -21,9 +21,10 @@ import polars as pl
 from neagari import stats
 from neagari.analysis.crossing import boundary_crossing_pooled
 from neagari.analysis.records import flip_gaps, frame, mean_or_none
-from neagari.analysis.schemas import (GroupOverlap, InterferenceByQuartile, MoveTypeShare, NullBaselineTable,
-                                      NullBaselineVerdict)
+from neagari.analysis.schemas import (FitnessModes, GroupOverlap, InterferenceByQuartile, MoveTypeShare,
+                                      NullBaselineTable, NullBaselineVerdict, RandomFlipNull)
 from neagari.search.patch import Move, Patch
+from neagari.tables import polars_schema
 
 
 # ---------------------------------------------------------------------------- §7.1 acceptance
@@ -352,7 +353,8 @@ def fitness_modes(runs: Sequence[AuditedRun], model: str) -> pl.DataFrame:
                       "targets_wrong_at_start": int((base_t <= 0).sum()), "controls": len(base_c),
                       "controls_broken": int(broken.sum()),
                       "broken_control_baselines": ", ".join(f"{b:+.3f}" for b in base_c[broken])})
-    return pl.DataFrame(modes, schema_overrides={"first_crossing": pl.Int64, "second_crossing": pl.Int64})
+    # a model searched without targeted runs (search.comparison) gets the table's columns, no row
+    return pl.DataFrame(modes, schema=polars_schema(FitnessModes))
 
 
 def random_flip_null(runs: Sequence[AuditedRun], model: str) -> pl.DataFrame:
@@ -372,4 +374,4 @@ def random_flip_null(runs: Sequence[AuditedRun], model: str) -> pl.DataFrame:
                      "targets_broken": int(((b[:nt] > 0) & (f[:nt] <= 0)).sum()),
                      "mean_control_delta": float((f[nt:] - b[nt:]).mean()) if len(b) > nt else 0.0,
                      "controls_broken": int(((b[nt:] > 0) & (f[nt:] <= 0)).sum())})
-    return pl.DataFrame(rows)
+    return pl.DataFrame(rows, schema=polars_schema(RandomFlipNull))

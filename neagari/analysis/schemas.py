@@ -22,7 +22,7 @@ class BoundaryCrossingFlips(pa.DataFrameModel):
     layer: int = pa.Field(ge=0)
     proj: str
     group: int = pa.Field(ge=0)
-    move_type: str = pa.Field(isin=["group", "scale"])
+    move_type: str = pa.Field(isin=["group", "scale", "negate", "zero_plus", "zero_minus"])  # Q1_0, Q2_0 moves
     n_targets: int = pa.Field(ge=0)
     n_fixes: int = pa.Field(ge=0)
     n_breaks: int = pa.Field(ge=0)

@@ -14,7 +14,8 @@ from neagari.analysis.sensitivity import METRIC_WORDS, SPREAD_FACTOR, overall_sp
 from neagari.report import paper
 from neagari.report.paper import TableItem, concat_tables
 from neagari.report import published as pub
-from neagari.report import fidelity
+from neagari.engine.gguf_io import GGUFFile
+from neagari.report import bits, fidelity
 from neagari.report.findings import findings
 from neagari.stats import wilson_interval
 from neagari.tables import read_table
@@ -346,6 +347,25 @@ def subspace_section(files: dict, tables: dict, figures: dict) -> dict:
     return facts
 
 
+def bits_section(files: dict, models: dict, tables: dict) -> dict:
+    """§3.3: the bits-per-weight comparison of every model in ``files`` (the manifest's ``bits``;
+    ``models`` its source and variant per model); adds its two tables to ``tables``, returns the
+    verdict (neagari.report.bits) with the formats compared."""
+    rows, sources = [], []
+    for name, f in files.items():
+        fmt = bits.mlp_format({n: r.ggml_type for n, r in GGUFFile(f["gguf"]).tensors.items()})
+        verdict = read_table(f["null_verdict"])
+        rows.append(bits.model_rows(name, fmt, bits.training_of(models[name]), read_table(f["acceptance"]),
+                                    verdict.row(0, named=True) if verdict.height else None,
+                                    read_table(f["crossing_flips"])))
+        sources += [f["acceptance"], f["null_verdict"], f["crossing_flips"]]
+    table, domains = bits.comparison_tables(rows)
+    tables["bits"] = TableItem(table, sources)
+    tables["bits_domains"] = TableItem(domains, sources)
+    return {**bits.bits_verdict(table), "formats": sorted(set(table["format"].to_list())),
+            "rows": table.to_dicts()}
+
+
 def comparison_tables(models: list[dict], tables: dict, published: pub.Published) -> None:
     """The headline tables with the paper's figure beside this run's (added to ``tables``)."""
     def src(*names):
@@ -400,6 +420,7 @@ def paper_content(man: dict, build_inputs: list[str], published_path: str | None
     pass2_order = man.get("pass2_order") or man["order"]
     terrain = terrain_section(man["terrain"], tables, figures, pass2_order) if man.get("terrain") else {}
     subspace = subspace_section(man["subspace"], tables, figures) if man.get("subspace") else {}
+    bits_facts = bits_section(man["bits"], man["models"], tables) if man.get("bits") else None
     paper_figures = pub.Published(published_path) if published_path else None
     run = {"models": pub.describe_models(config or {"models": man["models"]}, list(man["searched"]), paper_figures),
            "scale": None}
@@ -426,6 +447,7 @@ def paper_content(man: dict, build_inputs: list[str], published_path: str | None
     context = {"run_name": man["run_name"], "config_models": man["models"], "order": man["order"],
                "pass2_order": pass2_order, "terrain": terrain,
                "paper": paper_figures, "run": run, "cross_quantization": cross_quantization(models),
+               "bits": bits_facts,
                "subspace": subspace,
                "models": models, "quality": quality_facts, "quality_report": (man["quality"] or {}).get("report"),
                "published": published, "build": paper.build_summary(build_inputs)}
