@@ -32,9 +32,13 @@ SHIPPED_MODELS = [m for m, s in config["models"].items() if s["source"] == "ship
 # Post-hoc roundings of an fp model's float file (source posthoc): members of the family their
 # float model belongs to.
 POSTHOC_MODELS = [m for m, s in config["models"].items() if s["source"] == "posthoc"]
-EMBEDDED_MODELS = [m for m, s in config["models"].items() if s["source"] in ("embedded", "shipped")
-                   or s["source"] == "posthoc" and config["models"].get(s["posthoc"]["from"], {}).get("source")
-                   in ("embedded", "shipped")]
+EMBEDDED_MODELS = [
+    m
+    for m, s in config["models"].items()
+    if s["source"] in ("embedded", "shipped")
+    or s["source"] == "posthoc"
+    and config["models"].get(s["posthoc"]["from"], {}).get("source") in ("embedded", "shipped")
+]
 # Trained here: QAT models export their Q1_0 file directly; fp models write a float (F16) file
 # that rule quantize_posthoc rounds to Q1_0.
 TRAINED_QAT_MODELS = [m for m in TRAINED_MODELS if config["models"][m].get("variant") != "fp"]
@@ -119,7 +123,8 @@ def shipped_file(model, field):
 def shipped_float_path(model):
     """A shipped fp model's float file: beside its GGUF, NAME.f16.gguf (resources/models/README.md)."""
     path = shipped_file(model, "path")
-    return path[: -len(".gguf")] + ".f16.gguf" if path.endswith(".gguf") else path + ".f16.gguf"
+    stem = path[: -len(".gguf")] if path.endswith(".gguf") else path
+    return f"{stem}.f16.gguf"
 
 
 def ship_inputs(with_float=False):

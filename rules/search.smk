@@ -2,6 +2,8 @@
 # pipeline (pass1: weight XOR; pass2: scale moves on top), isolation ablations, the lambda sweep,
 # targeted borderline/focused runs, null baselines and the random-flip null. Each run's record
 # (neagari.workflow.runs, RUNS in common.smk) says what it starts from and how it is configured.
+from neagari.workflow.runs import null_model_params
+
 # The settings every run of the config shares
 SEARCH_COMMON = (
     "layers",
@@ -14,13 +16,21 @@ SEARCH_COMMON = (
     "scale_bits",
 )
 PIPELINE_PROMOTION = {k: SEARCH["pipeline"][k] for k in ("promotion", "max_controls")} if SEARCH else None
+# search.ternary_moves reaches the searches through each run's record (search_settings), and the
+# null mode the null models through NULL_MODEL_PARAMS; both are absent at their defaults
+# (neagari.workflow.runs), so that configs that leave them alone keep their params.
+NULL_MODEL_PARAMS = null_model_params(config)
 
 
+# Q1_0 MLP sign bits flipped with probability 1/2; Q2_0 MLP codes redrawn by
+# search.null_baseline.mode (uniform over -d/0/+d, or signs only with the zero pattern kept)
 rule randomize_null_model:
     input:
         model="results/models/{model}.gguf",
     output:
         gguf="results/models/null/{model}-s{seed}.gguf",
+    params:
+        **NULL_MODEL_PARAMS,
     wildcard_constraints:
         seed=r"\d+",
     threads: 1

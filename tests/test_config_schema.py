@@ -15,7 +15,8 @@ from neagari.workflow.configcheck import MAX_ERRORS, ConfigError, validate_confi
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"
-CONFIGS = ["config.yaml", "smoke.yaml", "model.yaml", "bonsai-8b.yaml", "bonsai-1.7b.yaml"]
+CONFIGS = ["config.yaml", "smoke.yaml", "model.yaml", "bonsai-8b.yaml", "bonsai-1.7b.yaml", "ternary-bonsai-8b.yaml",
+           "ternary-bonsai-1.7b.yaml"]
 
 
 def load(name: str) -> dict:

@@ -1,9 +1,12 @@
 """The paper-scale configurations lay out their whole DAG offline, from a checkout with no results:
 downloads pending, nothing of the embedded model's stages in it. Their pins: every source pinned by
-a commit and a sha256, or its null sha256 explained by a comment on its entry."""
+a commit and a sha256, or its null sha256 explained by a comment on its entry (and, for the ternary
+models no public record pins, a null revision too). The ternary configs run the 1-bit ones'
+experiments on PrismML's Ternary Bonsai models, so their plans match the 1-bit plans job for job."""
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -13,10 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from neagari.workflow.configcheck import validate_config
 from neagari.workflow.downloads import unpinned_reasons
+from neagari.workflow.runs import search_runs
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ["config/bonsai-8b.yaml", "config/bonsai-1.7b.yaml"]
+CONFIGS = ["config/bonsai-8b.yaml", "config/bonsai-1.7b.yaml", "config/ternary-bonsai-8b.yaml",
+           "config/ternary-bonsai-1.7b.yaml"]
+# each ternary config and the 1-bit config it mirrors
+TERNARY = {"config/ternary-bonsai-8b.yaml": "config/bonsai-8b.yaml",
+           "config/ternary-bonsai-1.7b.yaml": "config/bonsai-1.7b.yaml"}
 EMBEDDED_ONLY = {"build_corpus", "train_tokenizer", "train_embedded_model", "train_embedded_float", "quantize_posthoc",
                  "use_shipped_model", "build_task_sets", "evaluate_quality"}
 
@@ -63,10 +72,13 @@ def pass2_chain(stdout: str, model: str) -> list[str]:
     return chain
 
 
-@pytest.mark.parametrize("config, searches", [("config/bonsai-8b.yaml", 22), ("config/bonsai-1.7b.yaml", 9)])
+@pytest.mark.parametrize("config, searches", [("config/bonsai-8b.yaml", 22), ("config/bonsai-1.7b.yaml", 9),
+                                              ("config/ternary-bonsai-8b.yaml", 22),
+                                              ("config/ternary-bonsai-1.7b.yaml", 9)])
 def test_paper_dag_offline(checkout, config, searches):
     out = dry_run_output(checkout, config)
     jobs = job_counts(out)
+    model = yaml.safe_load((REPO / config).read_text())["search"]["models"][0]
     assert not EMBEDDED_ONLY & set(jobs), f"embedded-model rules in a paper DAG: {EMBEDDED_ONLY & set(jobs)}"
     assert jobs["download_model"] == 1 and jobs["download_file"] >= 6
     assert jobs["search"] == searches and jobs["assemble_patch"] == searches and jobs["build_paper"] == 1
@@ -74,10 +86,10 @@ def test_paper_dag_offline(checkout, config, searches):
         assert jobs["eval_benchmark"] == 2 and "build_benchmark_items" not in jobs
         # pass 2 in the v3 manifest's order, on top of pass 1's last domain; the benchmarks read its last
         p2 = ["instruction", "tool_calling", "editing", "coding", "math"]
-        assert pass2_chain(out, "bonsai-8b") == p2
-        assert re.search(r"^    input: results/patched/bonsai-8b/pass1/coding\.gguf,.*\n"
-                         r"    output: results/search/bonsai-8b/pass2/instruction/patch\.json", out, re.M)
-        assert re.search(r"^rule eval_benchmark:\n    input: results/patched/bonsai-8b/pass2/math\.gguf,", out, re.M)
+        assert pass2_chain(out, model) == p2
+        assert re.search(rf"^    input: results/patched/{model}/pass1/coding\.gguf,.*\n"
+                         rf"    output: results/search/{model}/pass2/instruction/patch\.json", out, re.M)
+        assert re.search(rf"^rule eval_benchmark:\n    input: results/patched/{model}/pass2/math\.gguf,", out, re.M)
     else:  # the paper's 1.7B runs: targeted searches and their held-out verbatim evaluation
         assert "eval_benchmark" not in jobs and jobs["eval_heldout_verbatim"] == 2
 
@@ -122,6 +134,39 @@ def attached_comment(lines: list[str], line: int) -> str:
     return " ".join(above + [trailing]).strip()
 
 
+@pytest.mark.parametrize("ternary", sorted(TERNARY))
+def test_ternary_configs_mirror_the_one_bit_ones(checkout, ternary):
+    """The same searches (stage and run names), the same settings but the model and its ternary
+    keys, the same downloads but the 1-bit model's published patches (audited by the 1-bit config)."""
+    ours, theirs = (yaml.safe_load((REPO / c).read_text()) for c in (ternary, TERNARY[ternary]))
+    model, one_bit = ours["search"]["models"][0], theirs["search"]["models"][0]
+    assert list(ours["models"]) == [model] and ours["models"][model]["source"] == "download"
+    assert ours["models"][model]["download"]["hub"]["repo"].startswith("prism-ml/Ternary-Bonsai-")
+    a, b = dict(ours["search"]), dict(theirs["search"])
+    assert a.pop("models") == [model] and b.pop("models") == [one_bit]
+    assert a.pop("ternary_moves") == ["negate"] and a["null_baseline"].pop("mode") == "uniform"
+    assert a == b
+    for key in ("seed", "device", "probe_sets", "score", "audits", "evaluation"):
+        assert ours.get(key) == theirs.get(key), key
+    assert not ours.get("published_patches")
+    patches = {k for k in theirs["downloads"]["files"] if k.startswith("neagari/patches/")}
+    assert set(ours["downloads"]["files"]) == set(theirs["downloads"]["files"]) - patches
+    assert {k: v for k, v in ours["downloads"].items() if k != "files"} == \
+        {k: v for k, v in theirs["downloads"].items() if k != "files"}
+    plans = []
+    for cfg in (ours, theirs):
+        cfg = copy.deepcopy(cfg)
+        validate_config(cfg, REPO / "config/schema.yaml")
+        plans.append([(stage, name) for _, stage, name in search_runs(cfg)])
+    assert plans[0] == plans[1] and len(plans[0]) in (22, 9)
+    ours_jobs, theirs_jobs = dry_run(checkout, ternary), dry_run(checkout, TERNARY[ternary])
+    for job in ("search", "assemble_patch", "randomize_null_model", "calibrate_probes", "eval_benchmark",
+                "eval_heldout_verbatim", "build_paper"):
+        assert ours_jobs.get(job) == theirs_jobs.get(job), job
+    assert "audit_published" not in ours_jobs
+    assert ("audit_published" in theirs_jobs) == bool(theirs.get("published_patches"))
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_null_pin_says_why(config):
     text = (REPO / config).read_text()
@@ -131,8 +176,12 @@ def test_every_null_pin_says_why(config):
     nulls = []
     for place, spec in sources(cfg).items():
         reasons = unpinned_reasons(spec, upstream)
-        # a revision or commit that pins nothing is never acceptable here; only an unknown hash
-        assert reasons in ([], ["sha256 is null"]), f"{'.'.join(place)}: {reasons}"
+        # a revision or commit that pins nothing is never acceptable here, but for a ternary model
+        # no public record pins (its comment says so); otherwise only an unknown hash
+        allowed = [[], ["sha256 is null"]]
+        if config in TERNARY and place[0] == "models":
+            allowed.append(["sha256 is null", "hub revision None is not a commit id"])
+        assert reasons in allowed, f"{'.'.join(place)}: {reasons}"
         if not reasons:
             continue
         nulls.append(place)
@@ -140,10 +189,13 @@ def test_every_null_pin_says_why(config):
         assert len(why) >= 30, f"{config}: {'.'.join(place)} has sha256 null and no comment saying why"
         if "upstream" in spec:  # a file of the paper's repository: why the snapshot at the commit lacks it
             assert f"not in the repository snapshot at {short}" in why, why
-    if "8b" in config:  # the three upstream files over the snapshot's 4 MiB limit
+    if config == "config/bonsai-8b.yaml":  # the three upstream files over the snapshot's 4 MiB limit
         assert [p[-1] for p in nulls] == ["neagari/patches/v2_patches/patch_editing.json",
                                          "neagari/patches/v2_patches/patch_instruction.json",
                                          "neagari/patches/v3_patches/patch_instruction.json"]
+    elif config in TERNARY:  # the ternary model file alone: no public record of its revision or hash
+        assert nulls == [("models", cfg["search"]["models"][0], "download")]
+        assert "no public record" in attached_comment(lines, key_line(root, nulls[0]))
     else:
         assert nulls == []
 

@@ -16,6 +16,10 @@ that is not UTF-8; a duplicate key or tensor name; ``general.alignment`` that is
 power of two; a tensor with an empty name or one of 64 bytes or more, no dimensions or more than
 four, an unknown GGML type, a row length that is not a multiple of its type's block, an offset not
 aligned to ``general.alignment``, bytes outside the file or overlapping another tensor's bytes.
+A Q2_0 tensor (type 42) whose bytes, from its offset to the next tensor's (or the end of the
+file), hold 128-weight blocks of 34 bytes but not the 64-weight blocks of 18 bytes of the pinned
+llama.cpp's Q2_0 is refused as the other Q2_0 layout (PrismML's llama.cpp fork writes it under
+the same type id), with one line saying so, before its size would be reported as an overlap.
 
 On top: typed, range-checked metadata lookups (``int_key``, ``float_key``, ``str_key``), the
 PyTorch-order shapes, finiteness checks (``check_finite``), dequantization of the types our models
@@ -25,6 +29,7 @@ use, and the file hash that patches and provenance records pin. Writing is gguf-
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import struct
@@ -35,6 +40,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from neagari.engine import q2
 from neagari.engine.quants import BLOCK_FORMATS, block_format
 from neagari.hashing import sha256_file
 
@@ -64,6 +70,10 @@ SCALAR_DTYPES = {UINT8: np.dtype("<u1"), INT8: np.dtype("<i1"), UINT16: np.dtype
                  INT64: np.dtype("<i8"), FLOAT64: np.dtype("<f8")}
 INTEGER_TYPES = frozenset({UINT8, INT8, UINT16, INT16, UINT32, INT32, UINT64, INT64})
 FLOAT_TYPES = frozenset({FLOAT32, FLOAT64})
+
+# The other layout of GGML type 42 (PrismML's llama.cpp fork): 128 weights, an FP16 scale and 32
+# bytes of 2-bit codes per block. Recognised only to be refused (see the module docstring).
+Q2_0_G128_QK, Q2_0_G128_BYTES = 128, 34
 
 # the smallest encodings, for bounding counts by the bytes left
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, type, a 1-byte value
@@ -248,6 +258,8 @@ def parse_header(buf, size: int, path: Path) -> Header:
         infos.append((name, ggml_type, dims, offset))
 
     data_offset = -(-cur.pos // alignment) * alignment
+    # where each tensor's bytes may run to: the next tensor's start, or the end of the file
+    bounds = sorted({min(data_offset + offset, size) for *_, offset in infos} | {size})
     tensors: list[TensorInfo] = []
     for name, ggml_type, dims, offset in infos:
         block, type_size = sizes[ggml_type]
@@ -265,6 +277,10 @@ def parse_header(buf, size: int, path: Path) -> Header:
         if start > size:
             raise cur.fail(f"damaged GGUF header: tensor {name!r} data offset {offset} lies outside the file "
                            f"(data section {data_offset}..{size})")
+        if ggml_type == q2.GGML_TYPE:
+            room = bounds[bisect.bisect_right(bounds, start)] - start if start < size else 0
+            if problem := _q2_layout_problem(name, dims, n_elements, nbytes, room, alignment):
+                raise cur.fail(problem)
         if start + nbytes > size:
             raise cur.fail(f"truncated file: tensor {name!r} ({list(dims)}, {nbytes} bytes) ends at byte "
                            f"{start + nbytes}, the file has {size}")
@@ -275,6 +291,24 @@ def parse_header(buf, size: int, path: Path) -> Header:
             raise cur.fail(f"damaged GGUF header: tensor {b.name!r} (bytes {b.offset}..{b.offset + b.nbytes}) "
                            f"overlaps tensor {a.name!r} (bytes {a.offset}..{a.offset + a.nbytes})")
     return Header(version, alignment, metadata, types, tensors, data_offset)
+
+
+def _q2_layout_problem(name: str, dims: tuple[int, ...], n_elements: int, nbytes: int, room: int,
+                       alignment: int) -> str | None:
+    """Why a type-42 tensor is in the other Q2_0 layout, or None. ``room``: its bytes from its
+    offset to the next tensor's or the end of the file; ``nbytes``: its size in the 64-weight
+    layout. It is when those do not hold the 64-weight blocks but hold the 128-weight ones up to
+    the alignment padding that follows a tensor."""
+    if nbytes <= room or dims[0] % Q2_0_G128_QK:
+        return None
+    other = n_elements // Q2_0_G128_QK * Q2_0_G128_BYTES
+    if not other <= room < other + alignment:
+        return None
+    return (f"tensor {name!r} ({list(dims)}, Q2_0, type {q2.GGML_TYPE}) is in the Q2_0 layout of PrismML's "
+            f"llama.cpp fork, {Q2_0_G128_QK}-weight blocks of {Q2_0_G128_BYTES} bytes ({other} bytes; the file "
+            f"gives it {room}), not in ggml's {q2.QK}-weight blocks of {q2.BLOCK_BYTES} bytes ({nbytes} bytes); "
+            f"the pinned llama.cpp (llama-cpp-python 0.3.36) reads only the {q2.QK}-weight layout, as does this "
+            f"reader")
 
 
 # ---------------------------------------------------------------------------- files

@@ -8,8 +8,8 @@ dequantizes it as ``+2d``, and so do we. Blocks run along a row of the PyTorch-s
 ``(out, in)`` matrix, so group ``g`` of a tensor is row ``g // (in / 64)``, columns
 ``(g % (in / 64)) * 64`` onwards. This is ggml's ``block_q2_0`` with ``QK2_0 = 64`` in the
 pinned llama.cpp (llama-cpp-python 0.3.36); a llama.cpp built with 128-weight Q2_0 blocks of 34
-bytes writes files of another layout under the same type id, which these sizes refuse (their
-tensors overlap or run past the end of the file).
+bytes (PrismML's) writes files of another layout under the same type id, which the reader refuses
+in one line naming both layouts (neagari.engine.gguf_io).
 
 Quantization is llama.cpp's ``quantize_row_q2_0_ref`` (what ``llama_model_quantize`` runs without
 an importance matrix): ``amax = max |w|`` over the block in float32, ``d = fp16(amax)``, and each

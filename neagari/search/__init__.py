@@ -1,5 +1,5 @@
 """XOR search over binary weight groups (PAPER.md §2-§5): probes, calibration, fitness, proposals,
-the cached evaluator, the runner and its checkpoints, patches, MLP-sign null models. Imports engine
+the cached evaluator, the runner and its checkpoints, patches, MLP-randomized null models (signs of Q1_0, codes of Q2_0). Imports engine
 and shared helpers."""
 
 from __future__ import annotations

@@ -5,7 +5,14 @@ is the ``{run}`` wildcard of the search rules; rules look records up by (model, 
 hand their fields on, so nothing downstream parses a name back into λ, seed or kind.
 
 Standard library only (neagari.workflow may not import the engine or the search): a field left
-``None`` means "the search's own default" (neagari.search.runner.SearchConfig).
+``None`` means "the search's own default" (neagari.search.runner.SearchConfig). The defaults this
+module repeats (the ternary moves, the null modes) are checked against the search's by tests.
+
+Settings that only act on ternary (Q2_0) models stay out of a run's settings, its record and the
+null rule's params while they hold their defaults (``search.ternary_moves``,
+``search.null_baseline.mode``): a config that sets them to their defaults, or leaves them out,
+gives the rules the params of a config without them, so Snakemake's params trigger reruns nothing
+on their account.
 """
 
 from __future__ import annotations
@@ -15,6 +22,13 @@ from typing import Any, Mapping
 
 STAGES = ("pass1", "pass2", "isolated", "lambda", "targeted", "nullbase", "randomflip")
 NULLBASE_KINDS = ("trained", "null")  # the trained model, then its MLP-randomized copy
+# search.ternary_moves: the group moves a search proposes on Q2_0 tensors (neagari.engine.q2's
+# GROUP_MOVES), and the default (neagari.search.proposal.ProposalConfig.ternary_moves)
+TERNARY_MOVES = ("negate", "zero_plus", "zero_minus")
+DEFAULT_TERNARY_MOVES = ("negate",)
+# search.null_baseline.mode: how the null model redraws Q2_0 MLP weights (neagari.search.null)
+NULL_MODES = ("uniform", "keep_zeros")
+DEFAULT_NULL_MODE = "uniform"
 
 
 def base_model_path(model: str) -> str:
@@ -24,6 +38,26 @@ def base_model_path(model: str) -> str:
 def null_model_path(model: str, seed: int) -> str:
     """The MLP-randomized copy of a model (rule randomize_null_model)."""
     return f"results/models/null/{model}-s{seed}.gguf"
+
+
+def null_mode(config: Mapping) -> str:
+    """How the null models redraw Q2_0 MLP weights: search.null_baseline.mode (default uniform, also
+    for a config without searches, whose null models only the terrain stage reads)."""
+    search = config.get("search") or {}
+    return (search.get("null_baseline") or {}).get("mode") or DEFAULT_NULL_MODE
+
+
+def null_model_params(config: Mapping) -> dict[str, str]:
+    """The params of rule randomize_null_model: the null mode where it is not the default, else
+    none (module docstring)."""
+    mode = null_mode(config)
+    return {} if mode == DEFAULT_NULL_MODE else {"mode": mode}
+
+
+def ternary_moves(search: Mapping) -> tuple[str, ...] | None:
+    """search.ternary_moves as a run carries it: None where it is the default (module docstring)."""
+    moves = tuple(search.get("ternary_moves") or DEFAULT_TERNARY_MOVES)
+    return None if moves == DEFAULT_TERNARY_MOVES else moves
 
 
 def probe_path(model: str, probe_set: str) -> str:
@@ -58,6 +92,7 @@ class SearchRun:
     focus_order: str | None = None
     stop_when_done: bool | None = None
     accept_all: bool = False  # random-flip null: keep every proposal
+    ternary_moves: tuple[str, ...] | None = None  # the group moves on Q2_0 tensors; None: negate alone
     kind: str | None = None  # null baselines: "trained" or "null"
     controls: tuple[str, ...] = ()  # control probe files
     promoted: tuple[str, ...] = ()  # promoted-controls files of earlier pipeline runs
@@ -91,11 +126,19 @@ class SearchRun:
     def search_settings(self) -> dict[str, Any]:
         """The fields the search configuration takes from this run (None ones left to its defaults)."""
         keys = ("iterations", "lam", "fitness", "scale_prob", "epsilon", "slack_ratio", "barrier_mu", "focus_order",
-                "stop_when_done", "seed", "accept_all")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+                "stop_when_done", "seed", "accept_all", "ternary_moves")
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        if "ternary_moves" in out:
+            out["ternary_moves"] = list(out["ternary_moves"])
+        return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The record's fields (tuples as lists); ``ternary_moves`` only where a config set other
+        moves than the default."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if d["ternary_moves"] is None:
+            del d["ternary_moves"]
+        return d
 
 
 def pass2_order(search: Mapping) -> list[str]:
@@ -138,7 +181,8 @@ def _model_runs(search: Mapping, model: str, seed: int) -> list[SearchRun]:
     order, domains = search["pipeline"]["order"], search["pipeline"]["domains"]
     base = base_model_path(model)
     controls = tuple(probe_path(model, c) for c in search["controls"])
-    common = dict(model=model, seed=seed, controls=controls)
+    moves = ternary_moves(search)
+    common = dict(model=model, seed=seed, controls=controls, ternary_moves=moves)
     runs = []
     for i, d in enumerate(order):  # pass 1: weight XOR, each domain on top of the previous one
         runs.append(SearchRun(stage="pass1", name=d, domain=d, iterations=domains[d]["iterations"],
@@ -175,13 +219,14 @@ def _model_runs(search: Mapping, model: str, seed: int) -> list[SearchRun]:
                               lam=t["lambda"], fitness=fitness, epsilon=t["epsilon"], slack_ratio=t["slack_ratio"],
                               barrier_mu=t["barrier_mu"], focus_order=t["focus_order"],
                               stop_when_done=t["stop_when_done"], start=base, model=model, seed=seed,
-                              controls=tuple(probe_path(model, c) for c in t["controls"])))
+                              controls=tuple(probe_path(model, c) for c in t["controls"]), ternary_moves=moves))
     nb = search["null_baseline"]
     for kind in NULLBASE_KINDS:
         for s in nb["seeds"]:
             runs.append(SearchRun(stage="nullbase", name=f"{kind}-s{s}", domain=nb["domain"], kind=kind,
                                   iterations=nb["iterations"], lam=nb["lambda"], model=model, seed=int(s),
-                                  controls=controls, start=base if kind == "trained" else null_model_path(model, s)))
+                                  controls=controls, ternary_moves=moves,
+                                  start=base if kind == "trained" else null_model_path(model, s)))
     for d in search["random_flip"]["domains"]:  # as many flips as the pass-1 search kept, all kept
         runs.append(SearchRun(stage="randomflip", name=d, domain=d, accept_all=True, start=base, **common,
                               iterations_from=(run_dir(model, "pass1", d) + "/summary.json",)))

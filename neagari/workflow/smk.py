@@ -11,11 +11,14 @@ from typing import Iterator, Sequence
 
 @contextlib.contextmanager
 def rule_context(snakemake, config_keys: Sequence[str] | None = None, seed: int | None = None,
-                 device: str | None = None, dtype: str | None = None) -> Iterator[logging.Logger]:
+                 device: str | None = None, dtype: str | None = None,
+                 extra: dict | None = None) -> Iterator[logging.Logger]:
     """``with rule_context(snakemake, ["score"]) as log: ...`` in each script.
 
     config_keys: the config subset this rule depends on (stored in the provenance record).
     device, dtype: where the engine ran and its weight-cache type, both recorded.
+    extra: a dict the script may fill inside the block (facts about what it wrote); recorded as
+    the provenance record's ``extra`` once the block has succeeded.
     Torch, where the script has loaded it, runs on the rule's ``threads`` (set_torch_threads).
     """
     set_torch_threads(getattr(snakemake, "threads", None))
@@ -30,12 +33,14 @@ def rule_context(snakemake, config_keys: Sequence[str] | None = None, seed: int 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
     log = logging.getLogger(f"neagari.rule.{snakemake.rule}")
-    with RuleProvenance(snakemake, config_keys=config_keys, seed=seed, device=device):
+    with RuleProvenance(snakemake, config_keys=config_keys, seed=seed, device=device) as prov:
         try:
             yield log
         except Exception:
             log.exception("rule %s failed", snakemake.rule)
             raise
+        if extra:
+            prov.extra.update(extra)
 
 
 def set_torch_threads(threads: int | None) -> None:

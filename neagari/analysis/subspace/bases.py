@@ -8,6 +8,10 @@ matrix) and :func:`activation_delta` (patched − base residual at the last toke
 
 Layer ``l``'s residual is the output of block ``l`` (what its attention and MLP wrote into), at
 the last prompt token. Shapes as in :mod:`neagari.analysis.subspace.measures`: H hidden, F ffn, N prompts.
+
+Moves and deltas go through each tensor's block format (``engine.linear(t).fmt``: Q1_0's 128-weight
+blocks and their group and scale moves, Q2_0's 64-weight blocks and their code transpositions and
+scale moves), so a Q1_0, Q2_0 or mixed model is measured alike.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from typing import Sequence
 
 import torch
 
-from neagari.engine import q1
 from neagari.analysis.subspace.measures import (left_basis, null_seed, pca_basis, project_out, proj_side, random_bases, right_basis,
                        thin_factor, top_eigvecs)
 
@@ -34,7 +37,7 @@ class Candidate:
 
 
 def _dense(engine, tensor: str) -> torch.Tensor:
-    """A matrix of the model as (out, in) float64 on the engine's device, packed (Q1_0) or float."""
+    """A matrix of the model as (out, in) float64 on the engine's device, packed (Q1_0, Q2_0) or float."""
     return engine.weight(tensor).detach().to(engine.device, torch.float64)
 
 
@@ -115,12 +118,17 @@ def last_token_residuals(engine, seqs: Sequence[Sequence[int]], batch_size: int 
 
 
 def apply_moves(engine, moves) -> None:
-    """Apply a patch's moves to the engine's packed state (undo with ``engine.reset()``)."""
+    """Apply a patch's moves to the engine's packed state (undo with ``engine.reset()``): each by its
+    kind, on a tensor of the block format its record names (a move recorded for another format
+    is refused, as applying the patch to the file refuses it). Every move is checked before the
+    first is applied, so a refused patch leaves the engine as it was."""
     for m in moves:
-        if m.type == "group":
-            engine.flip_group(m.tensor, m.group)
-        else:
-            engine.flip_scale_bit(m.tensor, m.group, m.bit)
+        fmt = engine.linear(m.tensor).fmt
+        if m.tensor_type != fmt.NAME:
+            raise ValueError(f"{m.describe()}: the patch records a {m.tensor_type} tensor, the model's "
+                             f"{m.tensor} is {fmt.NAME}")
+    for m in moves:
+        engine.move(m.tensor, m.group, m.type, m.bit)
 
 
 def activation_delta(engine, moves, seqs: Sequence[Sequence[int]],
@@ -154,19 +162,24 @@ def activation_candidates(fit_targets: torch.Tensor, controls: torch.Tensor, kma
 
 def weight_deltas(engine, moves) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Exact ΔW of each patched matrix: {tensor: (rows (r,) long, delta (r, in) float64)}, only the
-    touched rows (no other row changes). Both moves are XORs, so their order does not matter;
-    weights are dequantized from the packed bytes (exact fp16 scales whatever the cache type)."""
+    touched rows (no other row changes). The moves are applied in the patch's order (Q2_0's code
+    transpositions do not commute with each other) and ΔW is the weights after minus before, both
+    dequantized from the packed bytes by each tensor's format (exact fp16 scales whatever the cache
+    type)."""
     rows_by_tensor: dict[str, set[int]] = {}
     for m in moves:
         lin = engine.linear(m.tensor)
         if not 0 <= m.group < lin.n_groups:
             raise IndexError(f"{m.describe()}: group outside 0..{lin.n_groups - 1}")
-        rows_by_tensor.setdefault(m.tensor, set()).add(q1.group_location(m.group, lin.in_features)[0])
+        rows_by_tensor.setdefault(m.tensor, set()).add(lin.fmt.group_location(m.group, lin.in_features)[0])
     rows = {t: torch.tensor(sorted(r), dtype=torch.long) for t, r in rows_by_tensor.items()}
 
     def snapshot():
-        return {t: q1.dequantize_torch(engine.linear(t).raw[r.to(engine.device)]).double().cpu()
-                for t, r in rows.items()}
+        out = {}
+        for t, r in rows.items():
+            lin = engine.linear(t)
+            out[t] = lin.fmt.dequantize_torch(lin.raw[r.to(engine.device)]).double().cpu()
+        return out
 
     before = snapshot()
     apply_moves(engine, moves)

@@ -17,10 +17,12 @@ the same rank. Only M·Mᵀ matters, so each M is stored as a thin factor L (H, 
 The activation energy is pooled over probes (‖Bᵀ Xᵀ‖²_F / ‖X‖²_F: a probe counts by how far the
 patch moved it), where seed 001 averaged per-probe fractions.
 
-A 1-bit move touches 128 weights of one row. In a write tensor that row is one residual
-coordinate, so write-side weight deltas are spanned by coordinate axes; in a read tensor the
-delta is a 128-coordinate slice of one neuron's read vector. The random-flip null patches carry
-the same structure, which is why rankings are read against them.
+A move touches the weights of one block, all in one row: 128 of them in Q1_0, 64 in Q2_0 (a
+zero_plus or zero_minus move changes only those of its block that hold one of the two values it
+swaps). In a write tensor that row is one residual coordinate, so write-side weight deltas are
+spanned by coordinate axes; in a read tensor the delta is a slice of at most one block's length
+of one neuron's read vector. The random-flip null patches carry the same structure, which is why
+rankings are read against them.
 
 Candidate bases and the patch's deltas come from :mod:`neagari.analysis.subspace.bases`; the tables,
 figure and conclusion from :mod:`neagari.analysis.subspace.sweep`.
