@@ -11,7 +11,7 @@ from neagari.analysis import audits
 from neagari.analysis.schemas import (AcceptanceTable, BoundaryCrossingFlips, BoundaryCrossingSummary, FitnessModes,
                                       GroupOverlap, LayerProjectionByRun, MoveTypeShare, NullBaselineTable,
                                       NullBaselineVerdict, QuartilesByRun, RandomFlipNull)
-from neagari.engine import q1
+from neagari.engine.quants import block_format
 from neagari.engine.gguf_io import GGUFFile
 from neagari.search.patch import read_patch
 from neagari.workflow.smk import rule_context
@@ -39,7 +39,8 @@ with rule_context(snakemake, config_keys=["search"]) as log:
     write_table(audits.pipeline_move_share(runs), out.scale_share, MoveTypeShare)
     write_table(audits.pipeline_layer_projection(runs), out.layer_projection, LayerProjectionByRun)
     base = GGUFFile(inp.base_model)
-    n_groups = {n: r.nbytes // q1.BLOCK_BYTES for n, r in base.tensors.items() if r.ggml_type == q1.GGML_TYPE_Q1_0}
+    n_groups = {n: r.nbytes // block_format(r.ggml_type).BLOCK_BYTES for n, r in base.tensors.items()
+                if block_format(r.ggml_type) is not None}  # Q1_0 and Q2_0 blocks alike
     write_table(audits.pipeline_group_overlap(runs, n_groups), out.overlap, GroupOverlap)
     trained, null = audits.null_baseline_sides(runs, model)
     write_table(audits.null_baseline_table(trained + null), out.null_table, NullBaselineTable)

@@ -84,3 +84,28 @@ def test_comparison_table_is_sorted_by_bits_and_validated():
     bad = model_rows("x", "Q1_0", "random", acceptance(("pass1/editing", 10, 1)), None, flips())
     with pytest.raises(Exception, match="training"):
         comparison_tables([bad])
+
+
+def test_smoke_run_sets_the_four_members_side_by_side(smoke_run):
+    """The smoke workflow searches a 1-bit QAT, a 1-bit post-hoc, a ternary QAT and a ternary
+    post-hoc member (search.comparison.models); the paper's table gives each its MLP format from
+    its file and its training from the config, and each ternary null redrew its codes."""
+    from neagari.engine.gguf_io import GGUFFile
+    from neagari.engine.quants import block_format
+
+    for name, fmt in (("tiny-qat", "Q1_0"), ("tiny-fp", "Q1_0"), ("tiny-ternary", "Q2_0"), ("tiny-fp-q2", "Q2_0")):
+        f = GGUFFile(smoke_run / f"results/models/{name}.gguf")
+        assert block_format(f.tensors["blk.0.ffn_up.weight"].ggml_type).NAME == fmt
+    paper = (smoke_run / "results/paper/paper.md").read_text()
+    section = paper[paper.index("## Bits per weight"):]
+    section = section[: section.index("\n## ")]
+    rows = {}
+    for line in section.splitlines():  # the first table: one row per model
+        if line.startswith("| tiny-"):
+            rows.setdefault(line.split(" | ")[0].strip("| "), line.split(" | ")[1:4])
+    assert rows["tiny-qat"] == ["Q1_0", "QAT", "1.125"] and rows["tiny-fp"] == ["Q1_0", "post hoc", "1.125"]
+    assert rows["tiny-ternary"] == ["Q2_0", "QAT", "2.25"] and rows["tiny-fp-q2"] == ["Q2_0", "post hoc", "2.25"]
+    assert "QAT (`tiny-qat` − `tiny-ternary`)" in section and "post hoc (`tiny-fp` − `tiny-fp-q2`)" in section
+    for name in ("tiny-ternary", "tiny-fp-q2"):
+        log = (smoke_run / f"logs/models/null/{name}-s0.log").read_text()
+        assert "mode uniform: zero share" in log

@@ -15,4 +15,4 @@ class TrainingLoss(pa.DataFrameModel):
     eval_loss: float = pa.Field(ge=0, nullable=True)
     elapsed_s: float = pa.Field(ge=0)
     model: str
-    variant: str = pa.Field(isin=["qat", "fp"])
+    variant: str = pa.Field(isin=["qat", "ternary", "fp"])
