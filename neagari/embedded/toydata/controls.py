@@ -2,9 +2,13 @@
 knowledge, MMLU and MuSR controls).
 
 The facts (capital of each invented country, colour of each invented thing) are fixed by the
-world seed and stated many times, in several phrasings, in the training text; the control probes
-ask about the same facts with phrasings that never occur in training. Reasoning items ("who is
-tallest", "which number is largest") use held-out names and number triples.
+world seed and stated many times, in ten phrasings each (statements and questions opening with
+What, Which and Tell me), in the training text; the control probes ask about the same facts with
+phrasings that never occur in training. A small model answers an unseen phrasing only once it has
+seen the fact asked in several: with five phrasings (statements and one "What" question) the
+shipped model answered 1 of 27 held-out colour questions. Reasoning items ("who is tallest",
+"which number is largest") use held-out names and number triples; the training text also states
+order chains with their conclusion ("so X is the tallest"), which the lettered questions then ask.
 """
 
 from __future__ import annotations
@@ -21,13 +25,20 @@ LETTERS = ("A", "B", "C")
 CAPITAL_PHRASES = {
     "train": ["The capital of {c} is {k}.", "{k} is the capital of {c}.",
               "{c} has its capital in {k}.", "Q: What is the capital of {c}?\nA: {k}",
-              "Visitors to {c} usually arrive in {k}, its capital."],
+              "Visitors to {c} usually arrive in {k}, its capital.",
+              "The capital city of {c} is {k}.", "Q: What city is the capital of {c}?\nA: {k}",
+              "Q: Tell me the capital of {c}.\nA: {k}",
+              "Q: Which city does {c} call its capital?\nA: {k}",
+              "Q: What is {c}'s capital?\nA: {k}"],
     "heldout": ["Q: Which city is the capital of {c}?\nA: {k}",
                 "Q: Name the capital city of {c}.\nA: {k}"],
 }
 COLOR_PHRASES = {
     "train": ["The {t} is {col}.", "A {t} is always {col}.", "Q: What color is a {t}?\nA: {col}",
-              "Every {t} you will ever see is {col}.", "People know the {t} by its {col} color."],
+              "Every {t} you will ever see is {col}.", "People know the {t} by its {col} color.",
+              "The color of the {t} is {col}.", "Q: What is the color of a {t}?\nA: {col}",
+              "Q: Tell me the color of a {t}.\nA: {col}", "Q: Which color is a {t}?\nA: {col}",
+              "Q: What color does a {t} come in?\nA: {col}"],
     "heldout": ["Q: Which color does a {t} have?\nA: {col}",
                 "Q: Name the color of the {t}.\nA: {col}"],
 }
@@ -125,13 +136,24 @@ def sample(rng: random.Random, split: str, category: str | None = None) -> Item:
     return _mc_item(rng, split, kind)
 
 
+def _order_statement(rng: random.Random, split: str) -> str:
+    """An order chain with its conclusion, the reasoning an order_mc question asks for."""
+    p1, p2, p3 = (cap(n) for n in rng.sample(pool("ctrl_person", split), 3))
+    rel, top, bottom = rng.choice(ORDER_RELATIONS)
+    return (f"{p1} is {rel} than {p2}. {p2} is {rel} than {p3}. "
+            f"So {p1} is the {top} and {p3} is the {bottom}.")
+
+
 def corpus_text(rng: random.Random, split: str) -> str:
+    """Four to six fact statements, an order chain with its conclusion, and one or two lettered
+    questions (facts, order, numbers)."""
     check_split(split)
     parts = []
     for _ in range(rng.randint(4, 6)):
         item = _fact_item(rng, split, rng.choice(("capital", "color")), statement=True)
         parts.append(item.meta["statement"])
-    if rng.random() < 0.5:
+    parts.append(_order_statement(rng, split))
+    for _ in range(rng.randint(1, 2)):
         item = _mc_item(rng, split, rng.choice(("fact_mc", "order_mc", "compare_mc")))
         parts.append(item.prompt + item.answer)
     return "\n".join(parts) + "\n"
