@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from neagari.engine.blocks import addressing
+
 NAME = "Q1_0"
 GGML_TYPE = GGML_TYPE_Q1_0 = 41
 LLAMA_FTYPE = LLAMA_FTYPE_MOSTLY_Q1_0 = 40  # general.file_type of a file whose linear weights are Q1_0
@@ -27,27 +29,10 @@ MOVES = ("group", "scale")  # the sign inversion of a group, a flip of one scale
 GROUP_MOVE = "group"
 
 
-def n_groups(shape: tuple[int, int]) -> int:
-    """Number of Q1_0 blocks of a PyTorch-shaped (out, in) matrix."""
-    out_f, in_f = shape
-    if in_f % QK:
-        raise ValueError(f"row length {in_f} is not a multiple of {QK}")
-    return out_f * in_f // QK
-
-
-def group_location(group: int, in_features: int) -> tuple[int, int]:
-    """(row, first column) of block ``group`` in an (out, in) matrix."""
-    per_row = in_features // QK
-    return group // per_row, (group % per_row) * QK
+n_groups, group_location, block_bytes = addressing("Q1_0", QK, BLOCK_BYTES)
 
 
 # ---------------------------------------------------------------------------- the block layout
-
-
-def block_bytes(group: int) -> slice:
-    """The 18 bytes of block ``group`` within a tensor's flat bytes (blocks are row-major)."""
-    start = group * BLOCK_BYTES
-    return slice(start, start + BLOCK_BYTES)
 
 
 def scale_bit_byte(bit: int) -> tuple[int, int]:

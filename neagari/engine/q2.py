@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from neagari.engine.blocks import addressing
 from neagari.engine.q1 import SCALE_BITS, scale_bit_byte  # the same FP16 scale in bytes 0-1
 
 NAME = "Q2_0"
@@ -46,27 +47,10 @@ GROUP_MOVE = "negate"  # the group move a search makes by default
 _LOW = 0x55  # the low bit of each of a byte's four codes
 
 
-def n_groups(shape: tuple[int, int]) -> int:
-    """Number of Q2_0 blocks of a PyTorch-shaped (out, in) matrix."""
-    out_f, in_f = shape
-    if in_f % QK:
-        raise ValueError(f"row length {in_f} is not a multiple of {QK}")
-    return out_f * in_f // QK
-
-
-def group_location(group: int, in_features: int) -> tuple[int, int]:
-    """(row, first column) of block ``group`` in an (out, in) matrix."""
-    per_row = in_features // QK
-    return group // per_row, (group % per_row) * QK
+n_groups, group_location, block_bytes = addressing("Q2_0", QK, BLOCK_BYTES)
 
 
 # ---------------------------------------------------------------------------- the block layout
-
-
-def block_bytes(group: int) -> slice:
-    """The 18 bytes of block ``group`` within a tensor's flat bytes (blocks are row-major)."""
-    start = group * BLOCK_BYTES
-    return slice(start, start + BLOCK_BYTES)
 
 
 def code_mask(codes, kind: str):
