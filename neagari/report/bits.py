@@ -72,6 +72,8 @@ class BitsComparison(pa.DataFrameModel):
     median_abs_delta: float = pa.Field(ge=0, nullable=True)
     crossing_flips: int = pa.Field(ge=0)
     crossing_share: float = pa.Field(ge=0, le=1, nullable=True)
+    heldout_nll: float = pa.Field(ge=0, nullable=True)  # the quality report's, where it has the model
+    uniform_nll: float = pa.Field(gt=0, nullable=True)
 
     class Config:
         strict = True
@@ -104,10 +106,12 @@ def pass1_rows(acceptance: pl.DataFrame) -> pl.DataFrame:
 
 
 def model_rows(name: str, fmt: str, training: str, acceptance: pl.DataFrame, null_verdict: Mapping | None,
-               crossing_flips: pl.DataFrame) -> tuple[dict, list[dict]]:
+               crossing_flips: pl.DataFrame, quality: Mapping | None = None) -> tuple[dict, list[dict]]:
     """(the comparison row, the per-domain rows) of one model from its audit tables: the
     acceptance table, the null baseline's verdict row (None without a null baseline) and the
-    boundary-crossing flips table (its pass-1 patches are counted)."""
+    boundary-crossing flips table (its pass-1 patches are counted); ``quality``, the model's row
+    of the quality report (held-out and uniform loss), where there is one: a model whose held-out
+    loss is near the uniform one no longer models its data, and its acceptance says little."""
     from neagari.engine.quants import format_named
 
     bpw = bits_per_weight(format_named(fmt))
@@ -132,7 +136,8 @@ def model_rows(name: str, fmt: str, training: str, acceptance: pl.DataFrame, nul
            "accepted": k, "rate": rate, "ci_lo": lo, "ci_hi": hi, "null_gap_pp": gap[0], "null_gap_lo_pp": gap[1],
            "null_gap_hi_pp": gap[2], "flips": flips.height,
            "median_abs_delta": statistics.median(effects) if effects else None,
-           "crossing_flips": crossing, "crossing_share": crossing / flips.height if flips.height else None}
+           "crossing_flips": crossing, "crossing_share": crossing / flips.height if flips.height else None,
+           "heldout_nll": (quality or {}).get("heldout_nll"), "uniform_nll": (quality or {}).get("uniform_nll")}
     return row, domains
 
 
@@ -140,7 +145,8 @@ COMPARISON_SCHEMA = {"model": pl.String, "format": pl.String, "training": pl.Str
                      "iterations": pl.Int64, "accepted": pl.Int64, "rate": pl.Float64, "ci_lo": pl.Float64,
                      "ci_hi": pl.Float64, "null_gap_pp": pl.Float64, "null_gap_lo_pp": pl.Float64,
                      "null_gap_hi_pp": pl.Float64, "flips": pl.Int64, "median_abs_delta": pl.Float64,
-                     "crossing_flips": pl.Int64, "crossing_share": pl.Float64}
+                     "crossing_flips": pl.Int64, "crossing_share": pl.Float64, "heldout_nll": pl.Float64,
+                     "uniform_nll": pl.Float64}
 DOMAIN_SCHEMA = {"model": pl.String, "format": pl.String, "training": pl.String, "domain": pl.String,
                  "iterations": pl.Int64, "accepted": pl.Int64, "rate": pl.Float64, "ci_lo": pl.Float64,
                  "ci_hi": pl.Float64}

@@ -347,19 +347,25 @@ def subspace_section(files: dict, tables: dict, figures: dict) -> dict:
     return facts
 
 
-def bits_section(files: dict, models: dict, tables: dict) -> dict:
+def bits_section(files: dict, models: dict, tables: dict, quality: pl.DataFrame | None = None) -> dict:
     """§3.3: the bits-per-weight comparison of every model in ``files`` (the manifest's ``bits``;
-    ``models`` its source and variant per model); adds its two tables to ``tables``, returns the
-    verdict (neagari.report.bits) with the formats compared."""
+    ``models`` its source and variant per model; ``quality`` the quality table, for each model's
+    held-out loss); adds its two tables to ``tables``, returns the verdict (neagari.report.bits)
+    with the formats compared."""
     rows, sources = [], []
+    losses = {}
+    if quality is not None:
+        losses = {r["model"]: r for r in quality.unique("model", keep="first", maintain_order=True).to_dicts()}
     for name, f in files.items():
         fmt = bits.mlp_format({n: r.ggml_type for n, r in GGUFFile(f["gguf"]).tensors.items()})
         verdict = read_table(f["null_verdict"])
         rows.append(bits.model_rows(name, fmt, bits.training_of(models[name]), read_table(f["acceptance"]),
                                     verdict.row(0, named=True) if verdict.height else None,
-                                    read_table(f["crossing_flips"])))
+                                    read_table(f["crossing_flips"]), losses.get(name)))
         sources += [f["acceptance"], f["null_verdict"], f["crossing_flips"]]
     table, domains = bits.comparison_tables(rows)
+    if losses:
+        sources += tables["quality"].sources if "quality" in tables else []
     tables["bits"] = TableItem(table, sources)
     tables["bits_domains"] = TableItem(domains, sources)
     return {**bits.bits_verdict(table), "formats": sorted(set(table["format"].to_list())),
@@ -420,7 +426,7 @@ def paper_content(man: dict, build_inputs: list[str], published_path: str | None
     pass2_order = man.get("pass2_order") or man["order"]
     terrain = terrain_section(man["terrain"], tables, figures, pass2_order) if man.get("terrain") else {}
     subspace = subspace_section(man["subspace"], tables, figures) if man.get("subspace") else {}
-    bits_facts = bits_section(man["bits"], man["models"], tables) if man.get("bits") else None
+    bits_facts = bits_section(man["bits"], man["models"], tables, quality) if man.get("bits") else None
     paper_figures = pub.Published(published_path) if published_path else None
     run = {"models": pub.describe_models(config or {"models": man["models"]}, list(man["searched"]), paper_figures),
            "scale": None}
