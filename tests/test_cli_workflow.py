@@ -108,6 +108,11 @@ def test_smoke_workflow_with_provenance(smoke_run, tmp_path):
     import gguf
     import hashlib
 
+    import numpy as np
+
+    from neagari.engine import q2
+    from neagari.engine.gguf_io import GGUFFile
+
     def sha(path):
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -125,7 +130,17 @@ def test_smoke_workflow_with_provenance(smoke_run, tmp_path):
         assert s["accepted"] > 0 or s["base_sha256"] == s["patched_sha256"]
         model, stage, run = summary.parent.relative_to(work / "results/search").parts
         out = work / "results/patched" / model / stage / f"{run}.gguf"
-        if out.exists():  # the assembled file: the recorded hash, and the moves XOR-ed back give the base
+        ternary = out.exists() and q2.GGML_TYPE in {r.ggml_type for r in GGUFFile(out).tensors.values()}
+        if ternary:  # Q2_0 (gguf-py cannot read it): its moves undone, last first, give the base
+            assert sha(out) == patch["patched_sha256"], out
+            data = np.frombuffer(bytearray(out.read_bytes()), dtype=np.uint8).copy()
+            tensors = GGUFFile(out).tensors
+            for f in reversed(patch["flips"]):
+                start = tensors[f"blk.{f['layer']}.{f['proj']}"].offset + q2.BLOCK_BYTES * f["group"]
+                q2.apply_move(data[start:start + q2.BLOCK_BYTES], f["type"], f.get("bit"))
+            assert hashlib.sha256(data.tobytes()).hexdigest() == patch["base_sha256"], out
+            known.add(patch["patched_sha256"])
+        elif out.exists():  # the assembled file: the recorded hash, and the moves XOR-ed back give the base
             assert sha(out) == patch["patched_sha256"], out
             data = bytearray(out.read_bytes())
             offsets = {t.name: int(t.data_offset) for t in gguf.GGUFReader(out).tensors}
