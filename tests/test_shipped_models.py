@@ -4,7 +4,6 @@ the repository's shipped files against their pins."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import re
 import subprocess
@@ -145,14 +144,10 @@ def float_file(tmp_path: Path, float_type: int) -> tuple[Path, dict]:
 
 
 def llama_quantize(src: Path, dst: Path, fmt=q1) -> None:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = fmt.LLAMA_FTYPE
-    params.output_tensor_type = fmt.GGML_TYPE
-    params.token_embedding_type = fmt.GGML_TYPE
-    params.pure = True
-    params.nthread = 1
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
+    """llama.cpp's quantize tool to ``fmt`` (q1 or q2), as tests/test_q2.py runs it."""
+    from test_q2 import llama_quantize as quantize
+
+    quantize(src, dst, fmt.GGML_TYPE, fmt.LLAMA_FTYPE)
 
 
 @pytest.mark.llama
