@@ -23,6 +23,7 @@ pytest.importorskip("fastapi")  # llama-cpp-python[server]
 from neagari.evaluation import harness  # noqa: E402
 from neagari.evaluation.harness_samples import SampleLogError, read_sample_log  # noqa: E402
 from neagari.evaluation.llama_eval import paired_comparison  # noqa: E402
+from neagari.evaluation.lm_eval_main import seed_language_detection  # noqa: E402
 from neagari.evaluation.schemas import BenchComparison, BenchItems  # noqa: E402
 from neagari.stats import mcnemar_exact  # noqa: E402
 
@@ -131,8 +132,11 @@ def run(tmp_path_factory, offline, direct):
 
 
 def expected(direct, rows, variant: str) -> list[bool]:
-    """The verdicts the direct replies give: echo by exact match, IFEval by lm-eval's checks."""
+    """The verdicts the direct replies give: echo by exact match, IFEval by lm-eval's checks, with
+    language detection seeded as in the harness's lm-eval process."""
     from lm_eval.tasks.ifeval.utils import process_results
+
+    seed_language_detection()
 
     reply = dict(zip(ASKED, direct[variant]["echo"]))
     echo = [reply[r["prompt"]] == r["target"] for r in rows]
@@ -337,3 +341,29 @@ def test_harness_env_is_the_main_env_plus_the_harness_pins():
     for line in pip[len(main_pip):]:
         assert test_pins.get(line.split("==")[0]) == line, line
     assert (REPO / "envs/harness.post-deploy.sh").stat().st_mode & 0o111
+
+
+def test_language_detection_is_seeded_for_ifeval():
+    """IFEval's language checks give one verdict per reply: seeded, langdetect's probabilities for
+    an ambiguous reply (a small model's) repeat exactly, call after call, in this process and in
+    the lm-eval process the harness starts (unseeded, its n-gram sampling makes them vary)."""
+    import subprocess
+    import sys
+
+    from langdetect import DetectorFactory, detect_langs
+
+    reply = "braveatureeig ceilingorgrom not be li fromitchenowothtow"
+    code = ("import neagari.evaluation.lm_eval_main as m; "
+            "m.seed_language_detection(); from langdetect import detect_langs; "
+            f"print(repr([(l.lang, l.prob) for l in detect_langs({reply!r})]))")
+    previous = DetectorFactory.seed
+    try:
+        seed_language_detection()
+        here = {repr([(x.lang, x.prob) for x in detect_langs(reply)]) for _ in range(20)}
+    finally:
+        DetectorFactory.seed = previous
+    assert len(here) == 1
+    there = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+             for _ in range(2)}
+    assert there == here
+    assert harness.lm_eval_command("http://h:1", ["t"], "inc", "out")[1:3] == ["-m", "neagari.evaluation.lm_eval_main"]

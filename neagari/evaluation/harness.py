@@ -1,7 +1,9 @@
 """Benchmarks the way GGUF models are usually evaluated (PAPER.md §6 item 7): the model served by
 llama.cpp's OpenAI-compatible server (``python -m llama_cpp.server``, llama-cpp-python[server]) on
 a free localhost port, and evaluated by lm-evaluation-harness (``lm_eval``) through its
-``local-chat-completions`` model with ``--log_samples``.
+``local-chat-completions`` model with ``--log_samples``. lm-eval runs through
+:mod:`neagari.evaluation.lm_eval_main`, which seeds IFEval's language detection (unseeded, the same
+reply can pass a language check in one run and fail it in the next).
 
 The paper's settings: the server renders the GGUF's own chat template (thinking disabled unless
 asked for, through ``--chat_template_kwargs``), context 8192, seed 42; lm-eval asks for greedy
@@ -324,7 +326,7 @@ def lm_eval_command(base_url: str, tasks: list[str], include_path: str | os.Path
     model_args = {"model": alias, "base_url": f"{base_url}/v1/chat/completions", "num_concurrent": 1,
                   "max_retries": 3, "tokenized_requests": False, "seed": seed, "think_end_token": THINK_END,
                   "timeout": timeout_s}
-    cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "local-chat-completions",
+    cmd = [sys.executable, "-m", "neagari.evaluation.lm_eval_main", "run", "--model", "local-chat-completions",
            "--model_args", json.dumps(model_args), "--tasks", ",".join(tasks), "--include_path", str(include_path),
            "--apply_chat_template", "--seed", str(seed), "--output_path", str(output_path), "--log_samples"]
     if cache is not None:
