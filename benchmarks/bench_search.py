@@ -141,7 +141,7 @@ def main() -> None:
         search = Search(eng, path, ps[:n_t], ps[n_t:], cfg, Path(tmp) / "s")
         init_s = time.perf_counter() - t0
         res = search.run(progress=False)
-        n_tokens = int(search.evaluator.tokens.numel())
+        n_tokens = search.evaluator.n_tokens
         trial_rates = time_trials(search.evaluator, eng, cfg, [int(k) for k in a.trial_sizes.split(",") if k])
         peak_gib = torch.cuda.max_memory_allocated() / 2**30 if a.device.startswith("cuda") else None
         ours_rate = res.iterations_run / res.elapsed_s

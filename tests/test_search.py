@@ -19,7 +19,7 @@ from neagari.engine.engine import Engine
 from neagari.engine.gguf_io import GGUFFile
 from neagari.search.patch import read_patch
 from neagari.search import split_probes
-from neagari.search.evaluator import GapEvaluator
+from neagari.search.evaluator import GapEvaluator, length_groups
 from neagari.search.fitness import Fitness
 from neagari.search.null import randomize_mlp_signs
 from neagari.search.proposal import ProposalConfig, Proposer
@@ -82,6 +82,7 @@ def test_evaluator_equals_brute_force(fixture_models):
     prompts = [list(rng.integers(0, 400, size=int(n))) for n in rng.integers(2, 15, size=7)]
     c, w = rng.integers(0, 400, size=7).tolist(), rng.integers(0, 400, size=7).tolist()
     ev = GapEvaluator(eng, prompts, c, w, search_layers=[0, 1, 2])
+    assert len(ev.groups) > 1  # prompts of 2-14 tokens: several length groups, merged back in order
     proposer = Proposer(eng, ProposalConfig(layers=(0, 1, 2), scale_prob=0.5), seed=3)
     moves = [proposer.propose(t) for t in range(12)]
 
@@ -151,6 +152,43 @@ def test_evaluator_commits_of_repeated_units_equal_fresh_forward(fixture_models,
         err = np.abs(gaps - ref).max()
         assert err < 1e-4, f"after move {k} ({m.describe()}): evaluator off by {err:.3g}"
     assert np.abs(gaps - ev.rebuild().numpy()).max() < 1e-4
+
+
+def test_length_groups_cut_where_padding_is_saved():
+    # one batch pads 5 probes to 50 (250 slots); 10,10,10 | 50,50 needs 130
+    assert length_groups([10, 10, 10, 50, 50], 4) == [[0, 1, 2], [3, 4]]
+    assert length_groups([10, 50, 10, 50, 10], 1) == [[0, 1, 2, 3, 4]]
+    assert length_groups([10, 11], 4) == [[0, 1]]  # 21 vs 22 slots: not worth a second batch
+    assert length_groups([5, 3, 5, 3], 4) == [[1, 3], [0, 2]]  # sorted by length, ties by index
+    assert length_groups([2, 2, 2, 20, 30, 30], 2) == [[0, 1, 2], [3, 4, 5]]  # 6 + 90 beats 80 + 60
+
+
+def test_commit_after_its_single_trial_is_a_fresh_commit_bit_for_bit(fixture_models):
+    """A commit reuses the pass of the move's single trial just before it: the gaps and every
+    cache equal, bit for bit, those of an evaluator that commits the same moves without trials;
+    a trial of another move, or a speculative batch, is not taken for the commit's pass."""
+    model = fixture_models["untied_wide_heads"]
+    rng = np.random.default_rng(7)
+    prompts = [list(rng.integers(0, 400, size=int(n))) for n in rng.integers(2, 15, size=6)]
+    c, w = rng.integers(0, 400, size=6).tolist(), rng.integers(0, 400, size=6).tolist()
+    tried = GapEvaluator(Engine.load(model), prompts, c, w, search_layers=[0, 1, 2])
+    fresh = GapEvaluator(Engine.load(model), prompts, c, w, search_layers=[0, 1, 2])
+    for k, m in enumerate(REPEATING_MOVES):
+        if k % 3 == 0:
+            gaps = tried.trial([m])[0].clone()
+        elif k % 3 == 1:  # a trial of another move: its pass must not stand in for this commit
+            tried.trial([REPEATING_MOVES[(k + 5) % len(REPEATING_MOVES)]])
+        else:
+            tried.trial([m, REPEATING_MOVES[(k + 1) % len(REPEATING_MOVES)]])
+        tried.commit(m)
+        fresh.commit(m)
+        if k % 3 == 0:
+            assert torch.equal(gaps, tried.gaps)
+        assert torch.equal(tried.gaps, fresh.gaps), f"move {k}"
+        for batch, ref in zip(tried.batches, fresh.batches, strict=True):
+            for layer, trace in ref.cache.items():
+                for name in ("n", "gate", "up", "act", "out"):
+                    assert torch.equal(getattr(batch.cache[layer], name), getattr(trace, name)), (k, layer, name)
 
 
 # ---------------------------------------------------------------------------- the loop
