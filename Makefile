@@ -41,9 +41,15 @@ paper: $(VENV)/.installed
 
 ## The shipped embedded models, trained from scratch (config/model.yaml) into resources/models/;
 ## prints the config/config.yaml entries that use them (resources/models/README.md).
+## `make model MEMBERS="embedded-ternary"` trains and ships only the members named. The shipping
+## rules always run (the shipped files are in the checkout, so Snakemake would otherwise find them
+## up to date and train nothing); training runs where its results/ outputs are missing or stale.
 MODEL_CONFIG ?= config/model.yaml
+MEMBERS ?=
+MODEL_TARGETS = $(if $(strip $(MEMBERS)),$(foreach m,$(MEMBERS),resources/models/$(m).gguf resources/models/$(m).record),ship)
+MODEL_COMMAND = $(VENV)/bin/snakemake --cores $(CORES) --configfile $(MODEL_CONFIG) --rerun-triggers mtime params input code --forcerun ship_model ship_float_model -- $(MODEL_TARGETS)
 model: $(VENV)/.installed
-	$(VENV)/bin/snakemake ship --cores $(CORES) --configfile $(MODEL_CONFIG) --rerun-triggers mtime params input code
+	$(MODEL_COMMAND)
 	$(PY) -m neagari.workflow.shipped $(MODEL_CONFIG) --dir resources/models
 
 ## Every test (compares against llama.cpp and transformers).

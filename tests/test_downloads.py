@@ -73,6 +73,36 @@ def test_unpinned_refused_without_allow(tmp_path, src):
     assert not dest.exists()
 
 
+def test_git_blob_id_is_what_git_hash_object_prints(tmp_path, src):
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 20000 + b"tail")  # past one read chunk
+    for f in (src, big, tmp_path / "empty"):
+        f.touch()
+        want = subprocess.run(["git", "hash-object", str(f)], capture_output=True, text=True, check=True).stdout.strip()
+        assert downloads.git_blob_id(f) == want
+
+
+def test_a_git_blob_pin_fetches_and_logs_the_sha256_to_pin(tmp_path, src, caplog):
+    """A repository file known by its git blob id only (its tree lists it, nobody hashed its bytes):
+    pinned, fetched without allow_unpinned, and its sha256 logged with the config lines that pin it;
+    other bytes under the same pin are refused and nothing is left."""
+    blob = subprocess.run(["git", "hash-object", str(src)], capture_output=True, text=True, check=True).stdout.strip()
+    spec = {"path": str(src), "sha256": None, "git_blob": blob}
+    assert downloads.unpinned_reasons(spec) == []
+    dest = tmp_path / "patch.json"
+    with caplog.at_level(logging.WARNING, logger="neagari.workflow.downloads"):
+        rec = fetch(spec, dest, key=["downloads", "files", "neagari/p.json"])
+    assert dest.read_bytes() == src.read_bytes() and rec["pinned"] and rec["git_blob"] == blob
+    assert f"sha256: {sha(src.read_bytes())}" in caplog.text and "neagari/p.json" in caplog.text
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    with pytest.raises(DownloadError, match=f"git blob mismatch: expected {blob}, got "):
+        fetch({**spec, "path": str(other)}, dest, key="k")
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+    with pytest.raises(DownloadError, match="git_blob 'abc' is not 40 lower-case hex digits"):
+        downloads.unpinned_reasons({**spec, "git_blob": "abc"})
+
+
 def test_unpinned_allowed_logs_the_pin(tmp_path, src, caplog):
     dest = tmp_path / "probes.json"
     with caplog.at_level(logging.WARNING, logger="neagari.workflow.downloads"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from neagari.engine import q1
-from neagari.evaluation.agreement import compare_greedy, continuation_margins, near_ties, relative_margins
+from neagari.evaluation.agreement import TIE, compare_greedy, continuation_margins, near_ties, relative_margins
 from neagari.engine.config import ModelConfig
 from neagari.engine.engine import Engine
 from neagari.engine.export import write_model
@@ -64,9 +64,10 @@ def engines(fixture_models):
     return {name: (Engine.load(p), llama(p)) for name, p in fixture_models.items()}
 
 
-@pytest.mark.parametrize("shape", ["tied_gqa", "untied_wide_heads", "mha_untied"])
-def test_logits_agree_with_llama_cpp(engines, shape):
-    ours, ref = engines[shape]
+def assert_logits_agree(ours, ref, rel_tol: float = REL_TOL, mean_rel_tol: float = MEAN_REL_TOL,
+                        tie: float = TIE) -> None:
+    """Logits of every position of TEXTS within ``rel_tol`` of llama.cpp's logit scale (and within
+    ``mean_rel_tol`` on average), and the same argmax wherever neither side is within ``tie``."""
     rel = []
     for text in TEXTS:
         ids = ours.tokenizer.encode(text)
@@ -75,11 +76,30 @@ def test_logits_agree_with_llama_cpp(engines, shape):
         scale = float(np.abs(want).max())
         err = np.abs(got - want).max()
         rel.append(err / scale)
-        assert err <= REL_TOL * scale, f"{text!r}: max |diff| {err:.4f} vs logit scale {scale:.2f}"
-        clear = ~near_ties(got, want)
+        assert err <= rel_tol * scale, f"{text!r}: max |diff| {err:.4f} vs logit scale {scale:.2f}"
+        clear = ~near_ties(got, want, tie)
         assert clear.any(), text
         assert np.array_equal(got.argmax(-1)[clear], want.argmax(-1)[clear])
-    assert np.mean(rel) <= MEAN_REL_TOL, f"mean relative error {np.mean(rel):.4f} over {len(rel)} prompts"
+    assert np.mean(rel) <= mean_rel_tol, f"mean relative error {np.mean(rel):.4f} over {len(rel)} prompts"
+
+
+def assert_greedy_agrees(ours, ref, tie: float = TIE, n: int = 30) -> None:
+    """``n`` greedy tokens of each of TEXTS equal llama.cpp's up to the first near-tie on either
+    side; the steps compared add up to at least one whole continuation."""
+    compared = 0
+    for text in TEXTS:
+        ids = ours.tokenizer.encode(text)
+        got = ours.generate([ids], max_new_tokens=n, stop_ids=set())[0]
+        want, want_margins = llama_greedy(ref, ids, n)
+        cmp = compare_greedy(got, continuation_margins(ours, ids, got), want, want_margins, tie)
+        assert cmp.verdict != "disagree", (text, cmp)
+        compared += n if cmp.verdict == "identical" else cmp.first_tie
+    assert compared >= n, f"only {compared} steps compared before near-ties"
+
+
+@pytest.mark.parametrize("shape", ["tied_gqa", "untied_wide_heads", "mha_untied"])
+def test_logits_agree_with_llama_cpp(engines, shape):
+    assert_logits_agree(*engines[shape])
 
 
 @pytest.mark.parametrize("shape", ["tied_gqa", "untied_wide_heads", "mha_untied"])
@@ -89,16 +109,7 @@ def test_greedy_generation_agrees_with_llama_cpp(engines, shape):
     Random fixture models have flat logits, so near-ties come early on some prompts; the steps
     actually compared (all 30 where the sequences are equal, else those before the first tie)
     must add up to at least one whole continuation per shape."""
-    ours, ref = engines[shape]
-    compared = 0
-    for text in TEXTS:
-        ids = ours.tokenizer.encode(text)
-        got = ours.generate([ids], max_new_tokens=30, stop_ids=set())[0]
-        want, want_margins = llama_greedy(ref, ids, 30)
-        cmp = compare_greedy(got, continuation_margins(ours, ids, got), want, want_margins)
-        assert cmp.verdict != "disagree", (text, cmp)
-        compared += 30 if cmp.verdict == "identical" else cmp.first_tie
-    assert compared >= 30, f"only {compared} steps compared before near-ties"
+    assert_greedy_agrees(*engines[shape])
 
 
 def test_batched_generation_equals_single(engines):

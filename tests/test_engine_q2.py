@@ -28,7 +28,7 @@ from neagari.engine.export import write_model
 from neagari.engine.fixtures import fixture_tokenizer_metadata, random_weights, write_fixture_model
 from neagari.engine.gguf_io import TYPE_F16, TYPE_F32, GGUFFile
 from neagari.engine.model import DenseLinear, Q1Linear, Q2Linear
-from neagari.evaluation.agreement import TERNARY_TIE, compare_greedy, continuation_margins, near_ties, tie_for
+from neagari.evaluation.agreement import TERNARY_TIE, compare_greedy, tie_for
 
 REL_TOL = 0.049
 MEAN_REL_TOL = 0.041
@@ -126,22 +126,9 @@ def llama_engines(q2_models):
 @pytest.mark.llama
 @pytest.mark.parametrize("name", sorted(SHAPES) + ["mixed"])
 def test_logits_agree_with_llama_cpp(llama_engines, name):
-    from test_engine_llama import TEXTS, llama_logits
+    from test_engine_llama import assert_logits_agree
 
-    ours, ref = llama_engines[name]
-    rel = []
-    for text in TEXTS:
-        ids = ours.tokenizer.encode(text)
-        got = ours.logits([ids], last_only=False)[0].numpy()
-        want = llama_logits(ref, ids)
-        scale = float(np.abs(want).max())
-        err = np.abs(got - want).max()
-        rel.append(err / scale)
-        assert err <= REL_TOL * scale, f"{text!r}: max |diff| {err:.4f} vs logit scale {scale:.2f}"
-        clear = ~near_ties(got, want, TIE)
-        assert clear.any(), text
-        assert np.array_equal(got.argmax(-1)[clear], want.argmax(-1)[clear])
-    assert np.mean(rel) <= MEAN_REL_TOL, f"mean relative error {np.mean(rel):.4f} over {len(rel)} prompts"
+    assert_logits_agree(*llama_engines[name], rel_tol=REL_TOL, mean_rel_tol=MEAN_REL_TOL, tie=TIE)
 
 
 @pytest.mark.llama
@@ -149,18 +136,9 @@ def test_logits_agree_with_llama_cpp(llama_engines, name):
 def test_greedy_generation_agrees_with_llama_cpp(llama_engines, name):
     """30 greedy tokens equal llama.cpp's up to the first near-tie on either side; the steps
     compared add up to at least one whole continuation per file (as test_engine_llama's)."""
-    from test_engine_llama import TEXTS, llama_greedy
+    from test_engine_llama import assert_greedy_agrees
 
-    ours, ref = llama_engines[name]
-    compared = 0
-    for text in TEXTS:
-        ids = ours.tokenizer.encode(text)
-        got = ours.generate([ids], max_new_tokens=30, stop_ids=set())[0]
-        want, want_margins = llama_greedy(ref, ids, 30)
-        cmp = compare_greedy(got, continuation_margins(ours, ids, got), want, want_margins, TIE)
-        assert cmp.verdict != "disagree", (text, cmp)
-        compared += 30 if cmp.verdict == "identical" else cmp.first_tie
-    assert compared >= 30, f"only {compared} steps compared before near-ties"
+    assert_greedy_agrees(*llama_engines[name], tie=TIE)
 
 
 def test_the_cross_check_takes_the_ternary_tie_for_files_with_q2_tensors():

@@ -154,6 +154,27 @@ def llama_quantize(src, dst, ggml_type: int, ftype: int) -> None:
     assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
 
 
+
+def assert_rounded_as_llama_cpp(ours, ref, src, ggml_type: int, ftype: int, n_rounded: int) -> None:
+    """A file we rounded from the float file ``src`` equals llama.cpp's rounding ``ref`` tensor for
+    tensor: ``n_rounded`` matrices of ``ggml_type`` with the same bytes, the norms kept as they were,
+    every metadata key kept and the file type ``ftype`` (llama.cpp also records its quantization
+    version)."""
+    a, b, f = GGUFFile(ours), GGUFFile(ref), GGUFFile(src)
+    assert set(a.tensors) == set(b.tensors) == set(f.tensors)
+    rounded = 0
+    for name, rec in a.tensors.items():
+        other = b.tensors[name]
+        assert (rec.ggml_type, rec.shape) == (other.ggml_type, other.shape), name
+        assert np.array_equal(a.raw(name), b.raw(name)), name
+        if rec.ggml_type == ggml_type:
+            rounded += 1
+        else:
+            assert name.endswith("_norm.weight") and np.array_equal(a.raw(name), f.raw(name))
+    assert rounded == n_rounded
+    theirs = {k: v for k, v in b.metadata.items() if k != "general.quantization_version"}
+    assert dict(a.metadata) == theirs and a.metadata["general.file_type"] == ftype
+
 @pytest.mark.llama
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_quantizer_bytes_equal_llama_cpp(tmp_path, seed):

@@ -17,7 +17,7 @@ from neagari.engine.fixtures import fixture_tokenizer_metadata, random_weights
 from neagari.engine.gguf_io import TYPE_F16, TYPE_F32, GGUFFile, GGUFFormatError, write_gguf
 from neagari.engine.requantize import quantize_gguf
 from neagari.hashing import sha256_file
-from test_q2 import llama_quantize
+from test_q2 import assert_rounded_as_llama_cpp, llama_quantize
 
 
 def _meta(w):
@@ -79,20 +79,7 @@ def test_posthoc_q2_equals_llama_cpp_quantize(tmp_path, float_type):
     ours, ref = tmp_path / "ours.gguf", tmp_path / "llama.gguf"
     quantize_gguf(src, ours, q2.GGML_TYPE)
     llama_quantize(src, ref, q2.GGML_TYPE, q2.LLAMA_FTYPE)
-    a, b, f = GGUFFile(ours), GGUFFile(ref), GGUFFile(src)
-    assert set(a.tensors) == set(b.tensors) == set(f.tensors)
-    rounded = 0
-    for name, rec in a.tensors.items():
-        other = b.tensors[name]
-        assert (rec.ggml_type, rec.shape) == (other.ggml_type, other.shape), name
-        assert np.array_equal(a.raw(name), b.raw(name)), name
-        if rec.ggml_type == q2.GGML_TYPE:
-            rounded += 1
-        else:
-            assert name.endswith("_norm.weight") and np.array_equal(a.raw(name), f.raw(name))
-    assert rounded == 2 + 7 * 2
-    theirs = {k: v for k, v in b.metadata.items() if k != "general.quantization_version"}
-    assert dict(a.metadata) == theirs and a.metadata["general.file_type"] == q2.LLAMA_FTYPE
+    assert_rounded_as_llama_cpp(ours, ref, src, q2.GGML_TYPE, q2.LLAMA_FTYPE, n_rounded=2 + 7 * 2)
 
 
 def test_posthoc_q2_equals_the_direct_export_and_loads(tmp_path):

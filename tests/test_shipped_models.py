@@ -150,6 +150,12 @@ def llama_quantize(src: Path, dst: Path, fmt=q1) -> None:
     quantize(src, dst, fmt.GGML_TYPE, fmt.LLAMA_FTYPE)
 
 
+def assert_rounded_as_llama_cpp(*args, **kw) -> None:
+    from test_q2 import assert_rounded_as_llama_cpp as check
+
+    check(*args, **kw)
+
+
 @pytest.mark.llama
 @pytest.mark.parametrize("float_type", [TYPE_F32, TYPE_F16], ids=["F32", "F16"])
 def test_posthoc_q1_equals_llama_cpp_quantize(tmp_path, float_type):
@@ -157,22 +163,9 @@ def test_posthoc_q1_equals_llama_cpp_quantize(tmp_path, float_type):
     ours, ref = tmp_path / "ours.gguf", tmp_path / "llama.gguf"
     quantize_gguf(src, ours)
     llama_quantize(src, ref)
-    a, b, f = GGUFFile(ours), GGUFFile(ref), GGUFFile(src)
-    assert set(a.tensors) == set(b.tensors) == set(f.tensors)
-    rounded = 0
-    for name, rec in a.tensors.items():
-        other = b.tensors[name]
-        assert (rec.ggml_type, rec.shape) == (other.ggml_type, other.shape), name
-        assert np.array_equal(a.raw(name), b.raw(name)), name
-        if rec.ggml_type == q1.GGML_TYPE_Q1_0:
-            rounded += 1
-            assert f.tensors[name].ggml_type == float_type
-        else:
-            assert name.endswith("_norm.weight") and np.array_equal(a.raw(name), f.raw(name))
-    assert rounded == 2 + 7 * 2
-    # every metadata key kept; the file type is Q1_0's (llama.cpp also records its quantization version)
-    theirs = {k: v for k, v in b.metadata.items() if k != "general.quantization_version"}
-    assert dict(a.metadata) == theirs and a.metadata["general.file_type"] == q1.LLAMA_FTYPE_MOSTLY_Q1_0
+    assert_rounded_as_llama_cpp(ours, ref, src, q1.GGML_TYPE_Q1_0, q1.LLAMA_FTYPE_MOSTLY_Q1_0, n_rounded=2 + 7 * 2)
+    a, f = GGUFFile(ours), GGUFFile(src)
+    assert all(f.tensors[n].ggml_type == float_type for n, r in a.tensors.items() if r.ggml_type == q1.GGML_TYPE_Q1_0)
     assert a.metadata["neagari.training.variant"] == "fp" and f.metadata["general.file_type"] != 40
 
 

@@ -44,6 +44,27 @@ def test_dry_run_from_another_directory(tmp_path, config):
         assert str(REPO / "resources/probes/smoke.json") in outside
 
 
+@pytest.mark.parametrize("members", ["", "embedded-qat"])
+def test_make_model_trains_although_the_shipped_files_are_present(tmp_path, members):
+    """`make model`'s command (make -n) in a checkout that holds resources/models/ and no results/
+    plans the training of every recipe member (or of MEMBERS only) and their shipping."""
+    make = subprocess.run(["make", "-n", "model", f"MEMBERS={members}"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    cmd = next(line for line in make if "snakemake" in line).split()
+    work = tmp_path / "checkout"
+    (work / "resources").mkdir(parents=True)
+    (work / "resources/models").symlink_to(REPO / "resources/models")
+    args = [a if a != "config/model.yaml" else str(REPO / "config/model.yaml") for a in cmd[1:]]
+    res = snakemake("-n", "--directory", str(work), *args[: args.index("--")], "--",
+                    *args[args.index("--") + 1:], cwd=work)
+    assert res.returncode == 0, res.stderr[-2000:]
+    trained = re.findall(r"^rule (train_embedded_\w+):", res.stdout, flags=re.M)
+    recipe = yaml.safe_load((REPO / "config/model.yaml").read_text())["models"]
+    want = [members] if members else list(recipe)
+    assert len(trained) == len(want), res.stdout[-3000:]
+    assert res.stdout.count("rule ship_") == len(want)
+
+
 def test_config_paths_prefer_the_working_directory(tmp_path):
     """A relative path of the config names the working directory's file where there is one, the
     repository's otherwise; the repository's own files are always the repository's."""

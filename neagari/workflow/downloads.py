@@ -13,12 +13,15 @@ A download *source* is one config mapping with exactly one of
 - ``path: PATH``: a local file (offline machines, tests): copied, never moved or removed; a
   relative one names the working directory's file if it has one, else the repository's;
 
-plus ``sha256`` (64 hex digits, or null when nobody has computed it yet) and optionally ``size``.
-A download goes to ``<dest>.part`` first and becomes ``<dest>`` only once its sha256 (and size)
-match; on a mismatch nothing is left at ``<dest>``. A source whose content is not pinned (sha256
-null, or a hub revision / upstream commit that is not a 40-hex commit id) is refused before any
-network access unless ``allow_unpinned`` is set; then the hash it got is logged together with
-the config lines that pin it.
+plus ``sha256`` (64 hex digits, or null when nobody has computed it yet) and optionally ``size``
+and ``git_blob``: the file's git blob id (SHA-1 of ``blob <size>\0`` and the bytes, what ``git
+hash-object`` prints and a repository's tree lists), which pins a file of a git repository whose
+tree is known but whose bytes nobody here has hashed. A download goes to ``<dest>.part`` first and
+becomes ``<dest>`` only once its sha256, git blob id and size match; on a mismatch nothing is left
+at ``<dest>``. A source whose content is not pinned (neither a sha256 nor a git blob id, or a hub
+revision / upstream commit that is not a 40-hex commit id) is refused before any network access
+unless ``allow_unpinned`` is set; then the hash it got is logged together with the config lines
+that pin it. A source pinned by its git blob id alone is fetched and its sha256 logged, to pin.
 
 The probe sets derived from downloaded files are made by :mod:`neagari.evaluation.datasets`.
 
@@ -28,6 +31,7 @@ The Snakefiles import this module while the workflow is parsed (the repository r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -85,11 +89,13 @@ def describe(spec: Mapping[str, Any], upstream: Mapping[str, Any] | None = None)
 def unpinned_reasons(spec: Mapping[str, Any], upstream: Mapping[str, Any] | None = None) -> list[str]:
     """Why a source's content is not fixed by the config (empty: fully pinned)."""
     reasons = []
-    sha = spec.get("sha256")
-    if sha is None:
-        reasons.append("sha256 is null")
-    elif not HEX64.match(str(sha)):
+    sha, blob = spec.get("sha256"), spec.get("git_blob")
+    if sha is not None and not HEX64.match(str(sha)):
         raise DownloadError(f"sha256 {sha!r} is not 64 lower-case hex digits")
+    if blob is not None and not HEX40.match(str(blob)):
+        raise DownloadError(f"git_blob {blob!r} is not 40 lower-case hex digits")
+    if sha is None and blob is None:
+        reasons.append("sha256 is null")
     kind = source_kind(spec)
     if kind == "hub" and not HEX40.match(str(spec["hub"].get("revision") or "")):
         reasons.append(f"hub revision {spec['hub'].get('revision')!r} is not a commit id")
@@ -224,6 +230,11 @@ def fetch(spec: Mapping[str, Any], dest: str | os.PathLike, *, key: str | Sequen
             held = f"; the Hugging Face cache holds these bytes at {cached}" if kind == "hub" else ""
             raise DownloadError(f"{where}: sha256 mismatch: expected {want}, got {got} ({size} bytes); "
                                 f"file removed{held}")
+        blob = spec.get("git_blob")
+        got_blob = git_blob_id(part) if blob is not None else None
+        if blob is not None and got_blob != blob:
+            raise DownloadError(f"{where}: git blob mismatch: expected {blob}, got {got_blob} ({size} bytes); "
+                                f"file removed")
         if spec.get("size") is not None and size != int(spec["size"]):
             raise DownloadError(f"{where}: size mismatch: expected {spec['size']} bytes, got {size}; file removed")
         os.replace(part, dest)
@@ -239,9 +250,23 @@ def fetch(spec: Mapping[str, Any], dest: str | os.PathLike, *, key: str | Sequen
             msg += (f"\nand pin its hub revision (the commit it resolved to):\n"
                     f"{pin_lines(key_parts(key) + ['hub'], record['resolved_revision'], 'revision')}")
         log.warning(msg)
+    elif spec.get("sha256") is None:
+        record["git_blob"] = got_blob
+        log.warning("%s: git blob %s matches the pin (%d bytes); its sha256 is %s, pin it with these config "
+                    "lines:\n%s", dest, got_blob, size, got, pin_lines(key, got))
     else:
         log.info("%s: sha256 %s matches the pin (%d bytes)", dest, got, size)
     return record
+
+
+def git_blob_id(path: str | os.PathLike) -> str:
+    """The git blob id of a file: SHA-1 of ``blob <size>\0`` followed by its bytes."""
+    path = Path(path)
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------- workflow helpers
