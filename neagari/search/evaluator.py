@@ -145,7 +145,8 @@ class _Batch:
         P = len(prompts)
         self.head_diff = rows[:P] - rows[P:]  # (P, H): gap = norm(x_last) · (W[c] − W[w])
         self.cache: dict[int, BlockTrace] = {}
-        self._ahead: _Pass | None = None  # the last single-move trial's pass, for its commit
+        self._ahead: _Pass | None = None  # the last single-move trial's pass, for its commit (the weights
+        # change only through commit, which drops it, so it stays valid until then)
         self.gaps = self.rebuild()
 
     @property
