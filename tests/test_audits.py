@@ -3,9 +3,14 @@ and on the paper's published patch files where they are downloaded."""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import hashlib
 import json
+import lzma
 import os
+import shutil
+import tempfile
 import statistics
 from pathlib import Path
 
@@ -455,14 +460,18 @@ def test_search_crossing_pools_the_wrong_probes_of_pass_1():
 # ---------------------------------------------------------------------------- the published patches
 # The ten patch files upstream published (config/bonsai-8b.yaml, published_patches), read where
 # the workflow downloads them, or from NEAGARI_PUBLISHED_PATCHES (a folder holding v2_patches/ and
-# v3_patches/). Each file present is checked against plain Python over its records, the way
-# upstream's boundary_crossing_audit.ipynb reads them (gap lists into dicts), and against the
-# paper's figures for it (resources/paper/published.yaml); with all ten, the pooled §7.6 figures.
+# v3_patches/), or else from the xz copies in tests/data/upstream/patches/ (the seven the
+# repository snapshot holds; each checked against its sha256 pin before use). Each file present is
+# checked against plain Python over its records, the way upstream's boundary_crossing_audit.ipynb
+# reads them (gap lists into dicts), and against the paper's figures for it
+# (resources/paper/published.yaml); with all ten, the pooled §7.6 figures.
 
 REPO = Path(__file__).resolve().parents[1]
 DOWNLOADS = "results/downloads/neagari/patches/"
 PUBLISHED_DIR = Path(os.environ.get("NEAGARI_PUBLISHED_PATCHES", REPO / DOWNLOADS))
+STORED_DIR = REPO / "tests/data/upstream/patches"
 PUBLISHED_CONFIG = yaml.safe_load((REPO / "config/bonsai-8b.yaml").read_text())["published_patches"]
+PUBLISHED_PINS = yaml.safe_load((REPO / "config/bonsai-8b.yaml").read_text())["downloads"]["files"]
 PAPER = Published(REPO / "resources/paper/published.yaml")
 
 
@@ -473,8 +482,23 @@ def test_published_patches_are_named_by_their_pass():
     assert passes == ["v2"] * 5 + ["v3"] * 5
 
 
+@functools.cache
 def _published_path(name: str) -> Path:
-    return PUBLISHED_DIR / PUBLISHED_CONFIG[name].removeprefix(DOWNLOADS)
+    """The patch file: downloaded (or NEAGARI_PUBLISHED_PATCHES), else the stored xz copy unpacked
+    into a temporary folder once its bytes are the pinned ones (else the downloads path, absent)."""
+    rel = PUBLISHED_CONFIG[name].removeprefix(DOWNLOADS)
+    path, stored = PUBLISHED_DIR / rel, STORED_DIR / f"{rel}.xz"
+    if path.is_file() or not stored.is_file():
+        return path
+    data = lzma.decompress(stored.read_bytes())
+    pin = PUBLISHED_PINS[f"neagari/patches/{rel}"]["sha256"]
+    assert hashlib.sha256(data).hexdigest() == pin, f"{stored}: not the bytes config/bonsai-8b.yaml pins"
+    tmp = tempfile.mkdtemp(prefix="neagari-published-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    out = Path(tmp) / rel
+    out.parent.mkdir(parents=True)
+    out.write_bytes(data)
+    return out
 
 
 @functools.cache
