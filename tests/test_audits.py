@@ -1,5 +1,5 @@
 """neagari.analysis.audits on small hand-made flip records whose answers are worked out by hand below,
-and on the paper's published patch files where they are downloaded."""
+and on the paper's published patch files (downloaded, or the copies stored under tests/data/upstream)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import json
 import lzma
 import os
 import shutil
-import tempfile
 import statistics
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -470,8 +470,9 @@ REPO = Path(__file__).resolve().parents[1]
 DOWNLOADS = "results/downloads/neagari/patches/"
 PUBLISHED_DIR = Path(os.environ.get("NEAGARI_PUBLISHED_PATCHES", REPO / DOWNLOADS))
 STORED_DIR = REPO / "tests/data/upstream/patches"
-PUBLISHED_CONFIG = yaml.safe_load((REPO / "config/bonsai-8b.yaml").read_text())["published_patches"]
-PUBLISHED_PINS = yaml.safe_load((REPO / "config/bonsai-8b.yaml").read_text())["downloads"]["files"]
+BONSAI_8B = yaml.safe_load((REPO / "config/bonsai-8b.yaml").read_text())
+PUBLISHED_CONFIG = BONSAI_8B["published_patches"]
+PUBLISHED_PINS = BONSAI_8B["downloads"]["files"]
 PAPER = Published(REPO / "resources/paper/published.yaml")
 
 

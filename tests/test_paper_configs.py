@@ -189,16 +189,15 @@ def test_every_null_pin_says_why(config):
         assert len(why) >= 30, f"{config}: {'.'.join(place)} has sha256 null and no comment saying why"
         if "upstream" in spec:  # a file of the paper's repository: why the snapshot at the commit lacks it
             assert f"not in the repository snapshot at {short}" in why, why
-    blob_only = [p[-1] for p, spec in sources(cfg).items() if spec.get("sha256") is None and spec.get("git_blob")]
-    for place, spec in sources(cfg).items():
-        if spec.get("sha256") is None and spec.get("git_blob"):
-            why = attached_comment(lines, key_line(root, place))
-            assert f"not in the repository snapshot at {short}" in why and "git blob" in why, why
+    blob_only = [place for place, spec in sources(cfg).items() if spec.get("sha256") is None and spec.get("git_blob")]
+    for place in blob_only:  # pinned by the git blob id a snapshot's tree lists: the comment says so
+        why = attached_comment(lines, key_line(root, place))
+        assert f"not in the repository snapshot at {short}" in why and "git blob" in why, why
     if config == "config/bonsai-8b.yaml":  # the three upstream files over the snapshot's 4 MiB limit
         assert nulls == []
-        assert blob_only == ["neagari/patches/v2_patches/patch_editing.json",
-                             "neagari/patches/v2_patches/patch_instruction.json",
-                             "neagari/patches/v3_patches/patch_instruction.json"]
+        assert [p[-1] for p in blob_only] == ["neagari/patches/v2_patches/patch_editing.json",
+                                              "neagari/patches/v2_patches/patch_instruction.json",
+                                              "neagari/patches/v3_patches/patch_instruction.json"]
     elif config in TERNARY:  # the ternary model file alone: no public record of its revision or hash
         assert nulls == [("models", cfg["search"]["models"][0], "download")]
         assert "no public record" in attached_comment(lines, key_line(root, nulls[0]))

@@ -55,8 +55,7 @@ def test_make_model_trains_although_the_shipped_files_are_present(tmp_path, memb
     (work / "resources").mkdir(parents=True)
     (work / "resources/models").symlink_to(REPO / "resources/models")
     args = [a if a != "config/model.yaml" else str(REPO / "config/model.yaml") for a in cmd[1:]]
-    res = snakemake("-n", "--directory", str(work), *args[: args.index("--")], "--",
-                    *args[args.index("--") + 1:], cwd=work)
+    res = snakemake("-n", "--directory", str(work), *args, cwd=work)
     assert res.returncode == 0, res.stderr[-2000:]
     trained = re.findall(r"^rule (train_embedded_\w+):", res.stdout, flags=re.M)
     recipe = yaml.safe_load((REPO / "config/model.yaml").read_text())["models"]
