@@ -139,6 +139,20 @@ def install_wordnet(data_dir: str | os.PathLike | None = None, cache_dir: str | 
     return data_root
 
 
+def _reader_class():
+    """nltk's WordNet reader without its WordNet-3.0 synset map. nltk builds that map on every load
+    (it compares the loaded version, "3.0", with the corpus name "wordnet", so it always rebuilds)
+    by re-reading the whole corpus, about half of a load; only its multilingual (OMW) lemmas read the
+    map, and this reader has no OMW."""
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class WordNet30Reader(WordNetCorpusReader):
+        def map_wn(self, version="wordnet"):
+            return None if self._omw_reader is None else super().map_wn(version)
+
+    return WordNet30Reader
+
+
 def load_wordnet(data_dir: str | os.PathLike | None = None):
     """nltk's WordNet 3.0 reader over the local copy (one per process); never touches the network.
 
@@ -154,14 +168,13 @@ def load_wordnet(data_dir: str | os.PathLike | None = None):
                              f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}); "
                              f"run `{SETUP_COMMAND}` (set NEAGARI_WORDNET_DIR to choose the place)")
     import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     # nltk >= 3.9.3 reads corpora only below a root listed in nltk.data.path
     if str(data_root) not in [str(p) for p in nltk.data.path]:
         nltk.data.path.append(str(data_root))
     with warnings.catch_warnings():  # "multilingual functions are not available": no OMW, as intended
         warnings.simplefilter("ignore", UserWarning)
-        reader = WordNetCorpusReader(str(corpus_dir(data_root)), None)
+        reader = _reader_class()(str(corpus_dir(data_root)), None)
     _READERS[data_root] = reader
     return reader
 
