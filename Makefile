@@ -54,7 +54,7 @@ model: $(VENV)/.installed
 
 ## Every test (compares against llama.cpp and transformers).
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=10
 
 ## Snakemake's linter on the smoke and default configs, and the rules' formatting (snakefmt).
 lint: $(VENV)/.installed-test

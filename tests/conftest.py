@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -48,13 +50,54 @@ def copy_repository(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Path:
-    """The smoke workflow (config/smoke.yaml) run once per session in a copy of the repository.
-    Shared: a test that changes files there works on its own copy (shutil.copytree keeps mtimes)."""
-    work = copy_repository(tmp_path_factory.mktemp("smoke") / "wf")
+SMOKE_TIMEOUT_S = 1200
+# The smoke workflow of this session, started in the background once collection shows a test that
+# needs it (it takes minutes, the rest of the suite runs meanwhile): its directory, process, log.
+_SMOKE: dict = {}
+
+
+def _needs_smoke(item) -> bool:
+    return "smoke_run" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    # The smoke run's tests last (a stable sort), so the background run has the whole suite's time.
+    items.sort(key=_needs_smoke)
+
+
+def pytest_collection_finish(session):
+    if not any(_needs_smoke(item) for item in session.items):
+        return
+    work = copy_repository(Path(tempfile.mkdtemp(prefix="neagari-smoke-")) / "wf")
+    log = open(work.parent / "snakemake.log", "w")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    run = subprocess.run([str(SNAKEMAKE), "--cores", "2", "--configfile", "config/smoke.yaml", "--quiet"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=1200)
-    assert run.returncode == 0, run.stderr[-3000:]
+    proc = subprocess.Popen([str(SNAKEMAKE), "--cores", "2", "--configfile", "config/smoke.yaml", "--quiet"],
+                            cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _SMOKE.update(work=work, proc=proc, log=log)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    proc = _SMOKE.pop("proc", None)
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    if "log" in _SMOKE:
+        _SMOKE.pop("log").close()
+    if "work" in _SMOKE:
+        shutil.rmtree(_SMOKE.pop("work").parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_run() -> Path:
+    """The smoke workflow (config/smoke.yaml) run once per session in a copy of the repository,
+    started in the background at the end of collection. Shared: a test that changes files there
+    works on its own copy (shutil.copytree keeps mtimes)."""
+    proc, work = _SMOKE["proc"], _SMOKE["work"]
+    try:
+        proc.wait(timeout=SMOKE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the smoke workflow ran past {SMOKE_TIMEOUT_S} s")
+    _SMOKE["log"].flush()
+    assert proc.returncode == 0, (work.parent / "snakemake.log").read_text()[-3000:]
     return work
