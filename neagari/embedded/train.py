@@ -4,9 +4,10 @@ Variants of one recipe (same data, steps, seed):
 - ``qat``: 1-bit quantization-aware training. Every linear weight (embeddings and LM head
   included, as in Bonsai) is used as sign(w) · fp16(mean |w|) per 128-weight group in the forward
   pass; the backward pass is straight-through. Norms stay float.
-- ``ternary``: ternary quantization-aware training, the BitNet b1.58 rule per 128-weight group:
-  s = fp16(mean |w|), weights clip(round(w / s), -1, 1) · s in the forward pass, straight-through
-  backward (see :func:`ternarize`).
+- ``ternary``: ternary quantization-aware training, the BitNet b1.58 rule per group: s =
+  fp16(mean |w|), weights clip(round(w / s), -1, 1) · s in the forward pass, straight-through
+  backward. The groups are the pinned Q2_0's 64-weight blocks, not Ternary Bonsai's 128 (see
+  :func:`ternarize`).
 - ``fp``: full precision, rounded to Q1_0 post hoc with llama.cpp's rule at export.
 """
 
